@@ -1,0 +1,274 @@
+"""One stream connection: its queue, its writer loop, its faults, and how it ends.
+
+The queue of a connection is a cursor into the global tweet sequence: everything from
+``cursor`` to the timeline's end is waiting to be written. It fills when the client reads
+slower than tweets are created (the kernel's socket buffers fill first, then asyncio's,
+then the writer blocks and the cursor falls behind). Past ``queue_size`` tweets of *live*
+backlog (replayed history does not count) the server warns and then disconnects the client,
+as X does with slow consumers.
+
+Every tweet the session takes off its queue ends up in the ledger exactly once per time it
+was written: delivered (acknowledged), unknown, or dropped with a reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from fake_stream.faults import (
+    Batch,
+    ByteFault,
+    EndConnection,
+    FaultContext,
+    FaultSpec,
+    MessageFault,
+)
+from fake_stream.faults.base import Send
+from fake_stream.problems import OPERATIONAL_DISCONNECT, falling_behind
+from fake_stream.wire import Outbox, Wire
+
+if TYPE_CHECKING:
+    from fake_stream.state import StreamState
+
+__all__ = ["StreamSession"]
+
+_TICK = 0.05  # seconds between checks of time-based faults and of the peer's state
+_TCP_FIN_WAIT1 = 4
+_TCP_ESTABLISHED = 1
+
+
+class StreamSession:
+    """Streams tweets ``[start_index, ...)`` to one client until something ends it.
+
+    :param filtered: the filtered stream (tweets carry ``matching_rules``) or the sample.
+    :param live_from: the first index created after the connect; the backlog before it is
+        replay and does not count against the queue limit.
+    """
+
+    def __init__(
+        self,
+        state: StreamState,
+        conn_id: int,
+        wire: Wire,
+        start_index: int,
+        live_from: int,
+        filtered: bool,
+        stall_warnings: bool,
+    ) -> None:
+        self.state = state
+        self.conn_id = conn_id
+        self.wire = wire
+        self.cursor = start_index
+        self.live_from = live_from
+        self.filtered = filtered
+        self.stall_warnings = stall_warnings
+        self.tweets_sent = 0
+        self.outbox = Outbox(conn_id, state.ledger)
+        self._wake = asyncio.Event()
+        self._end: EndConnection | None = None
+        self._warnings_due: list[int] = []
+        self._warned_level = 0.0
+        self._fault_contexts: dict[str, FaultContext] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._last_write = time.monotonic()
+        #: Set once the connection is closed and its tweets are settled in the ledger.
+        self.closed = asyncio.Event()
+
+    # The Connection protocol faults see ------------------------------------------------
+
+    def stream_time(self) -> float:
+        return self.state.clock.stream_time()
+
+    def record(self, kind: str, name: str, **detail: Any) -> None:
+        self.state.ledger.event(kind, name, self.conn_id, **detail)
+
+    # Called by the generator and the server ----------------------------------------------
+
+    def on_created(self, total: int) -> None:
+        """New tweets exist up to ``total``: check the queue limit and wake the writer."""
+        limit = self.state.config.queue_size
+        if limit:
+            backlog = total - max(self.cursor, self.live_from)
+            fill = backlog / limit
+            if fill >= 1:
+                self.end(EndConnection("queue_overflow", "clean", OPERATIONAL_DISCONNECT))
+                return
+            for level in self.state.config.warn_at:
+                if self.stall_warnings and fill >= level > self._warned_level:
+                    self._warned_level = level
+                    self._warnings_due.append(round(level * 100))
+        self._wake.set()
+
+    def end(self, why: EndConnection) -> None:
+        """Ask the connection to end. The writer stops at its next safe point; if it is
+        stuck behind a client that does not read, it is cut off (RST) after the settle
+        timeout."""
+        if self._end is not None:
+            return
+        self._end = why
+        self._wake.set()
+        if self._task is not None:
+            asyncio.get_running_loop().call_later(self.state.config.settle_timeout, self._cut_off)
+
+    def _cut_off(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+
+    # The writer ----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Write until ended, then close and settle the ledger. Never raises."""
+        self._task = asyncio.current_task()
+        why = EndConnection("server_shutdown")
+        try:
+            await self._write_loop()
+        except EndConnection as e:
+            why = e
+        except asyncio.CancelledError:
+            # Cut off while blocked (client not reading) or the server is stopping: what
+            # is queued in buffers cannot be sent in order any more, so reset.
+            why = self._end or why
+            why = EndConnection(why.reason, "reset")
+        except (ConnectionError, OSError):
+            why = EndConnection("client_closed", "gone")
+        await self._close(why)
+
+    async def _write_loop(self) -> None:
+        keepalive = self.state.config.keepalive
+        while True:
+            if self._end is not None:
+                raise self._end
+            byte_faults = self._active(ByteFault)
+            now = time.monotonic()
+            for ctx in byte_faults:
+                ctx.spec.fault.on_tick(ctx, now)  # type: ignore[attr-defined]
+            if self.wire.peer_gone():
+                raise EndConnection("client_closed", "gone")
+            pipe = self._pipe(byte_faults)
+            for percent in self._warnings_due:
+                await pipe(falling_behind(percent))
+            self._warnings_due.clear()
+            if self.cursor < self.state.timeline.total:
+                await self._send_batch(pipe)
+            elif now - self._last_write >= keepalive:
+                await pipe(b"\r\n")
+            else:
+                self._wake.clear()
+                timeout = min(_TICK, keepalive - (now - self._last_write))
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+                except TimeoutError:
+                    pass
+
+    async def _send_batch(self, pipe: Send) -> None:
+        state = self.state
+        first = self.cursor
+        stop = min(state.timeline.total, first + state.config.max_batch)
+        self.cursor = stop
+        suffixes = state.rules.suffixes() if self.filtered else None
+        if self.filtered and not suffixes:
+            state.ledger.dropped(self.conn_id, first, stop, "no_matching_rule", "queued")
+            return
+        indexes = np.arange(first, stop, dtype=np.int64)
+        ids, unix_ms = state.timeline.locate(indexes)
+        lines = state.tweets.lines(indexes, ids, unix_ms, suffixes)
+        message_faults = self._active(MessageFault)
+        if message_faults:
+            batch = Batch(lines, indexes.tolist())
+            for ctx in message_faults:
+                for position in list(ctx.firings(len(batch.lines))):
+                    ctx.spec.fault.apply(ctx, batch, position)  # type: ignore[attr-defined]
+            lines, indexes = batch.lines, np.array(batch.indexes, dtype=np.int64)
+            for index, reason, stage in batch.withheld:
+                state.ledger.dropped(self.conn_id, index, index + 1, reason, stage)
+            if batch.end is not None:
+                self.end(batch.end)
+        if lines:
+            lengths = np.fromiter(map(len, lines), dtype=np.int64, count=len(lines))
+            self.outbox.sent(self.wire.payload_bytes, lengths, indexes)
+            self.tweets_sent += int((indexes >= 0).sum())
+            await pipe(b"".join(lines))
+            self.outbox.settle(self.wire.acked_payload())
+
+    def _pipe(self, byte_faults: list[FaultContext]) -> Send:
+        """The byte pipe: each active byte fault in turn, then the socket."""
+
+        async def to_socket(data: bytes) -> None:
+            self._last_write = time.monotonic()
+            await self.wire.write(data)
+
+        send: Send = to_socket
+        for ctx in reversed(byte_faults):
+            send = _stage(ctx, send)
+        return send
+
+    def _active(self, kind: type) -> list[FaultContext]:
+        """Contexts of the faults of ``kind`` that are active and apply to this connection."""
+        out = []
+        for spec in self.state.faults.values():
+            if not isinstance(spec.fault, kind):
+                continue
+            ctx = self._context(spec)
+            if ctx.active and (ctx.applies or kind is MessageFault):
+                out.append(ctx)
+        return out
+
+    def _context(self, spec: FaultSpec) -> FaultContext:
+        ctx = self._fault_contexts.get(spec.name)
+        if ctx is None or ctx.spec is not spec:  # new, or replaced under the same name
+            ctx = self._fault_contexts[spec.name] = FaultContext(spec, self, self.state.config.seed)
+        return ctx
+
+    # Ending --------------------------------------------------------------------------
+
+    async def _close(self, why: EndConnection) -> None:
+        wire, state = self.wire, self.state
+        try:
+            if why.how in ("clean", "fin"):
+                if why.message is not None:
+                    await wire.write(why.message, drain=False)
+                for ctx in self._active(ByteFault):
+                    await ctx.spec.fault.before_close(ctx)  # type: ignore[attr-defined]
+                await wire.finish(state.config.settle_timeout, final_chunk=why.how == "clean")
+        except (ConnectionError, OSError):
+            pass
+        except asyncio.CancelledError:
+            why = EndConnection(why.reason, "reset")
+        tcp = wire.tcp_state()
+        acked = wire.acked_payload()
+        if why.how == "reset":
+            maybe = wire.kernel_payload()  # the client may take a few more bytes before the RST
+            wire.reset()
+        elif tcp.state in (_TCP_ESTABLISHED, _TCP_FIN_WAIT1) and why.how != "gone":
+            maybe = wire.kernel_payload()  # alive, just has not acknowledged yet
+        else:
+            maybe = acked  # the peer is gone: it will take nothing more
+        self.outbox.close(acked, maybe, why.reason)
+        if self.cursor < state.timeline.total:
+            state.ledger.dropped(
+                self.conn_id, self.cursor, state.timeline.total, why.reason, "queued"
+            )
+            self.cursor = state.timeline.total
+        state.ledger.connection_closed(
+            self.conn_id,
+            closed_at=time.time(),
+            end_reason=why.reason,
+            bytes_written=wire.wire_bytes,
+            bytes_acked=tcp.bytes_acked,
+        )
+        wire.release()
+        state.session_ended(self)
+        self.closed.set()
+
+
+def _stage(ctx: FaultContext, downstream: Send) -> Send:
+    fault: ByteFault = ctx.spec.fault  # type: ignore[assignment]
+
+    async def send(data: bytes) -> None:
+        await fault.write(ctx, data, downstream)
+
+    return send

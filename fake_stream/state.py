@@ -1,0 +1,179 @@
+"""The running server's state, and the two loops that move it: generation and flushing."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from fake_stream.config import ServerConfig
+from fake_stream.faults import FaultSpec, build
+from fake_stream.ledger import LedgerWriter
+from fake_stream.rates import RateProfile
+from fake_stream.rules import RuleSet
+from fake_stream.timeline import Timeline
+from fake_stream.tweets import TweetFactory
+
+if TYPE_CHECKING:
+    from fake_stream.session import StreamSession
+
+__all__ = ["Clock", "RateLimiter", "StreamState"]
+
+
+class Clock:
+    """Stream time: seconds since start on the monotonic clock, and the UNIX start ms."""
+
+    def __init__(self, t0_ms: int | None) -> None:
+        self.t0_ms = t0_ms if t0_ms is not None else int(time.time() * 1000)
+        self._start = time.monotonic()
+
+    def stream_time(self) -> float:
+        return time.monotonic() - self._start
+
+    def slot_now(self) -> int:
+        """The millisecond slot being created right now (earlier slots are complete)."""
+        return int(self.stream_time() * 1000)
+
+
+class RateLimiter:
+    """X's per-token request windows, with its ``x-rate-limit-*`` headers.
+
+    :param limit: requests per ``window`` seconds; 0 means unlimited (headers still sent).
+    """
+
+    def __init__(self, limit: int, window: float) -> None:
+        self.limit = limit
+        self.window = window
+        self._hits: dict[str, deque[float]] = {}
+
+    def hit(self, token: str) -> tuple[bool, dict[str, str]]:
+        """Count one request; return whether it is allowed and the headers to send."""
+        now = time.time()
+        hits = self._hits.setdefault(token, deque())
+        while hits and hits[0] <= now - self.window:
+            hits.popleft()
+        allowed = not self.limit or len(hits) < self.limit
+        if allowed:
+            hits.append(now)
+        reset = (hits[0] if hits else now) + self.window
+        limit = self.limit or 1_000_000
+        headers = {
+            "x-rate-limit-limit": str(limit),
+            "x-rate-limit-remaining": str(max(limit - len(hits), 0)),
+            "x-rate-limit-reset": str(int(reset)),
+        }
+        return allowed, headers
+
+
+class StreamState:
+    """Everything the routes and sessions share. One per server."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.clock = Clock(config.t0_ms)
+        self.timeline = Timeline(config.profile, config.seed, self.clock.t0_ms)
+        self.tweets = TweetFactory(config.seed)
+        self.rules = RuleSet(self.clock.t0_ms)
+        for rule in config.rules:
+            self.rules.add(*self.rules.check(rule))
+        self.faults: dict[str, FaultSpec] = {}
+        initial_faults = [build(definition) for definition in config.faults]
+        self.sessions: dict[int, StreamSession] = {}
+        self.stream_owner: dict[str, int] = {}  # token -> its open stream connection
+        self.connect_limiter = RateLimiter(config.connect_limit, config.limit_window)
+        self.rules_limiter = RateLimiter(config.rules_limit, config.limit_window)
+        self._next_conn_id = 1
+        self.ledger = LedgerWriter(
+            config.ledger,
+            {
+                "seed": config.seed,
+                "t0_ms": self.clock.t0_ms,
+                "profile": config.profile.to_json(),
+                "queue_size": config.queue_size,
+                "retention": config.retention,
+            },
+        )
+        for spec in initial_faults:
+            self.add_fault(spec)
+
+    # Connections -----------------------------------------------------------------------
+
+    def new_conn_id(self) -> int:
+        conn_id, self._next_conn_id = self._next_conn_id, self._next_conn_id + 1
+        return conn_id
+
+    def session_started(self, session: StreamSession, token: str, **fields: Any) -> None:
+        self.sessions[session.conn_id] = session
+        self.stream_owner[token] = session.conn_id
+        self.ledger.connection_opened(session.conn_id, token=token, **fields)
+
+    def session_ended(self, session: StreamSession) -> None:
+        self.sessions.pop(session.conn_id, None)
+        for token, conn_id in list(self.stream_owner.items()):
+            if conn_id == session.conn_id:
+                del self.stream_owner[token]
+
+    # Faults and rate -------------------------------------------------------------------
+
+    def add_fault(self, spec: FaultSpec) -> None:
+        if spec.name in self.faults:
+            raise KeyError(spec.name)
+        self.faults[spec.name] = spec
+        self.ledger.event("fault_added", spec.name, fault=spec.to_json())
+
+    def remove_fault(self, name: str) -> FaultSpec:
+        spec = self.faults.pop(name)
+        self.ledger.event("fault_removed", name)
+        return spec
+
+    def set_profile(self, profile: RateProfile) -> None:
+        self.timeline.set_profile(profile)
+        self.ledger.event(
+            "rate_changed", None, at_slot=self.timeline.slots, profile=profile.to_json()
+        )
+
+    # Loops -----------------------------------------------------------------------------
+
+    def generate(self) -> None:
+        """Create every tweet due by now, record it, and hand it to the sessions."""
+        created = self.timeline.advance(self.clock.slot_now())
+        if not len(created.counts):
+            return
+        self.ledger.created(created.first_slot, created.counts, created.first_index)
+        if not self.sessions:
+            self.ledger.dropped(
+                None, created.first_index, created.stop_index, "no_consumer", "queued"
+            )
+        for session in list(self.sessions.values()):
+            session.on_created(self.timeline.total)
+
+    async def run_generator(self) -> None:
+        while True:
+            self.generate()
+            await asyncio.sleep(self.config.tick)
+
+    async def run_flusher(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.flush_interval)
+            self.ledger.flush()
+
+    def stats(self) -> dict[str, Any]:
+        timeline = self.timeline
+        return {
+            "stream_time": self.clock.stream_time(),
+            "t0_ms": self.clock.t0_ms,
+            "created": timeline.total,
+            "rate": timeline.profile.rate_at(self.clock.stream_time()),
+            "connections": [
+                {
+                    "conn_id": s.conn_id,
+                    "cursor": s.cursor,
+                    "backlog": timeline.total - s.cursor,
+                    "tweets_sent": s.tweets_sent,
+                    "bytes_written": s.wire.wire_bytes,
+                }
+                for s in self.sessions.values()
+            ],
+            "faults": [spec.to_json() for spec in self.faults.values()],
+        }

@@ -1,0 +1,1 @@
+"""The harness: runs experiments against the fake stream and Airflow, and measures them."""

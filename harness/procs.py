@@ -1,0 +1,107 @@
+"""Child processes we own: each in its own process group, stopped by PID, never by name.
+
+Every process the harness starts goes through :class:`OwnedProcess`. It starts the child
+as the leader of a new session (so the child and everything it spawns share one process
+group that we own), and :meth:`OwnedProcess.stop` signals that group: SIGTERM, a grace
+period, then SIGKILL. :func:`stop_all` stops every live one; it is called at interpreter
+exit, and :func:`install_signal_handlers` makes Ctrl-C / SIGTERM of the harness call it too.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import signal
+import subprocess
+import weakref
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+from typing import IO, Any
+
+__all__ = ["OwnedProcess", "install_signal_handlers", "stop_all"]
+
+_LIVE: weakref.WeakSet[OwnedProcess] = weakref.WeakSet()
+
+
+class OwnedProcess:
+    """A child process leading its own process group.
+
+    :param argv: the command.
+    :param stdout: where its stdout goes (default: a pipe we read).
+    :param stderr: where its stderr goes (default: inherited).
+    """
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+        stdout: int | IO[Any] | None = subprocess.PIPE,
+        stderr: int | IO[Any] | None = None,
+    ) -> None:
+        self.argv = list(argv)
+        self.popen = subprocess.Popen(
+            self.argv,
+            cwd=cwd,
+            env=env,
+            stdout=stdout,
+            stderr=stderr,
+            text=True,
+            start_new_session=True,  # leader of a new session and process group: ours
+        )
+        self.pid = self.popen.pid
+        self.pgid = self.pid
+        _LIVE.add(self)
+
+    def signal(self, sig: int) -> None:
+        """Send ``sig`` to the child alone (not its group)."""
+        if self.popen.poll() is None:
+            os.kill(self.pid, sig)
+
+    def stop(self, grace: float = 10.0) -> int | None:
+        """SIGTERM the group, wait ``grace`` seconds for the leader, then SIGKILL the group.
+
+        Returns the leader's exit code. Safe to call more than once.
+        """
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.pgid, signal.SIGTERM)
+        try:
+            code = self.popen.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            code = None
+        # Anything left in the group (the leader's children) goes now.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.pgid, signal.SIGKILL)
+        if code is None:
+            self.popen.wait()
+        _LIVE.discard(self)
+        for stream in (self.popen.stdout, self.popen.stderr):
+            if stream is not None:
+                stream.close()
+        return code
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+
+def stop_all() -> None:
+    """Stop every :class:`OwnedProcess` still running."""
+    for proc in list(_LIVE):
+        proc.stop(grace=5.0)
+
+
+def install_signal_handlers() -> None:
+    """On SIGTERM or SIGINT, stop our children, then exit with the usual code."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        stop_all()
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+atexit.register(stop_all)

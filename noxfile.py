@@ -1,0 +1,69 @@
+"""nox sessions: the front door of streamstall. ``nox --list`` shows them."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.reuse_existing_virtualenvs = True
+nox.options.sessions = ["lint", "tests"]
+
+PYTHON = "3.11"
+LOCK = "requirements/lock-py311.txt"
+
+
+def install(session: nox.Session) -> None:
+    """The locked dependencies, then this project without touching them."""
+    session.install("-r", LOCK)
+    session.install("--no-deps", "-e", ".")
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """Run the test suite (real servers on loopback; no benchmarks)."""
+    install(session)
+    session.run("pytest", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check."""
+    install(session)
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python=PYTHON)
+def run(session: nox.Session) -> None:
+    """The main job: start a fake stream, consume it, compare with its ledger."""
+    install(session)
+    session.run("python", "-m", "harness", "demo", *session.posargs)
+
+
+@nox.session(python=PYTHON, default=False)
+def bench(session: nox.Session) -> None:
+    """Benchmarks (pytest-benchmark); JSON saved under results/bench/, compared with the last."""
+    install(session)
+    session.run(
+        "pytest",
+        "benchmarks",
+        "-p",
+        "no:cacheprovider",
+        "--benchmark-only",
+        "--benchmark-storage=file://results/bench",
+        "--benchmark-autosave",
+        "--benchmark-compare",
+        "--benchmark-compare-fail=none",
+        *session.posargs,
+        success_codes=[0],
+    )
+
+
+@nox.session(python=PYTHON, default=False)
+def lock(session: nox.Session) -> None:
+    """Re-resolve requirements/lock-py311.txt from pyproject.toml (needs the uv backend)."""
+    session.install("uv")
+    session.run(
+        "uv", "pip", "compile", "pyproject.toml", "--extra", "airflow", "--extra", "dev",
+        "--python-version", PYTHON, "-o", LOCK, *session.posargs,
+    )
