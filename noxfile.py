@@ -64,6 +64,17 @@ def lock(session: nox.Session) -> None:
     """Re-resolve requirements/lock-py311.txt from pyproject.toml (needs the uv backend)."""
     session.install("uv")
     session.run(
-        "uv", "pip", "compile", "pyproject.toml", "--extra", "airflow", "--extra", "dev",
-        "--python-version", PYTHON, "-o", LOCK, *session.posargs,
+        "uv",
+        "pip",
+        "compile",
+        "pyproject.toml",
+        "--extra",
+        "airflow",
+        "--extra",
+        "dev",
+        "--python-version",
+        PYTHON,
+        "-o",
+        LOCK,
+        *session.posargs,
     )

@@ -53,7 +53,7 @@ class ServerConfig:
     rules_limit: int = 450
     limit_window: float = 900.0
     send_buffer: int = 0
-    max_batch: int = 2048
+    max_batch: int = 256
     settle_timeout: float = 2.0
     flush_interval: float = 0.2
     tick: float = 0.005

@@ -39,7 +39,15 @@ import numpy as np
 
 from fake_stream import snowflake
 
-__all__ = ["SCHEMA_VERSION", "LedgerError", "LedgerReader", "LedgerWriter", "Run"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "Delivery",
+    "Drop",
+    "LedgerError",
+    "LedgerReader",
+    "LedgerWriter",
+    "Run",
+]
 
 SCHEMA_VERSION = 1
 
@@ -72,6 +80,35 @@ class Run:
     first: int
     stop: int
     label: str
+
+    def __len__(self) -> int:
+        return self.stop - self.first
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """Tweets ``[first, stop)`` written on connection ``conn_id`` as its ``seq``-th run."""
+
+    conn_id: int
+    seq: int
+    first: int
+    stop: int
+    status: str  # "acked" or "unknown"
+
+    def __len__(self) -> int:
+        return self.stop - self.first
+
+
+@dataclass(frozen=True)
+class Drop:
+    """Tweets ``[first, stop)`` that did not reach connection ``conn_id`` (None: no
+    connection at all), with why and at which stage."""
+
+    conn_id: int | None
+    first: int
+    stop: int
+    reason: str
+    stage: str
 
     def __len__(self) -> int:
         return self.stop - self.first
@@ -227,10 +264,19 @@ class LedgerWriter:
         self._db.close()
 
 
-_CONNECTION_FIELDS = (
-    "conn_id token endpoint params peer opened_at start_index "
-    "closed_at end_reason bytes_written bytes_acked"
-).split()
+_CONNECTION_FIELDS = [
+    "conn_id",
+    "token",
+    "endpoint",
+    "params",
+    "peer",
+    "opened_at",
+    "start_index",
+    "closed_at",
+    "end_reason",
+    "bytes_written",
+    "bytes_acked",
+]
 
 
 class LedgerReader:
@@ -278,7 +324,7 @@ class LedgerReader:
 
     def ids_of(self, indexes: np.ndarray) -> np.ndarray:
         """Snowflake ids of tweet indexes (all must have been created)."""
-        slot, first, count = self.created_slots()
+        slot, first, _count = self.created_slots()
         indexes = np.asarray(indexes, dtype=np.int64)
         if len(indexes) and (indexes.min() < 0 or indexes.max() >= self.created_total):
             raise LedgerError(f"{self.path}: index outside the created range")
@@ -292,23 +338,23 @@ class LedgerReader:
         rows = self._rows("SELECT * FROM connections ORDER BY conn_id")
         return [dict(zip(_CONNECTION_FIELDS, r, strict=True)) for r in rows]
 
-    def deliveries(self, conn_id: int | None = None) -> list[tuple[int, Run]]:
-        """``(conn_id, run)`` in the order each connection sent them."""
+    def deliveries(self, conn_id: int | None = None) -> list[Delivery]:
+        """Delivery runs, per connection in the order they were sent."""
         rows = self._rows(
-            "SELECT conn_id, first, stop, status FROM deliveries ORDER BY conn_id, seq"
+            "SELECT conn_id, seq, first, stop, status FROM deliveries ORDER BY conn_id, seq"
         )
-        return [(c, Run(f, s, st)) for c, f, s, st in rows if conn_id in (None, c)]
+        return [Delivery(*row) for row in rows if conn_id in (None, row[0])]
 
     def delivered_indexes(self, conn_id: int | None = None, status: str = "acked") -> np.ndarray:
         """Every delivery of every tweet (a multiset: repeats stay), in delivery order."""
-        runs = [r for _, r in self.deliveries(conn_id) if r.label == status]
+        runs = [d for d in self.deliveries(conn_id) if d.status == status]
         if not runs:
             return np.zeros(0, dtype=np.int64)
-        return np.concatenate([np.arange(r.first, r.stop, dtype=np.int64) for r in runs])
+        return np.concatenate([np.arange(d.first, d.stop, dtype=np.int64) for d in runs])
 
-    def drops(self) -> list[tuple[int | None, Run]]:
+    def drops(self) -> list[Drop]:
         rows = self._rows("SELECT conn_id, first, stop, reason, stage FROM drops ORDER BY first")
-        return [(c, Run(f, s, f"{reason}/{stage}")) for c, f, s, reason, stage in rows]
+        return [Drop(*row) for row in rows]
 
     def events(self, kind: str | None = None) -> list[dict[str, Any]]:
         rows = self._rows("SELECT at, conn_id, kind, name, detail FROM events ORDER BY at")

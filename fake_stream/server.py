@@ -67,7 +67,8 @@ class FakeStreamServer:
         ]
 
     async def _listen(self) -> None:
-        assert self._runner is not None and self._runner.server is not None
+        assert self._runner is not None
+        assert self._runner.server is not None
         server = self._runner.server
         loop = asyncio.get_running_loop()
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -14,6 +14,7 @@ was written: delivered (acknowledged), unknown, or dropped with a reason.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -159,10 +160,8 @@ class StreamSession:
             else:
                 self._wake.clear()
                 timeout = min(_TICK, keepalive - (now - self._last_write))
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout)
-                except TimeoutError:
-                    pass
 
     async def _send_batch(self, pipe: Send) -> None:
         state = self.state
@@ -229,6 +228,9 @@ class StreamSession:
         wire, state = self.wire, self.state
         try:
             if why.how in ("clean", "fin"):
+                # Warnings queued while the writer was blocked go out before the goodbye.
+                for percent in self._warnings_due:
+                    await wire.write(falling_behind(percent), drain=False)
                 if why.message is not None:
                     await wire.write(why.message, drain=False)
                 for ctx in self._active(ByteFault):

@@ -13,7 +13,9 @@ from harness.procs import install_signal_handlers
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="stream from a fake X server and check it against its ledger")
+    demo = sub.add_parser(
+        "demo", help="stream from a fake X server and check it against its ledger"
+    )
     demo.add_argument("--seconds", type=float, default=5.0)
     demo.add_argument("--rate", type=float, default=1000.0, help="tweets per second")
     demo.add_argument("--seed", type=int, default=0)

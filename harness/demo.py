@@ -49,8 +49,13 @@ def consume(url: str, headers: dict[str, str], result: DemoResult) -> None:
             result.per_second[int(time.monotonic() - start)] += 1
             if len(result.samples) < 3:
                 user = message["includes"]["users"][0]
-                result.samples.append({"id": message["data"]["id"], "user": "@" + user["username"],
-                                       "text": message["data"]["text"][:90]})
+                result.samples.append(
+                    {
+                        "id": message["data"]["id"],
+                        "user": "@" + user["username"],
+                        "text": message["data"]["text"][:90],
+                    }
+                )
 
 
 def run_demo(out: Path, seconds: float, rate: float, seed: int) -> int:
@@ -78,10 +83,25 @@ def run_demo(out: Path, seconds: float, rate: float, seed: int) -> int:
     delivered = books.ids_of(books.delivered_indexes()).tolist()
     agree = sorted(delivered) == sorted(result.ids)
     before = books.created_total - len(delivered)
-    print(f"ledger: {books.created_total:,} created, {len(delivered):,} delivered "
-          f"({before:,} created while nobody was connected or after the stream ended)")
-    print(f"client: {len(result.ids):,} received; ids match the ledger exactly: {'yes' if agree else 'NO'}")
-    (out / "demo.json").write_text(json.dumps({
-        "created": books.created_total, "delivered": len(delivered), "received": len(result.ids),
-        "agree": agree, "server_exit": code}, indent=2))
+    print(
+        f"ledger: {books.created_total:,} created, {len(delivered):,} delivered "
+        f"({before:,} created while nobody was connected or after the stream ended)"
+    )
+    print(
+        f"client: {len(result.ids):,} received; "
+        f"ids match the ledger exactly: {'yes' if agree else 'NO'}"
+    )
+    (out / "demo.json").write_text(
+        json.dumps(
+            {
+                "created": books.created_total,
+                "delivered": len(delivered),
+                "received": len(result.ids),
+                "agree": agree,
+                "server_exit": code,
+                "server_pid": server.process.pid,
+            },
+            indent=2,
+        )
+    )
     return 0 if agree and code == 0 else 1

@@ -26,11 +26,25 @@ class StreamServerProcess:
     """
 
     def __init__(
-        self, ledger: Path, args: Sequence[str] = (), token: str = "streamstall", startup_timeout: float = 30.0
+        self,
+        ledger: Path,
+        args: Sequence[str] = (),
+        token: str = "streamstall",
+        startup_timeout: float = 30.0,
     ) -> None:
         self.ledger = ledger
         self.token = token
-        argv = [sys.executable, "-m", "fake_stream", "serve", "--token", token, "--ledger", str(ledger), *args]
+        argv = [
+            sys.executable,
+            "-m",
+            "fake_stream",
+            "serve",
+            "--token",
+            token,
+            "--ledger",
+            str(ledger),
+            *args,
+        ]
         self.process = OwnedProcess(argv)
         self.info = self._read_announcement(startup_timeout)
         self.url: str = self.info["url"]
@@ -51,7 +65,9 @@ class StreamServerProcess:
 
     def control(self, method: str, path: str, body: Any = None) -> Any:
         """Call ``/_control/<path>``; raise on an error status; return the JSON answer."""
-        response = self._control.request(method, f"{self.url}/_control/{path}", json=body, timeout=10)
+        response = self._control.request(
+            method, f"{self.url}/_control/{path}", json=body, timeout=10
+        )
         response.raise_for_status()
         return response.json()
 

@@ -71,9 +71,8 @@ class Schedule:
             raise FaultError(f"at: expected seconds >= 0, got {self.at!r}")
         if self.duration is not None and self.duration <= 0:
             raise FaultError(f"duration: expected seconds > 0, got {self.duration!r}")
-        if self.every is not None:
-            if self.duration is None or self.every <= self.duration:
-                raise FaultError("every: needs a duration shorter than the period")
+        if self.every is not None and (self.duration is None or self.every <= self.duration):
+            raise FaultError("every: needs a duration shorter than the period")
         if self.every_messages is not None and self.every_messages < 1:
             raise FaultError(f"every_messages: expected >= 1, got {self.every_messages!r}")
 
@@ -98,7 +97,7 @@ class Schedule:
 EndHow = Literal["clean", "fin", "reset", "gone"]
 
 
-class EndConnection(Exception):  # noqa: N818  (a control-flow signal, not an error)
+class EndConnection(Exception):
     """Raised (or passed to ``StreamSession.end``) to end a stream connection.
 
     :param reason: recorded as the connection's end reason and as the drop reason of

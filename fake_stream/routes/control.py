@@ -5,6 +5,8 @@ See fake_stream/README.md for every endpoint with examples.
 
 from __future__ import annotations
 
+import dataclasses
+
 from aiohttp import web
 
 from fake_stream.faults import FaultError, build
