@@ -118,7 +118,7 @@ def config_from(args: argparse.Namespace, p: argparse.ArgumentParser) -> ServerC
             spec = Path(spec[1:]).read_text()
         profile = parse_profile(spec)
     except (ValueError, OSError) as e:
-        p.error(f"--profile: {e}")
+        p.error(f"{'--profile' if args.profile is not None else '--rate'}: {e}")
     faults = list(args.fault) + list(args.faults or [])
     for i, definition in enumerate(faults):
         try:

@@ -11,15 +11,12 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from fake_stream.problems import Problem, problem_response
-from fake_stream.routes import STATE, control, rules, stream
+from fake_stream.routes import MAX_BODY, STATE, control, rules, stream
 from fake_stream.state import StreamState
 
 __all__ = ["MAX_BODY", "ProblemRequestHandler", "create_app"]
 
 log = logging.getLogger(__name__)
-
-#: Largest request body accepted (rule and fault definitions are small).
-MAX_BODY = 64 * 1024
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

@@ -34,15 +34,20 @@ class Problem(Exception):
         detail: str,
         type_: str = "about:blank",
         headers: dict[str, str] | None = None,
+        close: bool = False,
         **extra: Any,
     ) -> None:
         super().__init__(detail)
         self.status = status
         self.body = {"title": title, "detail": detail, "type": type_, "status": status, **extra}
         self.headers = headers or {}
+        self.close = close  # end the connection after the answer (e.g. unread body left)
 
     def response(self) -> web.Response:
-        return problem_response(self.status, self.body, self.headers)
+        response = problem_response(self.status, self.body, self.headers)
+        if self.close:
+            response.force_close()
+        return response
 
 
 def problem_response(

@@ -20,22 +20,35 @@ Spec forms accepted by :func:`parse_profile` (JSON objects, or these strings)::
     {"kind": "piecewise", "points": [[0, 100], [5, 2000]]}   steps (seconds, rate)
     {"kind": "piecewise", "file": "curve.csv"}   the same points from a CSV file
     "record-2013"                                5,700/s with a 1 s spike to 143,199/s at 10 s
+
+Rates are finite, between 0 and :data:`MAX_RATE` tweets/s. Fields a kind does not know
+are rejected (a typo must not silently change an experiment's profile).
 """
 
 from __future__ import annotations
 
 import csv
+import itertools
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["PRESETS", "RateProfile", "Segment", "parse_profile"]
+__all__ = ["MAX_RATE", "PRESETS", "RateProfile", "Segment", "parse_profile"]
 
 _UNITS = 1_000_000  # rate_milli per millisecond is in millionths of a tweet
 _BLOCK_MS = 1024  # Poisson counts are drawn per block of this many milliseconds
+#: The fastest rate a profile may ask for, tweets/s: ~70x the 2013 record, far above what
+#: one server can generate, and low enough that a millisecond's count stays well inside a
+#: Snowflake id's 2**22 positions and the int64 running totals do not overflow for days.
+MAX_RATE = 10_000_000
+_MAX_UNITS = 2**62  # running totals (millionths of a tweet) must stay below int64's limit
+_MAX_BURSTS = 100_000  # repeats of a periodic burst within its horizon
+_MAX_START_S = 10**9  # ~32 years: later segment starts would not fit the ids' time bits
+_MASK64 = 2**64 - 1  # negative seeds are taken modulo 2**64 (numpy seeds are unsigned)
 
 
 @dataclass(frozen=True)
@@ -63,16 +76,26 @@ class RateProfile:
     def __post_init__(self) -> None:
         if not self.segments or self.segments[0].start_s != 0:
             raise ValueError("a rate profile's first segment must start at 0 s")
+        for s in self.segments:
+            if not (math.isfinite(s.start_s) and s.start_s <= _MAX_START_S):
+                raise ValueError(
+                    f"rate profile: a segment starts at {s.start_s!r} s, beyond {_MAX_START_S} s"
+                )
         starts = [round(s.start_s * 1000) for s in self.segments]
-        if any(b <= a for a, b in zip(starts, starts[1:], strict=False)):
+        if any(b <= a for a, b in itertools.pairwise(starts)):
             raise ValueError("rate profile segments must start at increasing times")
-        if any(s.rate < 0 for s in self.segments):
-            raise ValueError("rates must be >= 0 tweets/s")
+        for s in self.segments:
+            if not (math.isfinite(s.rate) and 0 <= s.rate <= MAX_RATE):
+                raise ValueError(f"rate profile rate: {s.rate!r} tweets/s is outside 0..{MAX_RATE}")
         start_ms = np.array(starts, dtype=np.int64)
         rate_milli = np.array([round(s.rate * 1000) for s in self.segments], dtype=np.int64)
-        lengths = np.diff(start_ms)
-        units = np.zeros(len(starts), dtype=np.int64)
-        units[1:] = np.cumsum(rate_milli[:-1] * lengths)
+        # Running totals in Python ints first: numpy's int64 would wrap silently.
+        totals = [0]
+        for (a, b), r in zip(itertools.pairwise(starts), rate_milli.tolist(), strict=False):
+            totals.append(totals[-1] + r * (b - a))
+        if totals[-1] >= _MAX_UNITS:
+            raise ValueError("rate profile: too many tweets before its last segment starts")
+        units = np.array(totals, dtype=np.int64)
         object.__setattr__(self, "_start_ms", start_ms)
         object.__setattr__(self, "_rate_milli", rate_milli)
         object.__setattr__(self, "_poisson", np.array([s.poisson for s in self.segments]))
@@ -91,24 +114,28 @@ class RateProfile:
         counts = np.diff(uniform // _UNITS)
         poisson = self._poisson[seg]
         if poisson.any():
-            counts[poisson] = self._poisson_counts(ms, seg, seed)[poisson]
+            counts[poisson] = self._poisson_counts(ms, seed)[poisson]
         return counts
 
     def _uniform_units(self, ms: np.ndarray, seg: np.ndarray) -> np.ndarray:
         return self._units_at_start[seg] + self._rate_milli[seg] * (ms - self._start_ms[seg])
 
-    def _poisson_counts(self, ms: np.ndarray, seg: np.ndarray, seed: int) -> np.ndarray:
-        # One generator per block of milliseconds, seeded by (seed, block): the draws for a
-        # millisecond never depend on which other milliseconds were asked for with it.
+    def _poisson_counts(self, ms: np.ndarray, seed: int) -> np.ndarray:
+        # One generator per block of milliseconds, seeded by (seed, block), drawing the
+        # whole block from the profile's own rates. A generator's draws are sequential and
+        # how many random numbers one draw consumes depends on its mean, so drawing only
+        # the milliseconds asked for (zeros elsewhere) would make every count depend on
+        # where the caller's ticks cut the block. Later rate changes (splices) leave the
+        # draws before them untouched for the same reason.
         out = np.empty(len(ms), dtype=np.int64)
-        lam = self._rate_milli[seg] / _UNITS
         blocks = ms // _BLOCK_MS
-        for block in np.unique(blocks):
-            rng = np.random.Generator(np.random.PCG64([seed, int(block), 0x5EED]))
-            block_lam = np.zeros(_BLOCK_MS)
+        for block in np.unique(blocks).tolist():
+            block_ms = np.arange(block * _BLOCK_MS, (block + 1) * _BLOCK_MS, dtype=np.int64)
+            seg = np.searchsorted(self._start_ms, block_ms, side="right") - 1
+            lam = np.where(self._poisson[seg], self._rate_milli[seg] / _UNITS, 0.0)
+            rng = np.random.Generator(np.random.PCG64([seed & _MASK64, block, 0x5EED]))
             here = blocks == block
-            block_lam[ms[here] - block * _BLOCK_MS] = lam[here]
-            out[here] = rng.poisson(block_lam)[ms[here] - block * _BLOCK_MS]
+            out[here] = rng.poisson(lam)[ms[here] - block * _BLOCK_MS]
         return out
 
     def spliced(self, at_s: float, other: RateProfile) -> RateProfile:
@@ -135,34 +162,59 @@ def _burst(
     horizon: float = 86_400.0,
     poisson: bool = False,
 ) -> RateProfile:
-    if duration <= 0 or at < 0 or factor < 0:
-        raise ValueError("burst needs at >= 0, duration > 0 and factor >= 0")
-    if every is not None and every <= duration:
-        raise ValueError("burst 'every' must be longer than its 'duration'")
+    if at < 0:
+        raise ValueError(f"rate profile at: expected >= 0 s, got {at!r}")
+    if round(duration * 1000) < 1:
+        raise ValueError(f"rate profile duration: expected >= 0.001 s, got {duration!r}")
+    if factor < 0:
+        raise ValueError(f"rate profile factor: expected >= 0, got {factor!r}")
+    if every is not None:
+        if round(every * 1000) <= round(duration * 1000):
+            raise ValueError("rate profile every: must be longer than the burst's duration")
+        if (horizon - at) / every > _MAX_BURSTS:
+            raise ValueError(
+                f"rate profile every: more than {_MAX_BURSTS} bursts before the horizon "
+                f"({horizon} s); burst less often or set a shorter horizon"
+            )
     segments = [Segment(0.0, rate, poisson)] if at > 0 else []
     start = at
-    while start < horizon:
+    while True:  # the first burst always happens, even past the horizon
         segments += [
             Segment(start, rate * factor, poisson),
             Segment(start + duration, rate, poisson),
         ]
-        if every is None:
+        start += every or math.inf
+        if start >= horizon:
             break
-        start += every
     return RateProfile(tuple(segments))
 
 
-def _piecewise(points: list[list[float]], poisson: bool = False) -> RateProfile:
-    segments = tuple(Segment(float(t), float(r), poisson) for t, r in points)
-    return RateProfile(segments)
+def _piecewise(points: Any, poisson: bool = False) -> RateProfile:
+    if not isinstance(points, list | tuple) or not points:
+        raise ValueError(f"rate profile points: expected a list of [seconds, rate], got {points!r}")
+    segments = []
+    for i, point in enumerate(points):
+        if not isinstance(point, list | tuple) or len(point) != 2:
+            raise ValueError(f"rate profile points[{i}]: expected [seconds, rate], got {point!r}")
+        t, r = (_number(v, f"points[{i}]") for v in point)
+        segments.append(Segment(t, r, poisson))
+    return RateProfile(tuple(segments))
 
 
 def _read_points(path: Path) -> list[list[float]]:
-    with path.open(newline="") as f:
-        rows = [r for r in csv.reader(f) if r and not r[0].lstrip().startswith("#")]
+    try:
+        with path.open(newline="") as f:
+            rows = [r for r in csv.reader(f) if r and not r[0].lstrip().startswith("#")]
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise ValueError(f"rate profile file: cannot read {str(path)!r}: {e}") from None
     if rows and not _is_number(rows[0][0]):
         rows = rows[1:]  # a header line
-    return [[float(r[0]), float(r[1])] for r in rows]
+    points = []
+    for row in rows:
+        if len(row) < 2 or not (_is_number(row[0]) and _is_number(row[1])):
+            raise ValueError(f"rate profile file {str(path)!r}: expected 'seconds,rate', got {row}")
+        points.append([float(row[0]), float(row[1])])
+    return points
 
 
 def _is_number(text: str) -> bool:
@@ -185,7 +237,19 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 
-_KINDS = {"constant", "poisson", "burst", "piecewise"}
+#: The fields each kind takes besides ``kind`` and ``arrivals``.
+_FIELDS: dict[str, frozenset[str]] = {
+    "constant": frozenset({"rate"}),
+    "poisson": frozenset({"rate"}),
+    "burst": frozenset({"rate", "factor", "at", "duration", "every", "horizon"}),
+    "piecewise": frozenset({"points", "file"}),
+}
+_KINDS = set(_FIELDS)
+_REQUIRED = {
+    "constant": ("rate",),
+    "poisson": ("rate",),
+    "burst": ("rate", "factor", "at", "duration"),
+}
 
 
 def parse_profile(spec: Any, base_dir: Path | None = None) -> RateProfile:
@@ -216,7 +280,7 @@ def parse_profile(spec: Any, base_dir: Path | None = None) -> RateProfile:
 
 def _from_dict(spec: dict[str, Any], base_dir: Path | None) -> RateProfile:
     kind = spec.pop("kind", None)
-    if kind not in _KINDS:
+    if not isinstance(kind, str) or kind not in _KINDS:
         raise ValueError(f"rate profile kind: expected one of {sorted(_KINDS)}, got {kind!r}")
     arrivals = spec.pop("arrivals", "poisson" if kind == "poisson" else "uniform")
     if arrivals not in ("uniform", "poisson"):
@@ -224,24 +288,39 @@ def _from_dict(spec: dict[str, Any], base_dir: Path | None) -> RateProfile:
             f"rate profile arrivals: expected 'uniform' or 'poisson', got {arrivals!r}"
         )
     poisson = arrivals == "poisson"
-    try:
-        if kind in ("constant", "poisson"):
-            return _constant(_number(spec.pop("rate"), "rate"), poisson)
-        if kind == "burst":
-            return _burst(poisson=poisson, **{k: _number(v, k) for k, v in spec.items()})
-        if "file" in spec:
-            path = Path(spec.pop("file"))
-            return _piecewise(_read_points(path if base_dir is None else base_dir / path), poisson)
-        return _piecewise(spec.pop("points"), poisson)
-    except KeyError as missing:
-        raise ValueError(f"rate profile ({kind}): missing field {missing}") from None
-    except TypeError as wrong:
-        raise ValueError(f"rate profile ({kind}): {wrong}") from None
+    unknown = sorted(map(str, set(spec) - _FIELDS[kind]))
+    if unknown:
+        raise ValueError(
+            f"rate profile ({kind}) {unknown[0]}: unknown field; "
+            f"expected {sorted(_FIELDS[kind] | {'kind', 'arrivals'})}"
+        )
+    missing = [name for name in _REQUIRED.get(kind, ()) if name not in spec]
+    if kind == "piecewise" and len(set(spec) & {"points", "file"}) != 1:
+        raise ValueError("rate profile (piecewise): give exactly one of 'points' or 'file'")
+    if missing:
+        raise ValueError(f"rate profile ({kind}) {missing[0]}: missing field")
+    if kind in ("constant", "poisson"):
+        return _constant(_number(spec["rate"], "rate"), poisson)
+    if kind == "burst":
+        numbers = {k: _number(v, k, optional=k == "every") for k, v in spec.items()}
+        return _burst(poisson=poisson, **numbers)
+    if "file" in spec:
+        if not isinstance(spec["file"], str) or not spec["file"]:
+            raise ValueError(f"rate profile file: expected a path, got {spec['file']!r}")
+        path = Path(spec["file"])
+        return _piecewise(_read_points(path if base_dir is None else base_dir / path), poisson)
+    return _piecewise(spec["points"], poisson)
 
 
-def _number(value: Any, name: str) -> float:
-    if value is None:
+def _number(value: Any, name: str, optional: bool = False) -> float:
+    if value is None and optional:
         return value  # an optional field left empty
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"rate profile {name}: expected a number, got {value!r}")
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond any float
+        number = math.inf
+    if not math.isfinite(number):
+        raise ValueError(f"rate profile {name}: expected a finite number, got {value!r}")
+    return number

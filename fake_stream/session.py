@@ -67,7 +67,10 @@ class StreamSession:
         self.live_from = live_from
         self.filtered = filtered
         self.stall_warnings = stall_warnings
-        self.tweets_sent = 0
+        self.tweets_sent = 0  # tweet lines written (stats)
+        self.tweets_taken = 0  # tweets taken off the queue: one-shot faults count these
+        self._held: list[tuple[bytes, int]] = []  # lines a fault delayed to the next write
+        self._peer_gone = False
         self.outbox = Outbox(conn_id, state.ledger)
         self._wake = asyncio.Event()
         self._end: EndConnection | None = None
@@ -75,6 +78,7 @@ class StreamSession:
         self._warned_level = 0.0
         self._fault_contexts: dict[str, FaultContext] = {}
         self._task: asyncio.Task[None] | None = None
+        self._closing = False
         self._last_write = time.monotonic()
         #: Set once the connection is closed and its tweets are settled in the ledger.
         self.closed = asyncio.Event()
@@ -86,6 +90,9 @@ class StreamSession:
 
     def record(self, kind: str, name: str, **detail: Any) -> None:
         self.state.ledger.event(kind, name, self.conn_id, **detail)
+
+    def in_force(self, spec: FaultSpec) -> bool:
+        return self.state.faults.get(spec.name) is spec
 
     # Called by the generator and the server ----------------------------------------------
 
@@ -116,7 +123,9 @@ class StreamSession:
             asyncio.get_running_loop().call_later(self.state.config.settle_timeout, self._cut_off)
 
     def _cut_off(self) -> None:
-        if self._task is not None and not self._task.done():
+        # Only a writer still stuck in its loop is cut off; a connection already closing
+        # (slow_close, waiting for acknowledgements) has its own bounded waits.
+        if self._task is not None and not self._task.done() and not self._closing:
             self._task.cancel()
 
     # The writer ----------------------------------------------------------------------
@@ -124,19 +133,34 @@ class StreamSession:
     async def run(self) -> None:
         """Write until ended, then close and settle the ledger. Never raises."""
         self._task = asyncio.current_task()
+        watchdog = asyncio.create_task(self._watch_peer())
         why = EndConnection("server_shutdown")
         try:
             await self._write_loop()
         except EndConnection as e:
             why = e
         except asyncio.CancelledError:
-            # Cut off while blocked (client not reading) or the server is stopping: what
-            # is queued in buffers cannot be sent in order any more, so reset.
-            why = self._end or why
-            why = EndConnection(why.reason, "reset")
+            if self._peer_gone:
+                why = EndConnection("client_closed", "gone")
+            else:
+                # Cut off while blocked (client not reading) or the server is stopping:
+                # what sits in the buffers cannot be followed by a clean end, so reset.
+                why = EndConnection((self._end or why).reason, "reset")
         except (ConnectionError, OSError):
             why = EndConnection("client_closed", "gone")
+        finally:
+            watchdog.cancel()
+        self._closing = True
         await self._close(why)
+
+    async def _watch_peer(self) -> None:
+        """Notice a client that went away even while the writer is blocked (in a drain, a
+        timeout fault, a long latency): its token's one connection must be freed."""
+        while not self.wire.peer_gone():
+            await asyncio.sleep(_TICK)
+        self._peer_gone = True
+        if self._task is not None and not self._closing:
+            self._task.cancel()
 
     async def _write_loop(self) -> None:
         keepalive = self.state.config.keepalive
@@ -147,14 +171,15 @@ class StreamSession:
             now = time.monotonic()
             for ctx in byte_faults:
                 ctx.spec.fault.on_tick(ctx, now)  # type: ignore[attr-defined]
-            if self.wire.peer_gone():
-                raise EndConnection("client_closed", "gone")
             pipe = self._pipe(byte_faults)
             for percent in self._warnings_due:
                 await pipe(falling_behind(percent))
             self._warnings_due.clear()
             if self.cursor < self.state.timeline.total:
                 await self._send_batch(pipe)
+                # A fast reader never makes the writes wait: yield anyway, or the clock,
+                # the ledger, the control API and the other connections would starve.
+                await asyncio.sleep(0)
             elif now - self._last_write >= keepalive:
                 await pipe(b"\r\n")
             else:
@@ -175,23 +200,51 @@ class StreamSession:
         indexes = np.arange(first, stop, dtype=np.int64)
         ids, unix_ms = state.timeline.locate(indexes)
         lines = state.tweets.lines(indexes, ids, unix_ms, suffixes)
+        taken_before, self.tweets_taken = self.tweets_taken, self.tweets_taken + stop - first
         message_faults = self._active(MessageFault)
-        if message_faults:
-            batch = Batch(lines, indexes.tolist())
-            for ctx in message_faults:
-                for position in list(ctx.firings(len(batch.lines))):
-                    ctx.spec.fault.apply(ctx, batch, position)  # type: ignore[attr-defined]
-            lines, indexes = batch.lines, np.array(batch.indexes, dtype=np.int64)
-            for index, reason, stage in batch.withheld:
-                state.ledger.dropped(self.conn_id, index, index + 1, reason, stage)
-            if batch.end is not None:
-                self.end(batch.end)
+        if message_faults or self._held:
+            lines, indexes = self._apply_message_faults(
+                message_faults, lines, indexes, taken_before
+            )
         if lines:
             lengths = np.fromiter(map(len, lines), dtype=np.int64, count=len(lines))
             self.outbox.sent(self.wire.payload_bytes, lengths, indexes)
             self.tweets_sent += int((indexes >= 0).sum())
             await pipe(b"".join(lines))
             self.outbox.settle(self.wire.acked_payload())
+
+    def _apply_message_faults(
+        self, faults: list[FaultContext], lines: list[bytes], indexes: np.ndarray, taken_before: int
+    ) -> tuple[list[bytes], np.ndarray]:
+        """Let one-shot faults rewrite a write. Each firing targets a fresh tweet (by its
+        number on the connection), found where earlier faults left it in the write."""
+        batch = Batch(lines, indexes.tolist())
+        if self._held:  # what a fault held back last time goes out after this first line
+            at = min(1, len(batch.lines))
+            batch.lines[at:at] = [line for line, _ in self._held]
+            batch.indexes[at:at] = [index for _, index in self._held]
+            self._held = []
+        first = int(indexes[0]) if len(indexes) else 0
+        firings = sorted(
+            (offset, order, ctx)
+            for order, ctx in enumerate(faults)
+            for offset in ctx.firings(taken_before, len(indexes))
+        )
+        for offset, _, ctx in firings:
+            target = first + offset
+            if target in batch.indexes:
+                position = batch.indexes.index(target)
+            elif any(index == target for _, index in batch.held):
+                position = len(batch.lines)  # held back: it would have come at the end
+            else:
+                continue  # an earlier fault in this write destroyed or withheld it
+            ctx.spec.fault.apply(ctx, batch, position)  # type: ignore[attr-defined]
+        for index, reason, stage in batch.withheld:
+            self.state.ledger.dropped(self.conn_id, index, index + 1, reason, stage)
+        self._held = batch.held
+        if batch.end is not None:
+            self.end(batch.end)
+        return batch.lines, np.array(batch.indexes, dtype=np.int64)
 
     def _pipe(self, byte_faults: list[FaultContext]) -> Send:
         """The byte pipe: each active byte fault in turn, then the socket."""
@@ -250,6 +303,8 @@ class StreamSession:
         else:
             maybe = acked  # the peer is gone: it will take nothing more
         self.outbox.close(acked, maybe, why.reason)
+        for _, index in self._held:
+            state.ledger.dropped(self.conn_id, index, index + 1, why.reason, "queued")
         if self.cursor < state.timeline.total:
             state.ledger.dropped(
                 self.conn_id, self.cursor, state.timeline.total, why.reason, "queued"

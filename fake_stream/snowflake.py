@@ -33,6 +33,8 @@ def encode(ms: int, position: int) -> int:
         raise ValueError(f"position {position} is outside 0..{MAX_PER_MS - 1}")
     if ms < TWEPOCH:
         raise ValueError(f"{ms} ms is before the Snowflake epoch {TWEPOCH}")
+    if ms - TWEPOCH >= 1 << 41:
+        raise ValueError(f"{ms} ms does not fit the id's 41 bits of time (year 2080 or later)")
     return ((ms - TWEPOCH) << _SHIFT) | position
 
 

@@ -71,9 +71,9 @@ class StreamState:
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
+        self.tweets = TweetFactory(config.seed)  # slow (Faker pools): before the clock starts
         self.clock = Clock(config.t0_ms)
         self.timeline = Timeline(config.profile, config.seed, self.clock.t0_ms)
-        self.tweets = TweetFactory(config.seed)
         self.rules = RuleSet(self.clock.t0_ms)
         for rule in config.rules:
             self.rules.add(*self.rules.check(rule))

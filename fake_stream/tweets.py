@@ -48,6 +48,11 @@ def iso_ms(unix_ms: int) -> bytes:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.").encode() + b"%03dZ" % (unix_ms % 1000)
 
 
+def _username(name: str) -> str:
+    """X usernames are 1-15 letters, digits and underscores; Faker's may hold dots."""
+    return "".join(c if c.isascii() and (c.isalnum() or c == "_") else "_" for c in name)[:15]
+
+
 def _mix(values: np.ndarray, seed: int) -> np.ndarray:
     """splitmix64 of ``values`` salted with ``seed``: a cheap, well-spread hash."""
     with np.errstate(over="ignore"):
@@ -75,12 +80,16 @@ class TweetFactory:
             locale, lang = plan[i % len(plan)]
             text = fake[locale].text(max_nb_chars=280).replace("\n", " ")
             self._texts.append(b'","lang":"' + lang.encode() + b'","text":' + orjson.dumps(text))
-        rng = np.random.Generator(np.random.PCG64([seed, 0x05E7]))
+        rng = np.random.Generator(np.random.PCG64([seed & (2**64 - 1), 0x05E7]))
         user_ids = rng.integers(10**17, 10**18, size=users).tolist()
         self._users = []
         for user_id in user_ids:
             locale = plan[len(self._users) % len(plan)][0]
-            user = {"id": str(user_id), "name": fake[locale].name(), "username": fake.user_name()}
+            user = {
+                "id": str(user_id),
+                "name": fake[locale].name(),
+                "username": _username(fake.user_name()),
+            }
             self._users.append(
                 b',"author_id":"'
                 + user["id"].encode()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -17,9 +18,10 @@ def start_server(tmp_path: Path) -> Iterator[StartServer]:
     """Start fake stream servers (``start_server("--rate", "500", ...)``); all are stopped
     (SIGTERM, ledger flushed) at the end of the test. Each gets its own ledger file."""
     servers: list[StreamServerProcess] = []
+    names = itertools.count()  # not len(servers): tests may start servers from threads
 
     def start(*args: str, token: str = "test-token") -> StreamServerProcess:
-        ledger = tmp_path / f"ledger-{len(servers)}.sqlite"
+        ledger = tmp_path / f"ledger-{next(names)}.sqlite"
         server = StreamServerProcess(ledger, args, token=token)
         servers.append(server)
         return server

@@ -117,10 +117,12 @@ class Connection(Protocol):
     """What a fault may see of the connection it acts on."""
 
     conn_id: int
-    tweets_sent: int
 
     def stream_time(self) -> float: ...
     def record(self, kind: str, name: str, **detail: Any) -> None: ...
+    def in_force(self, spec: FaultSpec) -> bool:
+        """Whether ``spec`` is still registered (not removed or replaced)."""
+        ...
 
 
 #: The next stage of the byte pipe.
@@ -145,13 +147,23 @@ class Batch:
     ``indexes[i]`` is the tweet index of ``lines[i]``, or -1 for a line that is not a tweet.
     A fault that destroys or withholds a tweet lists it in ``withheld`` as
     ``(index, reason, ledger stage)`` (stage ``fault``: destroyed on the wire; ``queued``:
-    never sent); one that ends the connection sets ``end``.
+    never sent); one that delays lines to the next write uses :meth:`hold`; one that ends
+    the connection sets ``end``.
     """
 
     lines: list[bytes]
     indexes: list[int]
     withheld: list[tuple[int, str, str]] = field(default_factory=list)
     end: EndConnection | None = None
+    #: Lines held back to go out with the next write, after its first line.
+    held: list[tuple[bytes, int]] = field(default_factory=list)
+
+    def hold(self, position: int) -> list[int]:
+        """Take the lines from ``position`` on out of this write, to go out later."""
+        self.held += zip(self.lines[position:], self.indexes[position:], strict=True)
+        taken = self.indexes[position:]
+        del self.lines[position:], self.indexes[position:]
+        return taken
 
 
 class MessageFault(Fault):
@@ -215,16 +227,25 @@ class FaultContext:
 
     @property
     def active(self) -> bool:
-        return self.spec.schedule.activation(self.conn.stream_time()) is not None
+        """In force and inside its schedule now (a removed fault is never active)."""
+        return (
+            self.conn.in_force(self.spec)
+            and self.spec.schedule.activation(self.conn.stream_time()) is not None
+        )
 
     def record(self, effect: str, **detail: Any) -> None:
         """Log what the fault did to the connection in the ledger."""
         self.conn.record("fault", self.spec.name, type=self.spec.type, effect=effect, **detail)
 
-    def firings(self, batch_size: int) -> Iterator[int]:
-        """Positions in a write of ``batch_size`` tweets where a one-shot fault fires."""
+    def firings(self, first: int, count: int) -> Iterator[int]:
+        """Where a one-shot fault fires among a write's fresh tweets.
+
+        The write carries the connection's tweets number ``first`` to ``first + count - 1``
+        (counted as taken off its queue, so the count never depends on how tweets were
+        batched or what other faults did to them). Yields offsets ``0..count-1``.
+        """
         window = self.spec.schedule.activation(self.conn.stream_time())
-        if window is None or batch_size == 0:
+        if window is None or count == 0 or not self.conn.in_force(self.spec):
             return
         every = self.spec.schedule.every_messages
         if every is None:
@@ -233,14 +254,13 @@ class FaultContext:
                 if self.rng.random() < self.spec.probability:
                     yield 0
             return
-        first = self.conn.tweets_sent
-        if self.next_message_mark is None:
+        if self.next_message_mark is None:  # the first mark after the fault took effect
             self.next_message_mark = (first // every + 1) * every
-        while self.next_message_mark < first + batch_size:
-            position = self.next_message_mark - first
+        while self.next_message_mark < first + count:
+            offset = self.next_message_mark - first
             self.next_message_mark += every
             if self.rng.random() < self.spec.probability:
-                yield position
+                yield offset
 
 
 # Registry ------------------------------------------------------------------------------

@@ -3,6 +3,11 @@
 Continuous faults: each connection tosses its seeded coin once (``probability``) and, if it
 applies, the fault acts on every write made while its schedule is active. Byte counts are
 stream *body* bytes (NDJSON, before HTTP chunk framing).
+
+Faults that only shape the bytes (latency, bandwidth, slicer) record an ``applied`` event
+the first time they act on a connection in each activation window, so the ledger says
+which connections they touched. Bandwidth and slicer work on one write piece by piece and
+stop shaping as soon as their window ends: the rest of that write goes out at once.
 """
 
 from __future__ import annotations
@@ -32,6 +37,14 @@ __all__ = [
 ]
 
 
+def _applied(ctx: FaultContext) -> None:
+    """Record, once per activation window and connection, that the fault acts on it."""
+    window = ctx.spec.schedule.activation(ctx.conn.stream_time())
+    if window is not None and ctx.state.get("applied_window") != window:
+        ctx.state["applied_window"] = window
+        ctx.record("applied", window=window)
+
+
 def _positive(name: str, value: float, allow_zero: bool = True) -> None:
     if value < 0 or (value == 0 and not allow_zero):
         raise FaultError(
@@ -52,6 +65,7 @@ class LatencyFault(ByteFault):
         _positive("jitter", self.jitter)
 
     async def write(self, ctx: FaultContext, data: bytes, send: Send) -> None:
+        _applied(ctx)
         delay = self.latency + ctx.rng.uniform(-self.jitter, self.jitter)
         await asyncio.sleep(max(delay, 0.0))
         await send(data)
@@ -68,8 +82,12 @@ class BandwidthFault(ByteFault):
         _positive("rate", self.rate, allow_zero=False)
 
     async def write(self, ctx: FaultContext, data: bytes, send: Send) -> None:
+        _applied(ctx)
         per_tick = max(1, int(self.rate * 1024 / 20))  # 50 ms worth of bytes
         for start in range(0, len(data), per_tick):
+            if not ctx.active:  # the window ended in the middle of this write
+                await send(data[start:])
+                return
             piece = data[start : start + per_tick]
             await send(piece)
             await asyncio.sleep(len(piece) / (self.rate * 1024))
@@ -91,8 +109,12 @@ class SlicerFault(ByteFault):
         _positive("delay", self.delay)
 
     async def write(self, ctx: FaultContext, data: bytes, send: Send) -> None:
+        _applied(ctx)
         start = 0
         while start < len(data):
+            if not ctx.active:  # the window ended in the middle of this write
+                await send(data[start:])
+                return
             size = self.average_size + ctx.rng.randint(-self.size_variation, self.size_variation)
             await send(data[start : start + size])
             start += size

@@ -10,9 +10,12 @@ from aiohttp import web
 from fake_stream.problems import Problem, invalid_request
 from fake_stream.state import StreamState
 
-__all__ = ["STATE", "check_params", "json_body"]
+__all__ = ["MAX_BODY", "STATE", "check_params", "json_body"]
 
 STATE = web.AppKey("state", StreamState)
+
+#: Largest request body accepted (rule and fault definitions are small).
+MAX_BODY = 64 * 1024
 
 
 def check_params(request: web.Request, allowed: set[str]) -> dict[str, str]:
@@ -24,7 +27,8 @@ def check_params(request: web.Request, allowed: set[str]) -> dict[str, str]:
             errors.append(
                 {
                     "parameters": {name: values},
-                    "message": f"The query parameter [{name}] is not one of [{','.join(sorted(allowed))}]",
+                    "message": f"The query parameter [{name}] is not one of "
+                    f"[{','.join(sorted(allowed))}]",
                 }
             )
         elif len(values) > 1:
@@ -40,9 +44,25 @@ def check_params(request: web.Request, allowed: set[str]) -> dict[str, str]:
 
 
 async def json_body(request: web.Request) -> Any:
-    """The request body parsed as JSON, or a 400 problem saying why it is not."""
-    raw = await request.read()
+    """The request body parsed as JSON, or a 400 problem saying why it is not; a body over
+    :data:`MAX_BODY` is a 413 (at once when its Content-Length says so: the client is not
+    made to send megabytes first) and the connection is closed after the answer."""
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise _too_large(f"Content-Length {request.content_length}")
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:  # a chunked body that grew past the limit
+        raise _too_large("the body") from None
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as e:
         raise Problem(400, "Invalid Request", f"Request body is not valid JSON: {e}") from None
+
+
+def _too_large(what: str) -> Problem:
+    return Problem(
+        413,
+        "Payload Too Large",
+        f"{what} exceeds the largest request body accepted, {MAX_BODY} bytes.",
+        close=True,
+    )

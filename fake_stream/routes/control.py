@@ -44,10 +44,17 @@ async def get_rate(request: web.Request) -> web.Response:
 
 @routes.put("/_control/rate")
 async def set_rate(request: web.Request) -> web.Response:
-    """Body: any rate profile spec; it starts now (its time 0 is the current instant)."""
+    """Body: a rate profile spec; it starts now (its time 0 is the current instant).
+
+    ``{"kind": "piecewise", "file": ...}`` is refused here: over HTTP it would read any file
+    the server can read. Files are for ``--profile`` at start-up; send ``points`` instead.
+    """
     state = _state(request)
+    spec = await json_body(request)
+    if isinstance(spec, dict) and "file" in spec:
+        raise Problem(400, "Invalid Request", "file: not accepted over HTTP; send 'points'")
     try:
-        profile = parse_profile(await json_body(request))
+        profile = parse_profile(spec)
     except ValueError as e:
         raise Problem(400, "Invalid Request", str(e)) from None
     state.set_profile(profile)
@@ -121,14 +128,10 @@ async def read_ledger(request: web.Request) -> web.Response:
             "meta": reader.meta,
             "created": reader.created_total,
             "connections": reader.connections(),
-            "deliveries": [
-                {"conn_id": c, "first": r.first, "stop": r.stop, "status": r.label}
-                for c, r in reader.deliveries()
-            ],
-            "drops": [
-                {"conn_id": c, "first": r.first, "stop": r.stop, "why": r.label}
-                for c, r in reader.drops()
-            ],
+            # The ledger's rows as they are: deliveries (conn_id, seq, first, stop,
+            # status), drops (conn_id, first, stop, reason, stage).
+            "deliveries": [dataclasses.asdict(d) for d in reader.deliveries()],
+            "drops": [dataclasses.asdict(d) for d in reader.drops()],
             "events": reader.events(),
         }
     )

@@ -33,6 +33,17 @@ def _limited(request: web.Request) -> tuple[StreamState, dict[str, str]]:
 @routes.get(_PATH)
 async def list_rules(request: web.Request) -> web.Response:
     query = check_params(request, {"ids", "max_results", "pagination_token"})
+    limit = query.get("max_results", "1000")
+    if not (limit.isascii() and limit.isdigit() and 1 <= int(limit) <= 1000):
+        raise invalid_request(
+            [
+                {
+                    "parameters": {"max_results": [limit]},
+                    "message": f"The `max_results` query parameter value [{limit}] is not "
+                    "an integer between 1 and 1000",
+                }
+            ]
+        )
     state, headers = _limited(request)
     wanted = set(query["ids"].split(",")) if "ids" in query else None
     data = [r.to_json() for r in state.rules if wanted is None or r.id in wanted]
@@ -78,9 +89,12 @@ async def change_rules(request: web.Request) -> web.Response:
 
 def _add(state: StreamState, specs: list[Any], dry_run: bool) -> dict[str, Any]:
     created, errors = [], []
+    planned: set[str] = set()  # values a dry run would have added by now
     for spec in specs:
         try:
             value, tag = state.rules.check(spec)
+            if value in planned:  # a dry run must predict the real request's duplicates
+                raise RuleError("DuplicateRule", spec, "Duplicate rule value.")
         except RuleError as e:
             errors.append(
                 {
@@ -92,6 +106,7 @@ def _add(state: StreamState, specs: list[Any], dry_run: bool) -> dict[str, Any]:
             )
             continue
         if dry_run:
+            planned.add(value)
             created.append({"value": value, "tag": tag})
         else:
             created.append(state.rules.add(value, tag).to_json())

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import socket
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
 from fake_stream import snowflake
-from fake_stream.faults import ConnectFault, FaultContext
+from fake_stream.faults import ConnectFault, FaultContext, FaultSpec
 from fake_stream.problems import invalid_request, too_many_connections, too_many_requests
 from fake_stream.routes import STATE, check_params
 from fake_stream.session import StreamSession
@@ -39,21 +40,25 @@ class _Connecting:
 
     state: StreamState
     conn_id: int
-    tweets_sent: int = 0
 
     def stream_time(self) -> float:
         return self.state.clock.stream_time()
+
+    def in_force(self, spec: FaultSpec) -> bool:
+        return self.state.faults.get(spec.name) is spec
 
     def record(self, kind: str, name: str, **detail: Any) -> None:
         self.state.ledger.event(kind, name, self.conn_id, **detail)
 
 
-@routes.get("/2/tweets/search/stream")
+# No HEAD: aiohttp would run the handler for it, and a stream "HEAD" would then send an
+# endless body after its headers (a HEAD response must have none). HEAD gets 405.
+@routes.get("/2/tweets/search/stream", allow_head=False)
 async def filtered_stream(request: web.Request) -> web.StreamResponse:
     return await _stream(request, filtered=True)
 
 
-@routes.get("/2/tweets/sample/stream")
+@routes.get("/2/tweets/sample/stream", allow_head=False)
 async def sample_stream(request: web.Request) -> web.StreamResponse:
     return await _stream(request, filtered=False)
 
@@ -95,7 +100,7 @@ async def _stream(request: web.Request, filtered: bool) -> web.StreamResponse:
         endpoint=request.path,
         params=request.query_string,
         peer=request.remote,
-        opened_at=state.clock.t0_ms / 1000 + state.clock.stream_time(),
+        opened_at=time.time(),
         start_index=start,
     )
     await session.run()
@@ -107,13 +112,13 @@ def _parse(query: dict[str, str]) -> tuple[int | None, int | None, bool]:
     backfill = since_id = None
     if "backfill_minutes" in query:
         text = query["backfill_minutes"]
-        if not text.isdigit() or not 1 <= int(text) <= 5:
+        if not _is_digits(text) or not 1 <= int(text) <= 5:
             errors.append(_param_error("backfill_minutes", text, "must be an integer 1..5"))
         else:
             backfill = int(text)
     if "since_id" in query:
         text = query["since_id"]
-        if not text.isdigit() or len(text) > 19 or int(text) >= 2**63:
+        if not _is_digits(text) or len(text) > 19 or int(text) >= 2**63:
             errors.append(_param_error("since_id", text, "must be a tweet id (digits)"))
         else:
             since_id = int(text)
@@ -127,6 +132,12 @@ def _parse(query: dict[str, str]) -> tuple[int | None, int | None, bool]:
     if errors:
         raise invalid_request(errors)
     return backfill, since_id, stall == "true"
+
+
+def _is_digits(text: str) -> bool:
+    """ASCII digits only: ``str.isdigit`` and ``int`` also take other scripts' digits
+    (a full-width one, U+FF11, is 1 to Python), which X would not."""
+    return text.isascii() and text.isdigit()
 
 
 def _param_error(name: str, value: str, message: str) -> dict[str, Any]:
