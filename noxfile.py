@@ -53,9 +53,8 @@ def bench(session: nox.Session) -> None:
         "--benchmark-storage=file://results/bench",
         "--benchmark-autosave",
         "--benchmark-compare",
-        "--benchmark-compare-fail=none",
+        "-s",
         *session.posargs,
-        success_codes=[0],
     )
 
 

@@ -39,6 +39,7 @@ import numpy as np
 import pytest
 
 from fake_stream import snowflake
+from fake_stream.config import ServerConfig
 from fake_stream.ledger import LedgerReader
 from fake_stream.tweets import TweetFactory
 from harness.stream_server import StreamServerProcess
@@ -46,7 +47,7 @@ from harness.stream_server import StreamServerProcess
 DURATION = 10.0
 MARKER = b'{"data":'
 TOKEN = "bench-token"
-MAX_BATCH = 2048  # the server's default --max-batch: tweets per HTTP chunk
+MAX_BATCH = ServerConfig.max_batch  # tweets per HTTP chunk, as the server writes them
 PATH = "/2/tweets/search/stream"
 _CTX = mp.get_context("fork")  # the children only run the functions below
 
