@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 from dataclasses import dataclass, field
+from typing import Any
 
 import requests
 
@@ -80,3 +81,27 @@ def dechunk(raw: bytes) -> tuple[bytes, bytes, bool]:
         body += rest[:size]
         rest = rest[size + 2 :]
     return head, bytes(body), False
+
+
+def describe(response: requests.Response) -> str:
+    """Status, headers and the start of the body, without reading an endless stream."""
+    head = f"{response.status_code} {dict(response.headers)}"
+    if response.headers.get("Transfer-Encoding") == "chunked" and response.status_code == 200:
+        return head + " (a stream)"
+    return head + " " + response.text[:300]
+
+
+def assert_problem(response: requests.Response, status: int | None = None) -> dict[str, Any]:
+    """``status`` (any 4xx if not given) with an X-style JSON problem body; return it."""
+    if status is None:
+        assert 400 <= response.status_code < 500, describe(response)
+    else:
+        assert response.status_code == status, describe(response)
+    assert response.headers["Content-Type"].startswith("application/problem+json")
+    body = response.json()
+    assert isinstance(body, dict)
+    for key in ("title", "detail", "type"):
+        assert isinstance(body[key], str)
+        assert body[key]
+    assert body["status"] == response.status_code
+    return body

@@ -20,34 +20,13 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from harness.stream_server import StreamServerProcess
+from tests.fake_stream._clients import assert_problem, describe
 
 SEARCH = "/2/tweets/search/stream"
 SAMPLE = "/2/tweets/sample/stream"
 RULES = "/2/tweets/search/stream/rules"
 MAX_BODY = 64 * 1024  # documented in fake_stream/README.md
 TWEPOCH = 1288834974657
-
-
-def _describe(response: requests.Response) -> str:
-    """Status, headers and the start of the body, without reading an endless stream."""
-    head = f"{response.status_code} {dict(response.headers)}"
-    if response.headers.get("Transfer-Encoding") == "chunked" and response.status_code == 200:
-        return head + " (a stream)"
-    return head + " " + response.text[:300]
-
-
-def assert_problem(response: requests.Response, status: int | None = None) -> dict[str, Any]:
-    """A 4xx (``status`` if given) with an X-style JSON problem body."""
-    if status is not None:
-        assert response.status_code == status, _describe(response)
-    assert 400 <= response.status_code < 500, _describe(response)
-    assert response.headers["Content-Type"].startswith("application/problem+json")
-    body = response.json()
-    for key in ("title", "detail", "type"):
-        assert isinstance(body[key], str)
-        assert body[key]
-    assert body["status"] == response.status_code
-    return body
 
 
 @pytest.fixture(scope="module")
@@ -528,7 +507,7 @@ def test_random_requests_get_2xx_or_4xx_problems_and_the_server_stays_up(
         if not is_stream:
             response.content  # noqa: B018  (read the whole answer)
     event(f"status {status}")  # the spread shows in --hypothesis-show-statistics
-    assert 200 <= status < 300 or 400 <= status < 500, _describe(response)
+    assert 200 <= status < 300 or 400 <= status < 500, describe(response)
     if status >= 400 and method != "HEAD":
         assert_problem(response)
     if status < 300 and auth == "valid" and path.startswith(("/_control/faults", "/_control/rate")):

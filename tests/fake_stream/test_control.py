@@ -13,27 +13,9 @@ import pytest
 import requests
 
 from harness.stream_server import StreamServerProcess
+from tests.fake_stream._clients import assert_problem
 
 TWEPOCH = 1288834974657  # from the reference, not from the server
-
-
-def _describe(response: requests.Response) -> str:
-    """Status, headers and the start of the body, without reading an endless stream."""
-    head = f"{response.status_code} {dict(response.headers)}"
-    if response.headers.get("Transfer-Encoding") == "chunked" and response.status_code == 200:
-        return head + " (a stream)"
-    return head + " " + response.text[:300]
-
-
-def assert_problem(response: requests.Response, status: int) -> dict[str, Any]:
-    assert response.status_code == status, _describe(response)
-    assert response.headers["Content-Type"].startswith("application/problem+json")
-    body = response.json()
-    for key in ("title", "detail", "type"):
-        assert isinstance(body[key], str)
-        assert body[key]
-    assert body["status"] == status
-    return body
 
 
 def call(server: StreamServerProcess, method: str, path: str, body: Any = None, **kw: Any):

@@ -22,6 +22,7 @@ import pytest
 import requests
 
 from harness.stream_server import StreamServerProcess
+from tests.fake_stream._clients import assert_problem
 
 TWEPOCH = 1288834974657  # X's Snowflake epoch, from the reference (not from the server)
 SEARCH = "/2/tweets/search/stream"
@@ -31,30 +32,6 @@ ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 # ---------------------------------------------------------------------------------------
 # Helpers
-
-
-def _describe(response: requests.Response) -> str:
-    """Status, headers and the start of the body, without reading an endless stream."""
-    head = f"{response.status_code} {dict(response.headers)}"
-    if response.headers.get("Transfer-Encoding") == "chunked" and response.status_code == 200:
-        return head + " (a stream)"
-    return head + " " + response.text[:300]
-
-
-def assert_problem(response: requests.Response, status: int) -> dict[str, Any]:
-    """The response is ``status`` with an X-style JSON problem body; return the body."""
-    assert response.status_code == status, _describe(response)
-    assert response.headers["Content-Type"].startswith("application/problem+json")
-    body = response.json()
-    assert isinstance(body, dict)
-    assert isinstance(body["title"], str)
-    assert body["title"]
-    assert isinstance(body["detail"], str)
-    assert body["detail"]
-    assert isinstance(body["type"], str)
-    assert body["type"]
-    assert body["status"] == status
-    return body
 
 
 def wait_until(check: Callable[[], bool], timeout: float = 5.0, what: str = "") -> None:
