@@ -4,7 +4,7 @@ One SQLite file in WAL mode, written in batches by the server and readable after
 (or while it runs). Tweets are stored as index *runs*, never one row per tweet: hundreds of
 thousands are created per second. Tables (``first``/``stop`` are a half-open index range)::
 
-    meta(key, value)                    seed, t0_ms, profile, started_at, stopped_at, ...
+    meta(key, value)                    seed, t0_ms, t0_wall, profile, started_at, stopped_at, ...
     created(slot, first, count)         slot k = UNIX ms t0_ms + k; only slots with tweets
     connections(conn_id, token, endpoint, params, peer, opened_at, start_index,
                 closed_at, end_reason, bytes_written, bytes_acked)
@@ -20,9 +20,12 @@ thousands are created per second. Tables (``first``/``stop`` are a half-open ind
         'fault': a fault destroyed the message (e.g. a truncated line).
     events(at, conn_id, kind, name, detail)  faults fired, warnings sent, rate changes, ...
 
-Times (``*_at``) are UNIX seconds. ``meta.stopped_at`` is written only by a clean stop: a
-ledger without it belongs to a server that was killed, and everything after its last flush
-(at most ``flush_interval`` seconds) is missing. :class:`LedgerReader` says so.
+Times (``*_at``) are UNIX seconds. Slot ``k`` was created at wall time ``t0_wall + k/1000``
+(``t0_ms`` is the same instant unless the server was started with a pinned ``--t0-ms``).
+
+``meta.stopped_at`` is written only by a clean stop: a ledger without it belongs to a server
+that was killed, and everything after its last flush (at most ``flush_interval`` seconds)
+is missing. :class:`LedgerReader` says so.
 """
 
 from __future__ import annotations

@@ -25,8 +25,11 @@ class Clock:
     """Stream time: seconds since start on the monotonic clock, and the UNIX start ms."""
 
     def __init__(self, t0_ms: int | None) -> None:
-        self.t0_ms = t0_ms if t0_ms is not None else int(time.time() * 1000)
         self._start = time.monotonic()
+        #: Wall-clock time of slot 0. Equal to ``t0_ms`` unless a start time was pinned: then
+        #: ids carry the pinned times while this says when the stream really started.
+        self.t0_wall = time.time()
+        self.t0_ms = t0_ms if t0_ms is not None else int(self.t0_wall * 1000)
 
     def stream_time(self) -> float:
         return time.monotonic() - self._start
@@ -89,6 +92,7 @@ class StreamState:
             {
                 "seed": config.seed,
                 "t0_ms": self.clock.t0_ms,
+                "t0_wall": self.clock.t0_wall,
                 "profile": config.profile.to_json(),
                 "queue_size": config.queue_size,
                 "retention": config.retention,

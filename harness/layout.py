@@ -1,0 +1,61 @@
+"""Where a run's files live. Writers (the server, the probe, the harness) and readers (the
+history loader, the checker) agree on these names and on nothing else.
+
+::
+
+    <run dir>/
+      run.json            when the run started and stopped (the checker's window)
+      ledger.sqlite       the fake stream's ground truth (fake_stream/ledger.py)
+      sink.sqlite         the pipeline's output: tweets, commits, checkpoints (probe.py)
+      probe/*.jsonl       lifecycle events, one file per task process (probe.py)
+      faults.jsonl        faults the harness injected (optional)
+      airflow/task_instances.json   Airflow's record of every try (optional)
+      history.jsonl       the merged history, written by the checker
+      metrics.json        the checker's results
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["RunLayout"]
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """The files of one run folder."""
+
+    root: Path
+
+    @property
+    def run(self) -> Path:
+        return self.root / "run.json"
+
+    @property
+    def ledger(self) -> Path:
+        return self.root / "ledger.sqlite"
+
+    @property
+    def sink(self) -> Path:
+        return self.root / "sink.sqlite"
+
+    @property
+    def probe_dir(self) -> Path:
+        return self.root / "probe"
+
+    @property
+    def faults(self) -> Path:
+        return self.root / "faults.jsonl"
+
+    @property
+    def task_instances(self) -> Path:
+        return self.root / "airflow" / "task_instances.json"
+
+    @property
+    def history(self) -> Path:
+        return self.root / "history.jsonl"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.json"
