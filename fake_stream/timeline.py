@@ -82,24 +82,15 @@ class Timeline:
             return self.total
         return int(self._first[slot])
 
-    def index_after(self, tweet_id: int) -> int | None:
-        """Index of the first tweet created strictly after ``tweet_id``.
-
-        ``None`` when the id is not one this stream could have created (a position past the
-        end of its millisecond). Ids before stream start give 0; future ids give
-        :attr:`total`.
-        """
+    def index_after(self, tweet_id: int) -> int:
+        """Index of the first tweet whose id is greater than ``tweet_id`` (X's ``since_id``
+        is a lower bound: any id works, created or not). Ids before stream start give 0;
+        ids after the last created tweet give :attr:`total`."""
         slot = snowflake.decode_ms(tweet_id) - self.t0_ms
         position = snowflake.decode_position(tweet_id)
         if slot < 0:
             return 0
         if slot >= self.slots:
             return self.total
-        count = self.first_index_at(slot + 1) - int(self._first[slot])
-        if position >= count:
-            return None
-        return int(self._first[slot]) + position + 1
-
-    def slot_now(self, elapsed_s: float) -> int:
-        """The slot being created ``elapsed_s`` seconds after stream start."""
-        return int(elapsed_s * 1000)
+        first = int(self._first[slot])
+        return min(first + position + 1, self.first_index_at(slot + 1))

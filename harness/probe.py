@@ -152,6 +152,8 @@ class Probe:
         path = self.layout.probe_dir / f"{self.host}-{self.pid}.jsonl"
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self._sampler: threading.Thread | None = None
+        #: A task start is recorded and its end is not yet.
+        self.in_try = False
 
     # Events -----------------------------------------------------------------------------
 
@@ -162,6 +164,7 @@ class Probe:
 
     def started(self, *, logical_date: Any = None, resumed_from: Any = None, **detail: Any) -> None:
         """The task began: what it saw of its context and where it resumes from."""
+        self.in_try = True
         self._op(
             "invoke",
             "task",
@@ -176,6 +179,7 @@ class Probe:
 
     def exited(self, how: str, error: BaseException | None = None) -> None:
         """The task is ending: ``returned`` (ok) or ``raised`` (fail, with the type)."""
+        self.in_try = False
         if error is None and how == "returned":
             self._op("ok", "task", {"how": how})
         else:

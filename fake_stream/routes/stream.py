@@ -168,12 +168,7 @@ def _start_index(
     if backfill is not None:
         start = timeline.first_index_at(timeline.slots - backfill * 60_000)
     elif since_id is not None:
-        after = timeline.index_after(since_id)
-        if after is None:
-            raise invalid_request(
-                [_param_error("since_id", str(since_id), "is not the id of a tweet of this stream")]
-            )
-        start = after
+        start = timeline.index_after(since_id)
     else:
         return live_from, live_from
     if start < oldest:

@@ -116,16 +116,6 @@ def test_rules_max_results_of_the_wrong_type_is_400(bad_server, value):
     assert problem["errors"][0]["parameters"] == {"max_results": [value]}
 
 
-def test_since_id_that_this_stream_never_made_is_400(bad_server):
-    """A well-formed id in the stream's past whose position is beyond what that
-    millisecond created is not one of its tweets: 400, not a silent replay."""
-    t0_ms = bad_server.info["t0_ms"]
-    impossible = ((t0_ms + 100 - TWEPOCH) << 22) | 4_000_000
-    with get(bad_server, SEARCH, f"since_id={impossible}", stream=True) as response:
-        problem = assert_problem(response, 400)
-    assert problem["errors"][0]["parameters"] == {"since_id": [str(impossible)]}
-
-
 # ---------------------------------------------------------------------------------------
 # Bodies
 

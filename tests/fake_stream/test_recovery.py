@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import time
 
-import requests
-
+from fake_stream import snowflake
 from tests.fake_stream._clients import Received, read_with_requests
 
 
@@ -90,18 +89,20 @@ def test_replayed_history_does_not_count_against_the_queue(start_server):
     assert not [d for d in books.drops() if d.reason == "queue_overflow"]
 
 
-def test_since_id_that_this_stream_never_created_is_a_400(server):
-    created_now = requests.get(
-        f"{server.url}/_control/stats", headers=server.headers, timeout=5
-    ).json()
-    assert created_now["created"] > 0
-    from fake_stream import snowflake
-
-    impossible = snowflake.encode(created_now["t0_ms"] + 1, 4_000_000)  # no ms holds that many
-    response = requests.get(
-        server.stream_url, headers=server.headers, params={"since_id": str(impossible)}, timeout=5
+def test_since_id_is_a_lower_bound_not_a_tweet(start_server):
+    """As on X, since_id need not be a tweet's id: any id works as "newer than". One built
+    from a moment (position 0 of its millisecond, minus one) starts at the first tweet
+    created at or after that moment: how a consumer resumes from a time."""
+    server = start_server("--rate", "1000", "--seed", "15")
+    time.sleep(1.0)
+    t0_ms = server.control("GET", "stats")["t0_ms"]
+    moment = snowflake.encode(t0_ms + 500, 0) - 1  # "everything from 0.5 s into the stream"
+    received = Received()
+    read_with_requests(
+        server.stream_url, server.token, received, {"since_id": str(moment)}, stop_after=100
     )
-    assert response.status_code == 400
-    body = response.json()
-    assert body["title"] == "Invalid Request"
-    assert body["errors"][0]["parameters"] == {"since_id": [str(impossible)]}
+    server.stop()
+    created = server.ledger_reader().created_ids().tolist()
+    first = next(i for i in created if i > moment)
+    assert snowflake.decode_ms(first) >= t0_ms + 500
+    assert received.ids == created[created.index(first) : created.index(first) + 100]

@@ -118,16 +118,18 @@ def test_locate_gives_each_tweet_its_slot_and_position(profile, seed, stops) -> 
 @settings(max_examples=60, deadline=None)
 @given(profiles(), st.integers(0, 2**32), steps())
 def test_index_after(profile, seed, stops) -> None:
-    """index_after(id) is the next index for every created id; None for a position past
-    its millisecond's count; 0 for ids before stream start; ``total`` for future ids."""
+    """index_after(id) is the next index for every created id; for a position past its
+    millisecond's count (an id never created) the first tweet of the next millisecond;
+    0 for ids before stream start; ``total`` for future ids."""
     timeline = advanced(profile, seed, stops)
     ids, _ = timeline.locate(np.arange(timeline.total, dtype=np.int64))
     for index, tweet_id in enumerate(ids.tolist()):
         assert timeline.index_after(tweet_id) == index + 1
     for s in range(timeline.slots):
         count = timeline.first_index_at(s + 1) - timeline.first_index_at(s)
-        assert timeline.index_after(snowflake.encode(T0_MS + s, count)) is None
-        assert timeline.index_after(snowflake.encode(T0_MS + s, count + 17)) is None
+        next_slot = timeline.first_index_at(s + 1)  # since_id is a lower bound, not a tweet
+        assert timeline.index_after(snowflake.encode(T0_MS + s, count)) == next_slot
+        assert timeline.index_after(snowflake.encode(T0_MS + s, count + 17)) == next_slot
     assert timeline.index_after(snowflake.encode(T0_MS - 1, 5)) == 0
     assert timeline.index_after(snowflake.encode(T0_MS - 60_000, 0)) == 0
     assert timeline.index_after(snowflake.encode(T0_MS + timeline.slots, 0)) == timeline.total
