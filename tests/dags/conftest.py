@@ -1,0 +1,93 @@
+"""Fixtures for running DAG variants on a real Airflow (``airflow dags test``, SQLite)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.airflow_runner import AirflowHome
+from harness.layout import RunLayout
+from harness.metrics import check_run
+from harness.probe import create_sink
+from harness.procs import OwnedProcess
+from harness.stream_server import StreamServerProcess
+
+
+@pytest.fixture(scope="session")
+def airflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One migrated Airflow database, copied into each test's AIRFLOW_HOME."""
+    return AirflowHome(tmp_path_factory.mktemp("airflow-template")).database
+
+
+@dataclass
+class VariantRun:
+    """One run folder with its stream server and Airflow home."""
+
+    layout: RunLayout
+    server: StreamServerProcess
+    home: AirflowHome
+
+    def conf(self, **params: Any) -> dict[str, Any]:
+        return {
+            "stream_url": self.server.stream_url,
+            "token": self.server.token,
+            "run_dir": str(self.layout.root),
+            "scratch_dir": str(self.layout.root / "scratch"),
+            **params,
+        }
+
+    def dags_test(
+        self, variant: str, overrides: dict[str, Any] | None = None, **params: Any
+    ) -> OwnedProcess:
+        return self.home.dags_test(
+            variant, self.conf(**params), overrides, log=self.layout.root / "airflow.log"
+        )
+
+    def finish(self, variant: str) -> dict[str, Any]:
+        """Stop the stream, export Airflow's task instances, check the run."""
+        assert self.server.stop() == 0
+        tries = self.home.task_instances(variant)
+        self.layout.task_instances.parent.mkdir(exist_ok=True)
+        self.layout.task_instances.write_text(json.dumps(tries, default=str))
+        return check_run(self.layout.root)
+
+    def committed(self) -> int:
+        import sqlite3
+
+        db = sqlite3.connect(self.layout.sink)
+        try:
+            return db.execute("SELECT count(*) FROM tweets").fetchone()[0]
+        finally:
+            db.close()
+
+    def wait_for_commits(self, at_least: int, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while self.committed() < at_least:
+            assert time.monotonic() < deadline, f"fewer than {at_least} commits after {timeout} s"
+            time.sleep(0.1)
+
+
+@pytest.fixture
+def variant_run(tmp_path: Path, airflow_template: Path) -> Iterator[Callable[..., VariantRun]]:
+    runs: list[VariantRun] = []
+
+    def start(*server_args: str) -> VariantRun:
+        layout = RunLayout(tmp_path / f"run-{len(runs)}")
+        layout.root.mkdir()
+        server = StreamServerProcess(layout.ledger, server_args)
+        create_sink(layout.sink)
+        run = VariantRun(
+            layout, server, AirflowHome(tmp_path / f"airflow-{len(runs)}", airflow_template)
+        )
+        runs.append(run)
+        return run
+
+    yield start
+    for run in runs:
+        run.server.stop()
