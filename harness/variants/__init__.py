@@ -13,7 +13,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.variants import checkpoint, exactly_once, multiprocess, naive_loop, timeout_handling
+from harness.variants import (
+    checkpoint,
+    exactly_once,
+    multiprocess,
+    naive_loop,
+    queue_decoupled,
+    timeout_handling,
+)
 from harness.variants.common import PARAMS, TaskContext
 
 __all__ = ["PARAMS", "VARIANTS", "TaskContext", "Variant", "run_variant"]
@@ -52,6 +59,12 @@ VARIANTS: dict[str, Variant] = {
                 "retry_delay": dt.timedelta(seconds=1),
                 "execution_timeout": dt.timedelta(minutes=5),
             },
+            {"schedule": "@continuous", "max_active_runs": 1},
+        ),
+        Variant(
+            "queue_decoupled",
+            queue_decoupled.run,
+            {"retries": 10, "retry_delay": dt.timedelta(seconds=1)},
             {"schedule": "@continuous", "max_active_runs": 1},
         ),
     ]

@@ -38,6 +38,8 @@ PARAMS: dict[str, Any] = {
     "scratch_dir": "/tmp/streamstall-worker",  # this worker's local disk (checkpoint variant)
     "workers": 2,  # processes or threads of the multiprocess / threaded variants
     "try_seconds": 60.0,  # exactly_once: how long one try runs before it exits cleanly
+    "redis_url": "redis://127.0.0.1:6379/0",  # queue_decoupled: the ingester's Redis
+    "redis_stream": "tweets",  # queue_decoupled: the Redis Stream key
 }
 
 

@@ -1,0 +1,10 @@
+"""queue_decoupled: the article's external-queue advice, as an Airflow DAG.
+
+An ingester outside Airflow (harness/ingester.py) feeds a Redis Stream; this task reads it
+in the consumer group `airflow`, commits idempotently, then `XACK`s, and first claims what
+a dead consumer left pending (`XAUTOCLAIM`). Logic: harness/variants/queue_decoupled.py.
+"""
+
+from harness.dag_factory import build_dag
+
+dag = build_dag("queue_decoupled", doc_md=__doc__)
