@@ -50,7 +50,8 @@ class VariantRun:
         )
 
     def finish(self, variant: str) -> dict[str, Any]:
-        """Stop the stream, export Airflow's task instances, check the run."""
+        """Stop the stream (if the test has not), export Airflow's task instances, check
+        the run (its window ends when the stream ended, minus the grace)."""
         assert self.server.stop() == 0
         tries = self.home.task_instances(variant)
         self.layout.task_instances.parent.mkdir(exist_ok=True)
