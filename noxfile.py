@@ -35,7 +35,21 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def run(session: nox.Session) -> None:
-    """The main job: start a fake stream, consume it, compare with its ledger."""
+    """The main job: the default scenario matrix on Airflow -> results/<time>/ (-- --quick)."""
+    install(session)
+    session.run("python", "-m", "harness", "run", "scenarios/default.toml", *session.posargs)
+
+
+@nox.session(python=PYTHON, default=False)
+def scenarios(session: nox.Session) -> None:
+    """Run the scenario or matrix files named in posargs."""
+    install(session)
+    session.run("python", "-m", "harness", "run", *session.posargs)
+
+
+@nox.session(python=PYTHON, default=False)
+def demo(session: nox.Session) -> None:
+    """Stream from a fake X server for a few seconds and check it against its ledger."""
     install(session)
     session.run("python", "-m", "harness", "demo", *session.posargs)
 

@@ -24,6 +24,13 @@ def main(argv: list[str] | None = None) -> int:
         "check", help="recompute metrics.json of a run folder from its raw files"
     )
     check.add_argument("run_dir", type=Path)
+    run = sub.add_parser("run", help="run scenario or matrix files against a real Airflow")
+    run.add_argument("files", type=Path, nargs="+")
+    run.add_argument("--out", type=Path, help="results folder (default results/<time>)")
+    run.add_argument("--only", help="run only scenarios whose name matches this regex")
+    run.add_argument("--quick", action="store_true", help="the matrix's quick subset")
+    listing = sub.add_parser("list", help="list the scenarios of scenario or matrix files")
+    listing.add_argument("files", type=Path, nargs="*")
     args = parser.parse_args(argv)
     install_signal_handlers()
     if args.command == "demo":
@@ -34,7 +41,29 @@ def main(argv: list[str] | None = None) -> int:
         return run_demo(out, args.seconds, args.rate, args.seed)
     if args.command == "check":
         return _check(args.run_dir)
-    return 2
+    return _scenarios(args)
+
+
+def _scenarios(args: argparse.Namespace) -> int:
+    from harness.scenario import ScenarioError, load_many, quick_pattern
+
+    files = list(getattr(args, "files", None) or sorted(Path("scenarios").glob("*.toml")))
+    try:
+        only = args.only if args.command == "run" else None
+        if args.command == "run" and args.quick:
+            only = quick_pattern(files)
+        scenarios = load_many(files, only)
+    except ScenarioError as e:
+        print(e, file=sys.stderr)
+        return 2
+    if args.command == "list":
+        for s in scenarios:
+            print(f"{s.name:40} {s.variant:18} {s.description}")
+        return 0
+    from harness.matrix_run import run_matrix
+
+    out = args.out or Path("results") / time.strftime("%Y%m%dT%H%M%S")
+    return run_matrix(scenarios, out)
 
 
 def _check(run_dir: Path) -> int:

@@ -1,0 +1,113 @@
+"""The nemesis: injects a scenario's Airflow faults into the running task, on schedule.
+
+Each fault waits for its trigger (``at`` seconds after the first commit or the stream
+start, or ``after_commits`` committed tweets), acts on the task process the mode reports
+(never found by name), and records a Jepsen-style operation in ``faults.jsonl``:
+``{"time", "f": "start"|"stop", "fault": <type>, ...}``. The checker shades and times
+recovery from these.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from harness.modes import DagTestRun
+from harness.scenario import AirflowFault
+
+__all__ = ["Injector", "committed_count"]
+
+
+def committed_count(sink: Path) -> int:
+    db = sqlite3.connect(f"file:{sink}?mode=ro", uri=True, timeout=10)
+    try:
+        return db.execute("SELECT coalesce(sum(count), 0) FROM commits").fetchone()[0]
+    finally:
+        db.close()
+
+
+class Injector:
+    """Runs every fault of a scenario in its own thread against ``run``."""
+
+    def __init__(
+        self, faults: list[AirflowFault], run: DagTestRun, sink: Path, log: Path, scratch_root: Path
+    ) -> None:
+        self.faults = faults
+        self.run = run
+        self.sink = sink
+        self.log = log
+        self.scratch_root = scratch_root
+        self.stream_start = time.time()
+        self.first_commit: float | None = None
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [
+            threading.Thread(target=self._one, args=(f, i), daemon=True)
+            for i, f in enumerate(faults)
+        ]
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=30)
+
+    def _record(self, f: str, fault: AirflowFault, **detail: Any) -> None:
+        line = json.dumps({"time": time.time(), "f": f, "fault": fault.type, **detail})
+        with self._lock, self.log.open("a") as out:
+            out.write(line + "\n")
+
+    def _wait_for(self, fault: AirflowFault) -> bool:
+        """Block until the fault's trigger holds; False if the run ended first."""
+        while not self._stop.is_set():
+            if fault.after_commits is not None:
+                if committed_count(self.sink) >= fault.after_commits:
+                    return True
+            else:
+                if fault.from_ == "first_commit" and self.first_commit is None:
+                    if committed_count(self.sink) > 0:
+                        self.first_commit = time.time()
+                    else:
+                        self._stop.wait(0.05)
+                        continue
+                base = self.stream_start if fault.from_ == "stream_start" else self.first_commit
+                assert base is not None
+                if time.time() >= base + (fault.at or 0):
+                    return True
+            self._stop.wait(0.05)
+        return False
+
+    def _one(self, fault: AirflowFault, number: int) -> None:
+        if not self._wait_for(fault):
+            return
+        if fault.type == "pause_task":
+            pid = self.run.signal(signal.SIGSTOP)
+            self._record("start", fault, pid=pid, signal="SIGSTOP")
+            self._stop.wait(fault.duration)
+            self.run.signal(signal.SIGCONT)
+            self._record("stop", fault, pid=pid, signal="SIGCONT")
+            return
+        kills = fault.times if fault.type == "exhaust_retries" else 1
+        sig = signal.SIGTERM if fault.type == "term_task" else signal.SIGKILL
+        for _ in range(kills):
+            while self.run.task_pid() is None and not self._stop.is_set():
+                self._stop.wait(0.05)  # wait for the (re)launched task
+            pid = self.run.signal(sig)
+            self._record("start", fault, pid=pid, signal=signal.Signals(sig).name)
+            scratch = (
+                str(self.scratch_root / f"worker-{number + 2}")
+                if fault.type == "move_worker"
+                else None
+            )
+            relaunched = self.run.restart(scratch_dir=scratch)
+            self._record("stop", fault, pid=pid, relaunched=relaunched, scratch_dir=scratch)
+            if not relaunched:
+                return

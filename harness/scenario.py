@@ -1,0 +1,308 @@
+"""Scenario and matrix files: load, validate, expand. Nothing starts before this passes.
+
+A scenario (``scenarios/<family>-<case>.toml``) says what to run and what to expect::
+
+    name = "naive_loop-kill_task"
+    description = "SIGKILL the task 5 s into the stream"
+    seed = 7
+    variant = "naive_loop"            # a DAG in dags/
+    mode = "dagtest"                  # dagtest | standalone
+    duration = 20                     # seconds of stream after the first commit
+    rate = 1000                       # or a table: any fake_stream rate profile
+    [params]                          # the DAG's params (dag_run.conf)
+    cpu_us = 50
+    [task]                            # parse-time task settings
+    retries = 2
+    [server]                          # more fake_stream serve options
+    queue_size = 100000
+    [[stream_faults]]                 # fake_stream faults, as its control API takes them
+    type = "reset_peer"
+    schedule = { at = 5, duration = 0.2 }
+    [[faults]]                        # Airflow faults the harness injects
+    type = "kill_task"
+    at = 5                            # seconds after `from`...
+    from = "first_commit"             # ...or "stream_start"
+    # after_commits = 500             # ...or when this many tweets are committed
+    hypothesis = ["lost == 0", "p99_latency_s < 2"]   # steady state, judged after the run
+
+A matrix (``[matrix]`` table) crosses ``variants`` x ``fault_sets`` x ``rates`` over a
+``[base]`` scenario, and/or lists scenario files. Errors name the file, the field path and
+what is wrong, e.g. ``scenarios/x.toml: faults[2].at: Input should be greater than or equal
+to 0, got 'soon'``.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from fake_stream.faults import FaultError, build
+from fake_stream.rates import parse_profile
+from harness.variants import PARAMS, VARIANTS
+
+__all__ = [
+    "AirflowFault",
+    "Hypothesis",
+    "Scenario",
+    "ScenarioError",
+    "load",
+    "load_many",
+    "quick_pattern",
+]
+
+
+class ScenarioError(Exception):
+    """A scenario or matrix file that cannot be run; the message says where and why."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AirflowFault(_Strict):
+    """One fault the harness injects into Airflow, at a time or once a condition holds."""
+
+    type: Literal[
+        "kill_task", "term_task", "kill_worker", "pause_task", "move_worker",
+        "exhaust_retries", "restart_scheduler",
+    ]  # fmt: skip
+    at: float | None = Field(default=None, ge=0)
+    from_: Literal["first_commit", "stream_start"] = Field(default="first_commit", alias="from")
+    after_commits: int | None = Field(default=None, ge=1)
+    duration: float = Field(default=2.0, gt=0, description="pause_task: seconds stopped")
+    times: int = Field(default=1, ge=1, description="exhaust_retries: kills in a row")
+
+    @model_validator(mode="after")
+    def _one_trigger(self) -> AirflowFault:
+        if (self.at is None) == (self.after_commits is None):
+            raise ValueError("give exactly one of 'at' (seconds) or 'after_commits'")
+        return self
+
+
+_HYPOTHESIS = re.compile(r"^\s*([a-z_][\w.]*)\s*(==|!=|<=|>=|<|>)\s*(\S+)\s*$")
+_OPS = {
+    "==": operator.eq,
+    "!=": operator.ne,
+    "<=": operator.le,
+    ">=": operator.ge,
+    "<": operator.lt,
+    ">": operator.gt,
+}
+
+#: Short names usable in hypotheses, and where they live in metrics.json.
+METRIC_ALIASES = {
+    "lost": "queue.lost",
+    "duplicates": "queue.duplicates",
+    "unexpected": "queue.unexpected",
+    "processed": "queue.processed_unique",
+    "verdict": "verdict",
+    "silent_failure": "silent_failure",
+    "p50_latency_s": "timing.latency.p50",
+    "p99_latency_s": "timing.latency.p99",
+    "max_latency_s": "timing.latency.max",
+    "throughput": "timing.throughput.mean",
+    "downtime_s": "timing.downtime.seconds",
+}
+
+
+class Hypothesis(_Strict):
+    """``<metric> <op> <value>``; the metric is an alias above or a dotted metrics.json path."""
+
+    text: str
+
+    @field_validator("text")
+    @classmethod
+    def _parse(cls, text: str) -> str:
+        if not _HYPOTHESIS.match(text):
+            raise ValueError(f"expected '<metric> <op> <value>' (op one of {' '.join(_OPS)})")
+        return text
+
+    def judge(self, metrics: dict[str, Any]) -> tuple[bool, str]:
+        """Whether ``metrics`` satisfy it, and what was measured."""
+        name, op, expected_text = _HYPOTHESIS.match(self.text).groups()  # type: ignore[union-attr]
+        value: Any = metrics
+        for part in METRIC_ALIASES.get(name, name).split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        expected: Any = _literal(expected_text)
+        if value is None:
+            return False, f"{name} was not measured"
+        try:
+            held = _OPS[op](value, expected)
+        except TypeError:
+            return False, f"{name} = {value!r} cannot be compared with {expected!r}"
+        return bool(held), f"{name} = {value!r}"
+
+
+def _literal(text: str) -> Any:
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    try:
+        return float(text)
+    except ValueError:
+        return text.strip("\"'")
+
+
+class Scenario(_Strict):
+    """One run: a variant under a rate, stream faults and Airflow faults, for ``duration``."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.@-]+$")
+    description: str = ""
+    seed: int = 0
+    variant: str
+    mode: Literal["dagtest", "standalone"] = "dagtest"
+    duration: float = Field(default=15.0, gt=0, le=3600)
+    rate: Any = 1000
+    params: dict[str, Any] = Field(default_factory=dict)
+    task: dict[str, float | int | None] = Field(default_factory=dict)
+    server: dict[str, float | int | str] = Field(default_factory=dict)
+    stream_faults: list[dict[str, Any]] = Field(default_factory=list)
+    faults: list[AirflowFault] = Field(default_factory=list)
+    hypothesis: list[Hypothesis] = Field(default_factory=list)
+
+    @field_validator("variant")
+    @classmethod
+    def _known_variant(cls, variant: str) -> str:
+        if variant not in VARIANTS:
+            raise ValueError(f"unknown variant; known: {', '.join(sorted(VARIANTS))}")
+        return variant
+
+    @field_validator("rate")
+    @classmethod
+    def _profile(cls, rate: Any) -> Any:
+        parse_profile(rate)  # raises ValueError naming the field
+        return rate
+
+    @field_validator("params")
+    @classmethod
+    def _params(cls, params: dict[str, Any]) -> dict[str, Any]:
+        unknown = set(params) - set(PARAMS) - {"run_seconds"}
+        if unknown:
+            raise ValueError(
+                f"unknown param {sorted(unknown)[0]!r}; known: {', '.join(sorted(PARAMS))}"
+            )
+        return params
+
+    @field_validator("task")
+    @classmethod
+    def _task(cls, task: dict[str, Any]) -> dict[str, Any]:
+        unknown = set(task) - {"execution_timeout", "retries", "retry_delay"}
+        if unknown:
+            raise ValueError(f"unknown task setting {sorted(unknown)[0]!r}")
+        return task
+
+    @field_validator("stream_faults")
+    @classmethod
+    def _stream_faults(cls, faults: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for i, definition in enumerate(faults):
+            try:
+                build(definition)
+            except FaultError as e:
+                raise ValueError(f"[{i}].{e}") from None
+        return faults
+
+    @model_validator(mode="after")
+    def _faults_fit_the_mode(self) -> Scenario:
+        for i, fault in enumerate(self.faults):
+            if self.mode == "dagtest" and fault.type in ("kill_worker", "restart_scheduler"):
+                raise ValueError(
+                    f"faults[{i}]: {fault.type} needs mode 'standalone' (dagtest has no "
+                    "worker or scheduler)"
+                )
+        return self
+
+    @field_validator("hypothesis", mode="before")
+    @classmethod
+    def _texts(cls, value: Any) -> Any:
+        return (
+            [{"text": v} if isinstance(v, str) else v for v in value]
+            if isinstance(value, list)
+            else value
+        )
+
+
+def _message(path: Path, error: ValidationError) -> str:
+    lines = []
+    for e in error.errors():
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e["loc"]).lstrip(".")
+        where = where.replace("from_", "from")
+        got = (
+            f", got {e['input']!r}"
+            if e["type"] not in ("missing",) and not isinstance(e["input"], dict)
+            else ""
+        )
+        lines.append(f"{path}: {where or '(file)'}: {e['msg']}{got}")
+    return "\n".join(lines)
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text())
+    except OSError as e:
+        raise ScenarioError(f"{path}: cannot read ({e.strerror})") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ScenarioError(f"{path}: not valid TOML ({e})") from None
+
+
+def _scenario(path: Path, data: dict[str, Any]) -> Scenario:
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as e:
+        raise ScenarioError(_message(path, e)) from None
+
+
+def load(path: Path) -> list[Scenario]:
+    """The scenarios of one file: a scenario, or a matrix expanded into scenarios."""
+    data = _read(path)
+    if "matrix" not in data:
+        return [_scenario(path, data)]
+    return _expand(path, data)
+
+
+def load_many(paths: list[Path], only: str | None = None) -> list[Scenario]:
+    """Every scenario of every file (all validated first), optionally filtered by a regex."""
+    scenarios = [s for p in paths for s in load(p)]
+    names = [s.name for s in scenarios]
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise ScenarioError(f"scenario names must be unique; repeated: {', '.join(duplicated)}")
+    if only:
+        pattern = re.compile(only)
+        scenarios = [s for s in scenarios if pattern.search(s.name)]
+    return scenarios
+
+
+def quick_pattern(paths: list[Path]) -> str | None:
+    """The ``matrix.quick`` regex of the first matrix file that has one (``--quick``)."""
+    for path in paths:
+        quick = _read(path).get("matrix", {}).get("quick")
+        if quick:
+            return str(quick)
+    return None
+
+
+def _expand(path: Path, data: dict[str, Any]) -> list[Scenario]:
+    allowed = {"matrix", "base", "fault_sets"}
+    unknown = set(data) - allowed
+    if unknown:
+        raise ScenarioError(f"{path}: {sorted(unknown)[0]}: unknown table in a matrix file")
+    matrix, base, sets = data["matrix"], data.get("base", {}), data.get("fault_sets", {"none": {}})
+    extra = set(matrix) - {"variants", "fault_sets", "rates", "files", "quick"}
+    if extra:
+        raise ScenarioError(f"{path}: matrix.{sorted(extra)[0]}: unknown field")
+    out = [s for f in matrix.get("files", []) for s in load(path.parent / f)]
+    for variant in matrix.get("variants", []):
+        for set_name in matrix.get("fault_sets", list(sets)):
+            if set_name not in sets:
+                raise ScenarioError(f"{path}: matrix.fault_sets: no [fault_sets.{set_name}] table")
+            for rate in matrix.get("rates", [base.get("rate", 1000)]):
+                rate_tag = f"@{rate}" if len(matrix.get("rates", [])) > 1 else ""
+                scenario = {**base, **sets[set_name], "variant": variant, "rate": rate}
+                scenario["name"] = f"{variant}-{set_name}{rate_tag}"
+                out.append(_scenario(path, scenario))
+    return out

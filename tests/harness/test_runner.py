@@ -1,0 +1,76 @@
+"""The scenario runner end to end: a real stream, a real Airflow (dagtest), a real SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCENARIO = """
+name = "eo-kill"
+description = "exactly_once, its task SIGKILLed 2 s after the first commit"
+seed = 3
+variant = "exactly_once"
+duration = 12
+rate = 800
+params = {cpu_us = 20, batch = 100}
+task = {retries = 2, retry_delay = 1}
+hypothesis = ["lost == 0", "duplicates == 0", "verdict == exactly-once", "p99_latency_s < 0.001"]
+
+[[faults]]
+type = "kill_task"
+at = 2
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.split(") ", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.slow
+def test_a_scenario_runs_and_is_judged(tmp_path):
+    path = tmp_path / "eo-kill.toml"
+    path.write_text(SCENARIO)
+    out = tmp_path / "results"
+    result = subprocess.run(
+        [sys.executable, "-m", "harness", "run", str(path), "--out", str(out)],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    run = out / "eo-kill"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["verdict"] == "exactly-once"
+    # The hypothesis is judged against what was measured: three hold, the absurd latency
+    # bound does not, and the run as a whole is marked as not holding.
+    held = {r["hypothesis"]: r["held"] for r in metrics["hypothesis"]["results"]}
+    assert held == {
+        "lost == 0": True, "duplicates == 0": True, "verdict == exactly-once": True,
+        "p99_latency_s < 0.001": False,
+    }  # fmt: skip
+    assert metrics["hypothesis"]["held"] is False
+    # The nemesis fired once, at about 2 s after the first commit, and a relaunch followed.
+    faults = [json.loads(line) for line in (run / "faults.jsonl").read_text().splitlines()]
+    assert [(f["f"], f["fault"]) for f in faults] == [("start", "kill_task"), ("stop", "kill_task")]
+    first_commit = json.loads((run / "run.json").read_text())["first_commit_at"]
+    assert 1.5 <= faults[0]["time"] - first_commit <= 4  # polling, and a loaded machine
+    assert faults[1]["relaunched"] is True
+    # Airflow's own record: the killed run never finished its try; the relaunch succeeded.
+    states = [t["state"] for t in json.loads((run / "airflow" / "task_instances.json").read_text())]
+    assert sorted(states) == ["running", "success"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert [r["scenario"] for r in summary["scenarios"]] == ["eo-kill"]
+    assert summary["incomplete"] == []
+    assert "| eo-kill | exactly-once | False |" in (out / "summary.md").read_text()
+    # Nothing we started is left: every task process the runner launched is gone.
+    launches = json.loads((run / "launches.json").read_text())
+    assert len(launches) == 2
+    assert not any(_alive(launch["pid"]) for launch in launches)
+    assert os.path.exists(run / "ledger.sqlite")

@@ -1,0 +1,133 @@
+"""Scenario and matrix files: valid ones load and expand; invalid ones are refused before
+anything starts, naming the file, the field path and what is wrong (exit code 2)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from harness.__main__ import main
+from harness.scenario import ScenarioError, load, load_many, quick_pattern
+
+REPO = Path(__file__).resolve().parents[2]
+VALID = """
+name = "naive-kill"
+variant = "naive_loop"
+seed = 7
+duration = 10
+rate = {kind = "poisson", rate = 500}
+params = {cpu_us = 20}
+task = {retries = 1}
+stream_faults = [{type = "latency", attributes = {latency = 0.1}}]
+hypothesis = ["lost == 0", "p99_latency_s < 2"]
+
+[[faults]]
+type = "kill_task"
+at = 3
+
+[[faults]]
+type = "pause_task"
+after_commits = 500
+duration = 1.5
+"""
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "x.toml"
+    path.write_text(text)
+    return path
+
+
+def test_a_valid_scenario_loads(tmp_path):
+    (scenario,) = load(_write(tmp_path, VALID))
+    assert scenario.variant == "naive_loop"
+    assert [f.type for f in scenario.faults] == ["kill_task", "pause_task"]
+    assert scenario.faults[0].from_ == "first_commit"
+    assert scenario.faults[1].after_commits == 500
+    assert [h.text for h in scenario.hypothesis] == ["lost == 0", "p99_latency_s < 2"]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (("at = 3", 'at = "soon"'), "faults[0].at: Input should be a valid number"),
+        (("at = 3", "at = -1"), "faults[0].at: Input should be greater than or equal to 0, got -1"),
+        (('type = "kill_task"', 'type = "explode"'), "faults[0].type: Input should be"),
+        (('variant = "naive_loop"', 'variant = "nope"'), "variant: Value error, unknown variant"),
+        (("seed = 7", "seed = 7\nsurprise = 1"), "surprise: Extra inputs are not permitted"),
+        (
+            ("latency = 0.1", 'latency = "slow"'),
+            "stream_faults: Value error, [0].attributes.latency",
+        ),
+        (("rate = {kind", "rate = {kond"), "rate: Value error, rate profile kind"),
+        (("cpu_us = 20", "cpu = 20"), "params: Value error, unknown param 'cpu'"),
+        (('"lost == 0"', '"lost is zero"'), "hypothesis[0].text: Value error, expected"),
+        (("at = 3", "at = 3\nafter_commits = 5"), "faults[0]: Value error, give exactly one"),
+    ],
+)
+def test_invalid_fields_are_named(tmp_path, change, message):
+    path = _write(tmp_path, VALID.replace(*change, 1))
+    with pytest.raises(ScenarioError) as error:
+        load(path)
+    assert str(error.value).startswith(f"{path}: ")
+    assert message in str(error.value)
+
+
+def test_cli_exits_2_before_starting_anything(tmp_path, capsys):
+    path = _write(tmp_path, VALID.replace("at = 3", 'at = "soon"'))
+    assert main(["run", str(path), "--out", str(tmp_path / "out")]) == 2
+    assert f"{path}: faults[0].at" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_not_toml_is_an_error(tmp_path):
+    with pytest.raises(ScenarioError, match="not valid TOML"):
+        load(_write(tmp_path, "name = [unclosed"))
+
+
+_VALUES = st.one_of(
+    st.integers(-5, 5),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(alphabet="abcxyz 019", max_size=5),
+)
+_FIELDS = st.sampled_from(["at", "duration", "times", "after_commits", "from"])
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.dictionaries(_FIELDS, _VALUES, max_size=3))
+def test_random_fault_tables_load_or_fail_clearly(tmp_path_factory, fields):
+    """Any fault table either loads or is refused with a message naming faults[0]."""
+    import json
+
+    table = "".join(f", {k} = {json.dumps(v)}" for k, v in fields.items())
+    text = f'name = "x"\nvariant = "naive_loop"\nfaults = [{{type = "kill_task"{table}}}]\n'
+    path = tmp_path_factory.mktemp("h") / "x.toml"
+    path.write_text(text)
+    message = ""
+    try:
+        load(path)
+    except ScenarioError as e:
+        message = str(e)
+    assert message == "" or message.startswith(f"{path}: faults[0]")
+
+
+def test_the_default_matrix_expands_every_variant_and_fault_set():
+    path = REPO / "scenarios" / "default.toml"
+    scenarios = load_many([path])
+    variants = {s.variant for s in scenarios}
+    assert {
+        "naive_loop",
+        "checkpoint",
+        "timeout_handling",
+        "multiprocess",
+        "threaded",
+        "exactly_once",
+    } <= variants
+    names = {s.name for s in scenarios}
+    for fault_set in ("none", "kill_task", "term_task", "timeout", "move_worker", "slow_consumer"):
+        assert f"exactly_once-{fault_set}" in names
+    quick = load_many([path], quick_pattern([path]))
+    assert 0 < len(quick) < len(scenarios)
