@@ -39,9 +39,9 @@ class AirflowHome:
     def __init__(
         self, root: Path, template: Path | None = None, dags_folder: Path = DAGS_FOLDER
     ) -> None:
-        self.root = root
+        self.root = root.resolve()  # Airflow refuses a relative SQLite path
         self.dags_folder = dags_folder
-        root.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(parents=True, exist_ok=True)
         if template is not None:
             shutil.copy(template, self.database)
         else:

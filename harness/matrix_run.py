@@ -44,6 +44,7 @@ def write_summary(out: Path, rows: list[dict[str, Any]], pending: list[str]) -> 
 def run_matrix(scenarios: list[Scenario], out: Path) -> int:
     """Run every scenario; 0 if all ran, 1 if any errored (hypotheses are results, not errors)."""
     console = Console(stderr=True)
+    out = out.resolve()  # task processes get absolute paths, whatever their working folder
     out.mkdir(parents=True, exist_ok=True)
     console.print(f"[bold]{len(scenarios)} scenarios[/] -> {out}")
     template = AirflowHome(out / ".airflow-template").database

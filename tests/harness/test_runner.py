@@ -40,8 +40,8 @@ def test_a_scenario_runs_and_is_judged(tmp_path):
     path = tmp_path / "eo-kill.toml"
     path.write_text(SCENARIO)
     out = tmp_path / "results"
-    result = subprocess.run(
-        [sys.executable, "-m", "harness", "run", str(path), "--out", str(out)],
+    result = subprocess.run(  # a relative --out, as a user would type it
+        [sys.executable, "-m", "harness", "run", str(path), "--out", "results"],
         capture_output=True, text=True, timeout=300, cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
