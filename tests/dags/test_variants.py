@@ -65,13 +65,17 @@ def test_exactly_once_survives_sigkill_mid_batch(variant_run):
     this mode is: the new run resumes at the committed checkpoint and the checker finds
     every tweet of the window committed exactly once."""
     run = variant_run("--rate", "2000", "--seed", "42")
-    first = run.dags_test("exactly_once", run_seconds=30, batch=200, cpu_us=50)
+    # A batch far too big to fill: the task commits by age, every 0.5 s (MAX_BATCH_AGE).
+    first = run.dags_test("exactly_once", run_seconds=30, batch=100_000, cpu_us=50)
     run.wait_for_commits(1000)
+    committed = run.committed()
+    run.wait_for_commits(committed + 1)  # a commit just happened...
+    time.sleep(0.25)  # ...and the next one is 0.25 s away: ~500 tweets read, not committed
     first.signal(signal.SIGKILL)
     assert first.popen.wait(timeout=10) == -signal.SIGKILL
     first.stop()
     killed_with = run.committed()
-    second = run.dags_test("exactly_once", run_seconds=4, batch=200, cpu_us=50)
+    second = run.dags_test("exactly_once", run_seconds=4, batch=100_000, cpu_us=50)
     assert second.popen.wait(timeout=120) == 0
     second.stop()
     metrics = run.finish("exactly_once")
