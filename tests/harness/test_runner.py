@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+
+from harness.inject import committed_count
+from harness.procs import OwnedProcess
 
 SCENARIO = """
 name = "eo-kill"
@@ -74,3 +79,50 @@ def test_a_scenario_runs_and_is_judged(tmp_path):
     assert len(launches) == 2
     assert not any(_alive(launch["pid"]) for launch in launches)
     assert os.path.exists(run / "ledger.sqlite")
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every live process below ``pid`` (through /proc: children first found by parent)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat.split(") ", 1)[1].split()[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+@pytest.mark.slow
+def test_sigint_mid_run_stops_everything_and_keeps_the_summary(tmp_path):
+    """Ctrl-C while a scenario streams: the harness exits 130, every process it started
+    (stream server, airflow, the task) is gone, and summary.json lists the scenario as
+    incomplete."""
+    path = tmp_path / "long.toml"
+    path.write_text(
+        SCENARIO.replace("duration = 12", "duration = 120").replace('"eo-kill"', '"long"')
+    )
+    harness = OwnedProcess(
+        [sys.executable, "-m", "harness", "run", str(path), "--out", str(tmp_path / "out")],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        sink = tmp_path / "out" / "long" / "sink.sqlite"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (sink.exists() and committed_count(sink) > 0):
+            time.sleep(0.2)
+        started = _descendants(harness.pid)
+        assert len(started) >= 2  # the stream server and `airflow dags test` (the task runs in it)
+        harness.signal(signal.SIGINT)
+        code = harness.popen.wait(timeout=60)
+    finally:
+        harness.stop()
+    assert code == 128 + signal.SIGINT
+    assert not [pid for pid in started if _alive(pid)]
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["incomplete"] == ["long"]
