@@ -297,9 +297,8 @@ def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StreamServ
     """The server the property test hammers (once for all its examples)."""
     ledger = tmp_path_factory.mktemp("fuzz") / "ledger.sqlite"
     args = ["--rate", "20", "--seed", "4", "--connect-limit", "0", "--rules-limit", "0"]
-    server = StreamServerProcess(ledger, args, token="fuzz-token")
-    yield server
-    server.stop()
+    with StreamServerProcess(ledger, args, token="fuzz-token") as server:
+        yield server
 
 
 KNOWN_PATHS = [

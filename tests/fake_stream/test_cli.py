@@ -14,19 +14,11 @@ import requests
 from fake_stream.ledger import LedgerReader
 from harness.procs import OwnedProcess
 
+SERVE = [sys.executable, "-m", "fake_stream", "serve"]
+
 
 def _serve(tmp_path, *args: str) -> tuple[OwnedProcess, dict]:
-    proc = OwnedProcess(
-        [
-            sys.executable,
-            "-m",
-            "fake_stream",
-            "serve",
-            "--ledger",
-            str(tmp_path / "l.sqlite"),
-            *args,
-        ]
-    )
+    proc = OwnedProcess([*SERVE, "--ledger", str(tmp_path / "l.sqlite"), *args])
     line = proc.popen.stdout.readline()
     return proc, json.loads(line)
 
@@ -82,15 +74,7 @@ def test_sigkill_leaves_a_readable_ledger_marked_unclean(tmp_path):
 )
 def test_bad_options_exit_2_naming_the_field(tmp_path, args, names):
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "fake_stream",
-            "serve",
-            "--ledger",
-            str(tmp_path / "l.sqlite"),
-            *args,
-        ],
+        [*SERVE, "--ledger", str(tmp_path / "l.sqlite"), *args],
         capture_output=True,
         text=True,
         timeout=30,
@@ -103,7 +87,7 @@ def test_bad_options_exit_2_naming_the_field(tmp_path, args, names):
 def test_refuses_to_overwrite_a_ledger(tmp_path):
     (tmp_path / "l.sqlite").write_bytes(b"precious")
     result = subprocess.run(
-        [sys.executable, "-m", "fake_stream", "serve", "--ledger", str(tmp_path / "l.sqlite")],
+        [*SERVE, "--ledger", str(tmp_path / "l.sqlite")],
         capture_output=True,
         text=True,
         timeout=30,

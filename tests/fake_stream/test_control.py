@@ -42,9 +42,10 @@ def tweet_lines(response: requests.Response) -> Iterator[dict[str, Any]]:
 def control_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StreamServerProcess]:
     """One server for the fault-definition tests (no stream is opened on it)."""
     ledger = tmp_path_factory.mktemp("control") / "ledger.sqlite"
-    server = StreamServerProcess(ledger, ["--rate", "50", "--seed", "6"], token="control-token")
-    yield server
-    server.stop()
+    with StreamServerProcess(
+        ledger, ["--rate", "50", "--seed", "6"], token="control-token"
+    ) as server:
+        yield server
 
 
 @pytest.fixture

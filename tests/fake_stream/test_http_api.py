@@ -134,9 +134,10 @@ def created_at_of(tweet_id: str) -> str:
 def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StreamServerProcess]:
     """One server for all the auth checks (they change nothing it would carry over)."""
     ledger = tmp_path_factory.mktemp("auth") / "ledger.sqlite"
-    server = StreamServerProcess(ledger, ["--rate", "100", "--seed", "5"], token="right-token")
-    yield server
-    server.stop()
+    with StreamServerProcess(
+        ledger, ["--rate", "100", "--seed", "5"], token="right-token"
+    ) as server:
+        yield server
 
 
 #: (method, path, JSON body) of every endpoint. Fault-by-name paths use a fault the right-
@@ -317,9 +318,8 @@ def tweet_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StreamSer
     args = ["--rate", "400", "--seed", "4"]
     args += ["--rule", '{"value": "cats", "tag": "felines"}']
     args += ["--rule", '{"value": "dogs", "tag": "canines"}']
-    server = StreamServerProcess(ledger, args, token="tweets-token")
-    yield server
-    server.stop()
+    with StreamServerProcess(ledger, args, token="tweets-token") as server:
+        yield server
 
 
 def _read_raw(sock: socket.socket, until: Callable[[bytes], bool], timeout: float) -> bytes:

@@ -8,12 +8,6 @@ from fake_stream import snowflake
 from tests.fake_stream._clients import Received, read_with_requests
 
 
-def _index_of(books, tweet_id: int) -> int:
-    ids = books.created_ids()
-    (where,) = (ids == tweet_id).nonzero()
-    return int(where[0])
-
-
 def test_since_id_resumes_right_after_the_last_tweet_with_no_gap(start_server):
     server = start_server("--rate", "1000", "--seed", "11")
     first = Received()

@@ -51,9 +51,10 @@ class Rules:
 def rules_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StreamServerProcess]:
     """One server for the shape tests; each test sets the rules it needs first."""
     ledger = tmp_path_factory.mktemp("rules") / "ledger.sqlite"
-    server = StreamServerProcess(ledger, ["--rate", "100", "--seed", "8"], token="rules-token")
-    yield server
-    server.stop()
+    with StreamServerProcess(
+        ledger, ["--rate", "100", "--seed", "8"], token="rules-token"
+    ) as server:
+        yield server
 
 
 @pytest.fixture
