@@ -1,0 +1,225 @@
+"""A results folder as the report reads it: one :class:`ScenarioRun` per scenario folder.
+
+Only reads what the harness wrote (``summary.json``, and per scenario ``scenario.json``,
+``run.json``, ``metrics.json``, ``faults.jsonl``, ``launches.json``,
+``airflow/task_instances.json``); the raw
+ledger and sink are read only for the latency distribution, through the checker's own
+loader, so the curve and ``metrics.json``'s percentiles agree by construction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from functools import cached_property
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.layout import RunLayout
+from harness.report.palette import order_variants
+
+__all__ = ["ENVIRONMENT_FILE", "Results", "ScenarioRun", "load_results"]
+
+#: Written next to summary.json the first time a report is made (at the end of the run, on
+#: the machine that ran it); later rebuilds keep it.
+ENVIRONMENT_FILE = "environment.json"
+
+
+@dataclass
+class ScenarioRun:
+    """One scenario folder: its definition, metrics and event records."""
+
+    name: str
+    root: Path
+    scenario: dict[str, Any]
+    metrics: dict[str, Any] | None
+    run: dict[str, Any]
+    faults: list[dict[str, Any]]
+    task_instances: list[dict[str, Any]]
+    launches: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def variant(self) -> str:
+        return str(self.scenario.get("variant", "?"))
+
+    @property
+    def fault(self) -> str:
+        """The fault set: the name's part after ``<variant>-`` (matrix naming), or the fault
+        types it injects."""
+        prefix = f"{self.variant}-"
+        if self.name.startswith(prefix) and len(self.name) > len(prefix):
+            return self.name[len(prefix) :]
+        types = [f["type"] for f in self.scenario.get("faults", [])]
+        types += [f"stream:{f['type']}" for f in self.scenario.get("stream_faults", [])]
+        if self.scenario.get("task", {}).get("execution_timeout"):
+            types.append("timeout")
+        return "+".join(types) or "none"
+
+    @property
+    def timing(self) -> dict[str, Any]:
+        return (self.metrics or {}).get("timing", {})
+
+    @property
+    def queue(self) -> dict[str, Any]:
+        return (self.metrics or {}).get("queue", {})
+
+    @property
+    def window_start(self) -> float:
+        """UNIX time of the window's start: every chart's time zero for this scenario."""
+        window = (self.metrics or {}).get("window", {})
+        return float(window.get("start") or self.run.get("first_commit_at") or 0.0)
+
+    @property
+    def rate(self) -> float | None:
+        """The target rate, if the scenario has a constant one."""
+        rate = self.scenario.get("rate")
+        return float(rate) if isinstance(rate, int | float) else None
+
+    def fault_windows(self) -> list[tuple[str, float, float | None]]:
+        """Injected faults as ``(name, start, stop)`` in UNIX s; ``stop`` None: no stop
+        recorded. A stop closes the earliest open start of the same fault."""
+        windows: list[list[Any]] = []
+        for record in sorted(self.faults, key=lambda r: r.get("time", 0.0)):
+            name = str(record.get("fault", "?"))
+            if record.get("f") == "stop":
+                open_ = [w for w in windows if w[0] == name and w[2] is None]
+                if open_:
+                    open_[0][2] = float(record["time"])
+            else:
+                windows.append([name, float(record["time"]), None])
+        return [(n, a, b) for n, a, b in windows]
+
+    @cached_property
+    def latencies(self) -> np.ndarray | None:
+        """Creation -> first commit (s) of every committed tweet of the window, sorted; None
+        if the raw files cannot be read."""
+        from harness.checker._tweets import window_tweets
+        from harness.history import RunError, load_history
+
+        try:
+            history = load_history(self.root)
+        except (RunError, OSError, KeyError, ValueError):
+            return None
+        tweets = window_tweets(history)
+        window = history.window
+        committed = ~np.isnan(tweets.first_commit_at)
+        created = history.created_at[window.first_index : window.stop_index]
+        return np.sort(tweets.first_commit_at[committed] - created[committed])
+
+    def airflow_time(self, text: str | None) -> float | None:
+        """An Airflow date string (UTC, as task_instances.json holds it) as UNIX s."""
+        if not text:
+            return None
+        try:
+            parsed = dt.datetime.fromisoformat(str(text))
+        except ValueError:
+            return None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=dt.UTC)
+        return parsed.timestamp()
+
+
+@dataclass
+class Results:
+    """A results folder: its scenarios in run order, the incomplete ones, the environment."""
+
+    root: Path
+    scenarios: list[ScenarioRun]
+    incomplete: list[str] = field(default_factory=list)
+    environment: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def variants(self) -> list[str]:
+        return order_variants({s.variant for s in self.scenarios})
+
+    @property
+    def faults(self) -> list[str]:
+        """Fault sets in run order, ``none`` first."""
+        seen = list(dict.fromkeys(s.fault for s in self.scenarios))
+        return sorted(seen, key=lambda f: f != "none")
+
+    def cell(self, variant: str, fault: str) -> list[ScenarioRun]:
+        """The scenarios of one variant under one fault set (more than one with rates)."""
+        return [s for s in self.scenarios if s.variant == variant and s.fault == fault]
+
+
+def _json(path: Path, default: Any) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return default
+
+
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line cut by a kill: the rest still shows
+    return records
+
+
+def _scenario(root: Path, summary_error: str | None) -> ScenarioRun:
+    layout = RunLayout(root)
+    metrics = _json(layout.metrics, None)
+    error = summary_error
+    if metrics is None and error is None:
+        error = f"no readable {layout.metrics.name}"
+    return ScenarioRun(
+        name=root.name,
+        root=root,
+        scenario=_json(root / "scenario.json", {}),
+        metrics=metrics,
+        run=_json(layout.run, {}),
+        faults=_jsonl(layout.faults),
+        task_instances=_json(layout.task_instances, []) or [],
+        launches=_json(root / "launches.json", []) or [],
+        error=error,
+    )
+
+
+def environment_now() -> dict[str, Any]:
+    """This machine and its installs, for a report made where the run ran."""
+    try:
+        airflow = metadata.version("apache-airflow")
+    except metadata.PackageNotFoundError:
+        airflow = None
+    return {
+        "airflow": airflow,
+        "python": platform.python_version(),
+        "implementation": sys.implementation.name,
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "processor": platform.processor() or platform.machine(),
+        "recorded_at": time.time(),
+    }
+
+
+def load_results(root: Path, record_environment: bool = True) -> Results:
+    """Read a results folder; scenario folders are those holding ``scenario.json``, in
+    ``summary.json``'s order. With ``record_environment``, a missing ``environment.json``
+    is written from this machine."""
+    summary = _json(root / "summary.json", {})
+    rows = {r.get("scenario"): r for r in summary.get("scenarios", [])}
+    folders = {p.parent.name: p.parent for p in root.glob("*/scenario.json")}
+    names = [n for n in rows if n in folders] + sorted(set(folders) - set(rows))
+    scenarios = [_scenario(folders[n], (rows.get(n) or {}).get("error")) for n in names]
+    env_path = root / ENVIRONMENT_FILE
+    environment = _json(env_path, None)
+    if environment is None:
+        environment = environment_now()
+        if record_environment:
+            env_path.write_text(json.dumps(environment, indent=2) + "\n")
+    return Results(root, scenarios, list(summary.get("incomplete", [])), environment)
