@@ -31,6 +31,12 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--quick", action="store_true", help="the matrix's quick subset")
     listing = sub.add_parser("list", help="list the scenarios of scenario or matrix files")
     listing.add_argument("files", type=Path, nargs="*")
+    report = sub.add_parser("report", help="rebuild charts, report.md and index.html of a run")
+    report.add_argument("run_dir", type=Path)
+    compare = sub.add_parser("compare", help="what changed between two results folders")
+    compare.add_argument("a", type=Path)
+    compare.add_argument("b", type=Path)
+    compare.add_argument("--out", type=Path, help="also write the comparison to this file")
     args = parser.parse_args(argv)
     install_signal_handlers()
     if args.command == "demo":
@@ -41,6 +47,12 @@ def main(argv: list[str] | None = None) -> int:
         return run_demo(out, args.seconds, args.rate, args.seed)
     if args.command == "check":
         return _check(args.run_dir)
+    if args.command in ("report", "compare"):
+        from harness.report.cli import compare_command, report_command
+
+        if args.command == "report":
+            return report_command(args.run_dir)
+        return compare_command(args.a, args.b, args.out)
     return _scenarios(args)
 
 
