@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import nox
 
 nox.options.default_venv_backend = "uv|virtualenv"
@@ -38,6 +40,22 @@ def run(session: nox.Session) -> None:
     """The main job: the default scenario matrix on Airflow -> results/<time>/ (-- --quick)."""
     install(session)
     session.run("python", "-m", "harness", "run", "scenarios/default.toml", *session.posargs)
+
+
+def latest_results(root: Path = Path("results")) -> Path | None:
+    """The results folder (one holding <scenario>/scenario.json) written to last."""
+    folders = {p.parent.parent for p in root.glob("*/*/scenario.json")}
+    return max(folders, key=lambda f: max(p.stat().st_mtime for p in f.iterdir()), default=None)
+
+
+@nox.session(python=PYTHON, default=False)
+def charts(session: nox.Session) -> None:
+    """Rebuild charts, report.md and index.html of the latest results/ folder (or -- DIR)."""
+    install(session)
+    target = Path(session.posargs[0]) if session.posargs else latest_results()
+    if target is None:
+        session.error("no results folder under results/: run `nox -s run` first, or name one")
+    session.run("python", "-m", "harness", "report", str(target))
 
 
 @nox.session(python=PYTHON, default=False)
