@@ -22,10 +22,10 @@ from typing import Any
 
 from harness.procs import OwnedProcess
 
-__all__ = ["DAGS_FOLDER", "AirflowHome"]
+__all__ = ["AIRFLOW_BIN", "DAGS_FOLDER", "AirflowHome"]
 
 DAGS_FOLDER = Path(__file__).resolve().parent.parent / "dags"
-_BIN = Path(sys.executable).parent
+AIRFLOW_BIN = Path(sys.executable).parent
 
 
 class AirflowHome:
@@ -51,17 +51,21 @@ class AirflowHome:
     def database(self) -> Path:
         return self.root / "airflow.db"
 
-    def env(self, overrides: dict[str, Any] | None = None) -> dict[str, str]:
-        """The environment of every Airflow command we run."""
+    def env(
+        self, overrides: dict[str, Any] | None = None, extra: dict[str, str] | None = None
+    ) -> dict[str, str]:
+        """The environment of every Airflow command we run (plus ``extra`` settings)."""
         env = {
             **os.environ,
-            "PATH": f"{_BIN}{os.pathsep}{os.environ.get('PATH', '')}",  # airflow spawns airflow
+            # airflow spawns airflow
+            "PATH": f"{AIRFLOW_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
             "AIRFLOW_HOME": str(self.root),
             "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.database}",
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
             "PYTHONWARNINGS": "ignore",
+            **(extra or {}),
         }
         if overrides:
             env["STREAMSTALL_TASK_OVERRIDES"] = json.dumps(overrides)
@@ -69,7 +73,7 @@ class AirflowHome:
 
     def migrate(self) -> None:
         subprocess.run(
-            [str(_BIN / "airflow"), "db", "migrate"],
+            [str(AIRFLOW_BIN / "airflow"), "db", "migrate"],
             env=self.env(),
             check=True,
             capture_output=True,
@@ -87,7 +91,7 @@ class AirflowHome:
         out = open(log, "ab") if log is not None else subprocess.DEVNULL  # noqa: SIM115
         try:
             return OwnedProcess(
-                [str(_BIN / "airflow"), "dags", "test", dag_id, "-c", json.dumps(conf)],
+                [str(AIRFLOW_BIN / "airflow"), "dags", "test", dag_id, "-c", json.dumps(conf)],
                 env=self.env(overrides),
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -99,7 +103,7 @@ class AirflowHome:
     def task_instances(self, dag_id: str) -> list[dict[str, Any]]:
         """Every try Airflow recorded for ``dag_id``: earlier tries from
         ``task_instance_history``, the latest from ``task_instance``."""
-        db = sqlite3.connect(f"file:{self.database}?mode=ro", uri=True)
+        db = sqlite3.connect(f"file:{self.database}?mode=ro", uri=True, timeout=30)
         db.row_factory = sqlite3.Row
         columns = "dag_id, run_id, task_id, try_number, state, start_date, end_date, hostname, pid"
         rows = []

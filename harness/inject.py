@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness.modes import DagTestRun
+from harness.modes import TaskRun
 from harness.scenario import AirflowFault
 
 __all__ = ["Injector", "committed_count"]
@@ -35,7 +35,7 @@ class Injector:
     """Runs every fault of a scenario in its own thread against ``run``."""
 
     def __init__(
-        self, faults: list[AirflowFault], run: DagTestRun, sink: Path, log: Path, scratch_root: Path
+        self, faults: list[AirflowFault], run: TaskRun, sink: Path, log: Path, scratch_root: Path
     ) -> None:
         self.faults = faults
         self.run = run
@@ -61,7 +61,7 @@ class Injector:
             thread.join(timeout=30)
 
     def _record(self, f: str, fault: AirflowFault, **detail: Any) -> None:
-        line = json.dumps({"time": time.time(), "f": f, "fault": fault.type, **detail})
+        line = json.dumps({"time": time.time(), "f": f, "fault": fault.type, **detail}, default=str)
         with self._lock, self.log.open("a") as out:
             out.write(line + "\n")
 
@@ -94,20 +94,38 @@ class Injector:
             self._stop.wait(fault.duration)
             self.run.signal(signal.SIGCONT)
             self._record("stop", fault, pid=pid, signal="SIGCONT")
-            return
+        elif fault.type == "kill_worker":
+            self._wait_for_task()
+            orphan = self.run.task_pid()
+            supervisor = self.run.kill_worker()
+            self._record("start", fault, pid=supervisor, signal="SIGKILL", orphan=orphan)
+            self._record("stop", fault, pid=supervisor)
+        elif fault.type == "restart_scheduler":
+            self._record("start", fault)
+            killed = self.run.restart_scheduler()
+            self._record("stop", fault, killed=killed)
+        else:
+            self._kill(fault, number)
+
+    def _wait_for_task(self) -> None:
+        while self.run.task_pid() is None and not self._stop.is_set():
+            self._stop.wait(0.05)  # wait for the (next) try to start
+
+    def _kill(self, fault: AirflowFault, number: int) -> None:
+        """kill_task, term_task, move_worker, exhaust_retries: signal the try, let the next
+        come (on another worker's scratch folder for move_worker)."""
         kills = fault.times if fault.type == "exhaust_retries" else 1
         sig = signal.SIGTERM if fault.type == "term_task" else signal.SIGKILL
         for _ in range(kills):
-            while self.run.task_pid() is None and not self._stop.is_set():
-                self._stop.wait(0.05)  # wait for the (re)launched task
+            self._wait_for_task()
+            if self._stop.is_set():
+                return
             pid = self.run.signal(sig)
             self._record("start", fault, pid=pid, signal=signal.Signals(sig).name)
-            scratch = (
-                str(self.scratch_root / f"worker-{number + 2}")
-                if fault.type == "move_worker"
-                else None
+            move_to = (
+                self.scratch_root / f"worker-{number + 2}" if fault.type == "move_worker" else None
             )
-            relaunched = self.run.restart(scratch_dir=scratch)
-            self._record("stop", fault, pid=pid, relaunched=relaunched, scratch_dir=scratch)
-            if not relaunched:
+            retry = self.run.after_kill(pid, move_to)
+            self._record("stop", fault, pid=pid, retry=retry, scratch_dir=move_to)
+            if not retry:
                 return

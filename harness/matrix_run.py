@@ -12,7 +12,7 @@ from typing import Any
 
 from rich.console import Console
 
-from harness.airflow_runner import AirflowHome
+from harness.modes import Airflows
 from harness.runner import Progress, run_scenario, summary_row
 from harness.scenario import Scenario
 
@@ -47,7 +47,7 @@ def run_matrix(scenarios: list[Scenario], out: Path) -> int:
     out = out.resolve()  # task processes get absolute paths, whatever their working folder
     out.mkdir(parents=True, exist_ok=True)
     console.print(f"[bold]{len(scenarios)} scenarios[/] -> {out}")
-    template = AirflowHome(out / ".airflow-template").database
+    airflows = Airflows(out, scenarios)
     rows: list[dict[str, Any]] = []
     pending = [s.name for s in scenarios]
     write_summary(out, rows, pending)
@@ -69,7 +69,7 @@ def run_matrix(scenarios: list[Scenario], out: Path) -> int:
     errors = 0
     try:
         for scenario in scenarios:
-            metrics = run_scenario(scenario, out, template, progress)
+            metrics = run_scenario(scenario, out, airflows, progress)
             row = summary_row(scenario, metrics)
             errors += row["error"] is not None
             rows.append(row)
@@ -84,5 +84,7 @@ def run_matrix(scenarios: list[Scenario], out: Path) -> int:
         done.set()
         display.join(timeout=2)
         write_summary(out, rows, pending)
+        progress.phase = "stopping Airflow"
+        airflows.close()
     console.print(f"summary: {out / 'summary.md'}")
     return 1 if errors else 0

@@ -3,8 +3,11 @@
 Every process the harness starts goes through :class:`OwnedProcess`. It starts the child
 as the leader of a new session (so the child and everything it spawns share one process
 group that we own), and :meth:`OwnedProcess.stop` signals that group: SIGTERM, a grace
-period, then SIGKILL. :func:`stop_all` stops every live one; it is called at interpreter
-exit, and :func:`install_signal_handlers` makes Ctrl-C / SIGTERM of the harness call it too.
+period, then SIGKILL. Children that made process groups of their own (Airflow's task
+supervisor puts each task in one) are still in our session: whatever of the session is
+left after the group is SIGKILLed by PID, found in ``/proc``. :func:`stop_all` stops every
+live one; it is called at interpreter exit, and :func:`install_signal_handlers` makes
+Ctrl-C / SIGTERM of the harness call it too.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
-__all__ = ["OwnedProcess", "install_signal_handlers", "stop_all"]
+__all__ = ["OwnedProcess", "install_signal_handlers", "session_members", "stop_all"]
 
 _LIVE: weakref.WeakSet[OwnedProcess] = weakref.WeakSet()
 
@@ -72,9 +75,12 @@ class OwnedProcess:
             code = self.popen.wait(timeout=grace)
         except subprocess.TimeoutExpired:
             code = None
-        # Anything left in the group (the leader's children) goes now.
+        # Anything left in the group or the session (the leader's children) goes now.
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.pgid, signal.SIGKILL)
+        for pid in session_members(self.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         if code is None:
             self.popen.wait()
         _LIVE.discard(self)
@@ -85,6 +91,22 @@ class OwnedProcess:
 
     def alive(self) -> bool:
         return self.popen.poll() is None
+
+
+def session_members(sid: int) -> list[int]:
+    """The pids of the live processes in session ``sid``, read from ``/proc``."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # gone meanwhile
+            continue
+        fields = stat.rsplit(") ", 1)[1].split()  # state, ppid, pgrp, session, ...
+        if int(fields[3]) == sid and fields[0] not in ("Z", "X"):
+            members.append(int(entry.name))
+    return members
 
 
 def stop_all() -> None:

@@ -23,12 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.airflow_runner import AirflowHome
 from harness.history import DEFAULT_GRACE, RunError
 from harness.inject import Injector, committed_count
 from harness.layout import RunLayout
 from harness.metrics import check_run
-from harness.modes import DagTestRun
+from harness.modes import Airflows, TaskSpec
 from harness.probe import create_sink
 from harness.scenario import Scenario
 from harness.stream_server import StreamServerProcess
@@ -59,7 +58,8 @@ def _server_args(scenario: Scenario) -> list[str]:
     return args
 
 
-def _task_settings(scenario: Scenario) -> tuple[dict[str, Any], int, float]:
+def task_spec(scenario: Scenario, layout: RunLayout, conf: dict[str, Any]) -> TaskSpec:
+    """What the scenario asks of Airflow, with the variant's defaults filled in."""
     from harness.variants import VARIANTS
 
     defaults = VARIANTS[scenario.variant].task
@@ -67,13 +67,24 @@ def _task_settings(scenario: Scenario) -> tuple[dict[str, Any], int, float]:
     delay = scenario.task.get("retry_delay")
     if delay is None:
         delay = defaults["retry_delay"].total_seconds() if "retry_delay" in defaults else 1.0
-    return dict(scenario.task), retries, float(delay)
+    return TaskSpec(
+        name=scenario.name,
+        mode=scenario.mode,
+        variant=scenario.variant,
+        layout=layout,
+        conf=conf,
+        task=dict(scenario.task),
+        retries=retries,
+        retry_delay=float(delay),
+        description=scenario.description,
+    )
 
 
 def run_scenario(
-    scenario: Scenario, out: Path, airflow_template: Path, progress: Progress | None = None
+    scenario: Scenario, out: Path, airflows: Airflows, progress: Progress | None = None
 ) -> dict[str, Any]:
-    """Run one scenario into ``out/<name>``; return its metrics (with the hypothesis)."""
+    """Run one scenario into ``out/<name>`` on ``airflows.get(scenario.mode)``; return its
+    metrics (with the hypothesis judged)."""
     progress = progress or Progress()
     progress.scenario, progress.started, progress.phase = scenario.name, time.time(), "starting"
     layout = RunLayout(out / scenario.name)
@@ -81,10 +92,9 @@ def run_scenario(
         shutil.rmtree(layout.root)
     layout.root.mkdir(parents=True)
     (layout.root / "scenario.json").write_text(scenario.model_dump_json(indent=2, by_alias=True))
-    home = AirflowHome(layout.root / "airflow-home", airflow_template)
+    mode = airflows.get(scenario.mode)  # a shared Airflow starts before our clock does
     server = StreamServerProcess(layout.ledger, _server_args(scenario))
     create_sink(layout.sink)
-    overrides, retries, retry_delay = _task_settings(scenario)
     conf = {
         "stream_url": server.stream_url,
         "token": server.token,
@@ -94,9 +104,11 @@ def run_scenario(
         **scenario.params,
     }
     started_at = time.time()
-    run = DagTestRun(
-        home, scenario.variant, conf, overrides, layout.root / "airflow.log", retries, retry_delay
-    )
+    try:
+        run = mode.start(task_spec(scenario, layout, conf))
+    except BaseException:
+        server.stop()
+        raise
     injector = Injector(scenario.faults, run, layout.sink, layout.faults, layout.root / "scratch")
     injector.stream_start = started_at
     first_commit = None
@@ -122,12 +134,8 @@ def run_scenario(
         injector.stop()
         run.stop()
         server.stop()
-        run.record(layout.root / "launches.json")
     progress.phase = "checking"
-    layout.task_instances.parent.mkdir(exist_ok=True)
-    layout.task_instances.write_text(
-        json.dumps(home.task_instances(scenario.variant), default=str, indent=2)
-    )
+    run.record()
     layout.run.write_text(json.dumps({
         "started_at": started_at, "first_commit_at": first_commit, "stopped_at": stopped_at,
         "grace": DEFAULT_GRACE, "mode": scenario.mode, "seed": scenario.seed,

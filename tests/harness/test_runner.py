@@ -66,7 +66,7 @@ def test_a_scenario_runs_and_is_judged(tmp_path):
     assert [(f["f"], f["fault"]) for f in faults] == [("start", "kill_task"), ("stop", "kill_task")]
     first_commit = json.loads((run / "run.json").read_text())["first_commit_at"]
     assert 1.5 <= faults[0]["time"] - first_commit <= 4  # polling, and a loaded machine
-    assert faults[1]["relaunched"] is True
+    assert faults[1]["retry"] is True
     # Airflow's own record: the killed run never finished its try; the relaunch succeeded.
     states = [t["state"] for t in json.loads((run / "airflow" / "task_instances.json").read_text())]
     assert sorted(states) == ["running", "success"]

@@ -1,0 +1,121 @@
+"""``dagtest``: ``airflow dags test`` runs one DAG run in one process, the task included.
+
+Airflow retries exceptions (an ``execution_timeout`` too) in that process. A killed task
+kills the command; the harness then does what a scheduler would do with the lost try: after
+``retry_delay`` it relaunches, while the task has retries left (each relaunch is a new DAG
+run, so the logical date changes: a difference from a real retry, recorded in
+``launches.json``). There is no worker and no scheduler to kill, and a SIGTERM ends the
+command itself (exit -15), not just the task: use ``standalone`` to see Airflow's own
+SIGTERM handling.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from harness.airflow_runner import AirflowHome
+from harness.modes.base import ModeError, TaskSpec
+from harness.procs import OwnedProcess
+
+__all__ = ["DagTestMode", "DagTestRun"]
+
+
+class DagTestMode:
+    """Each scenario gets an AIRFLOW_HOME of its own, with a copy of ``template`` (a
+    migrated database)."""
+
+    def __init__(self, template: Path) -> None:
+        self.template = template
+
+    def start(self, spec: TaskSpec) -> DagTestRun:
+        home = AirflowHome(spec.layout.root / "airflow-home", self.template)
+        return DagTestRun(home, spec)
+
+    def close(self) -> None:
+        pass
+
+
+class DagTestRun:
+    """One task under ``airflow dags test``, relaunched after a kill while retries remain."""
+
+    def __init__(self, home: AirflowHome, spec: TaskSpec) -> None:
+        self.home = home
+        self.spec = spec
+        self.conf = dict(spec.conf)
+        self.retries_left = spec.retries
+        self.launches: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._process: OwnedProcess | None = None
+        self._stopping = False
+        self._launch()
+
+    def _launch(self) -> None:
+        self._process = self.home.dags_test(
+            self.spec.variant, self.conf, self.spec.task, log=self.spec.layout.root / "airflow.log"
+        )
+        self.launches.append({"pid": self._process.pid, "at": time.time(), "conf": dict(self.conf)})
+
+    def task_pid(self) -> int | None:
+        with self._lock:
+            process = self._process
+            return process.pid if process is not None and process.alive() else None
+
+    def signal(self, sig: int) -> int | None:
+        with self._lock:
+            if self._process is None or not self._process.alive():
+                return None
+            self._process.signal(sig)
+            return self._process.pid
+
+    def kill_worker(self) -> int | None:
+        raise ModeError("dagtest has no worker to kill: use mode 'standalone'")
+
+    def restart_scheduler(self) -> list[int]:
+        raise ModeError("dagtest has no scheduler to restart: use mode 'standalone'")
+
+    def after_kill(self, pid: int | None, move_to: Path | None = None) -> bool:
+        """Relaunch as a retry would (after ``retry_delay``, with ``move_to`` as the
+        worker's scratch folder if given). False when no retries are left."""
+        with self._lock:
+            if self._process is not None:
+                self._process.popen.wait()
+                self._process.stop()
+                self._process = None
+            if self._stopping or self.retries_left <= 0:
+                return False
+            self.retries_left -= 1
+        time.sleep(self.spec.retry_delay)
+        with self._lock:
+            if self._stopping:
+                return False
+            if move_to is not None:
+                self.conf["scratch_dir"] = str(move_to)
+            self._launch()
+        return True
+
+    def wait(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                process = self._process
+            if process is not None and not process.alive():
+                return True
+            time.sleep(0.1)
+        return False
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopping = True
+            if self._process is not None:
+                self._process.stop(grace=5.0)
+
+    def record(self) -> None:
+        root = self.spec.layout.root
+        (root / "launches.json").write_text(json.dumps(self.launches, indent=2, default=str))
+        tries = self.home.task_instances(self.spec.variant)
+        self.spec.layout.task_instances.parent.mkdir(exist_ok=True)
+        self.spec.layout.task_instances.write_text(json.dumps(tries, default=str, indent=2))

@@ -1,0 +1,172 @@
+"""``standalone``: the scenario's DAG is triggered on a long-lived Airflow (scheduler,
+API server, dag-processor, LocalExecutor), started once per matrix.
+
+Here Airflow does everything a deployment does: the scheduler queues the try, a
+LocalExecutor worker supervises it (heartbeats, SIGTERM forwarding), a killed try is
+retried after ``retry_delay``, an orphaned one is failed after the heartbeat timeout.
+The harness only finds processes and signals them: the task's pid from the probe's start
+records in the run folder, its supervisor as that pid's parent in ``/proc``; before any
+signal it checks the pid is in a process group we own.
+
+``move_worker`` has one machine to work with: after the kill, the task's scratch folder
+is moved aside, so the retry finds an empty "local disk", as on another worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from harness.airflow_standalone import StandaloneAirflow
+from harness.modes.base import ModeError, TaskSpec, parent_pid, pid_alive
+from harness.scenario import Scenario
+
+__all__ = ["StandaloneMode", "StandaloneRun", "dag_id"]
+
+STOP_GRACE = 15.0  # seconds Airflow gets to stop a task it marked failed before we SIGKILL
+
+
+def dag_id(scenario: str) -> str:
+    """The DAG id of a scenario (Airflow allows letters, digits, ``-``, ``_`` and ``.``)."""
+    return scenario.replace("@", "_at_")
+
+
+class StandaloneMode:
+    """One Airflow for the matrix, with a DAG for each of ``scenarios``."""
+
+    def __init__(self, root: Path, scenarios: list[Scenario], template: Path | None = None) -> None:
+        dags = {
+            dag_id(s.name): {"variant": s.variant, "task": s.task, "description": s.description}
+            for s in scenarios
+        }
+        self.airflow = StandaloneAirflow(root / "airflow-standalone", dags, template)
+
+    def start(self, spec: TaskSpec) -> StandaloneRun:
+        return StandaloneRun(self.airflow, spec)
+
+    def close(self) -> None:
+        self.airflow.stop()
+
+
+class StandaloneRun:
+    """One scenario's DAG run on :class:`StandaloneAirflow`."""
+
+    def __init__(self, airflow: StandaloneAirflow, spec: TaskSpec) -> None:
+        self.airflow = airflow
+        self.spec = spec
+        self.dag_id = dag_id(spec.name)
+        if self.dag_id not in airflow.dag_ids:
+            raise ModeError(f"{spec.name}: Airflow was started without this scenario's DAG")
+        self.run_id = f"streamstall__{int(time.time() * 1000)}"
+        self.moves = 0
+        self._tries: dict[Path, int | None] = {}  # probe file -> its task's try (None: a worker)
+        airflow.trigger(self.dag_id, self.run_id, spec.conf)
+
+    def _task_pids(self) -> list[int]:
+        """Pids of the tries that started, oldest first, from the probe's start records."""
+        probe_dir = self.spec.layout.probe_dir
+        for path in probe_dir.glob("*.jsonl") if probe_dir.exists() else []:
+            if self._tries.get(path) is None:
+                self._tries[path] = _started_try(path)
+        started = sorted((t, int(p.stem.rsplit("-", 1)[1])) for p, t in self._tries.items() if t)
+        return [pid for _, pid in started]
+
+    def task_pid(self) -> int | None:
+        alive = [pid for pid in self._task_pids() if pid_alive(pid)]
+        return alive[-1] if alive else None
+
+    def _ours(self, pid: int | None) -> int | None:
+        if pid is not None and not self.airflow.owns(pid):
+            raise ModeError(f"pid {pid} is not in a process group we started; not signalling it")
+        return pid
+
+    def signal(self, sig: int) -> int | None:
+        pid = self._ours(self.task_pid())
+        if pid is not None:
+            _kill(pid, sig)
+        return pid
+
+    def kill_worker(self) -> int | None:
+        task = self.task_pid()
+        supervisor = self._ours(parent_pid(task)) if task is not None else None
+        if supervisor is not None:
+            _kill(supervisor, signal.SIGKILL)
+        return supervisor
+
+    def restart_scheduler(self) -> list[int]:
+        return self.airflow.restart_scheduler()
+
+    def after_kill(self, pid: int | None, move_to: Path | None = None) -> bool:
+        """Wait (up to 10 s) for try ``pid`` to die; then, if ``move_to``, move its scratch
+        folder aside. Airflow schedules the retry itself; True unless the run has ended."""
+        deadline = time.monotonic() + 10.0
+        while pid is not None and pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if move_to is not None:
+            scratch = Path(self.spec.conf["scratch_dir"])
+            self.moves += 1
+            if scratch.exists():
+                scratch.rename(scratch.with_name(f"{scratch.name}.left-behind-{self.moves}"))
+        return self._state() not in ("success", "failed")
+
+    def _state(self) -> str:
+        return self.airflow.run_state(self.dag_id, self.run_id)
+
+    def wait(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._state() in ("success", "failed"):
+                return True
+            time.sleep(0.5)
+        return False
+
+    def stop(self) -> None:
+        """Mark the run failed (Airflow stops the task, no retry follows), then SIGKILL any
+        try still alive after :data:`STOP_GRACE` (an orphan has no supervisor to stop it)."""
+        self.airflow.end_run(self.dag_id, self.run_id)
+        deadline = time.monotonic() + STOP_GRACE
+        while self.task_pid() is not None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        for pid in self._task_pids():
+            if pid_alive(pid) and self.airflow.owns(pid):
+                _kill(pid, signal.SIGKILL)
+
+    def record(self) -> None:
+        layout = self.spec.layout
+        tries = [
+            t for t in self.airflow.home.task_instances(self.dag_id) if t["run_id"] == self.run_id
+        ]
+        layout.task_instances.parent.mkdir(exist_ok=True)
+        layout.task_instances.write_text(json.dumps(tries, default=str, indent=2))
+        logs = self.airflow.task_logs(self.dag_id)
+        if logs.exists():
+            shutil.copytree(logs, layout.root / "airflow" / "logs", dirs_exist_ok=True)
+        (layout.root / "launches.json").write_text(
+            json.dumps([{"dag_id": self.dag_id, "run_id": self.run_id}], indent=2)
+        )
+
+
+def _started_try(path: Path) -> int | None:
+    """The try of the task start recorded in a probe file (None: none, e.g. a worker's)."""
+    with path.open() as f:
+        for line in itertools.islice(f, 20):  # a start is among a process's first records
+            if '"invoke"' in line:
+                try:
+                    record: dict[str, Any] = json.loads(line)
+                except ValueError:
+                    return None  # a line being written; read again next time
+                if record.get("type") == "invoke" and record.get("f") == "task":
+                    return int(record["try"])
+    return None
+
+
+def _kill(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):  # it died on its own meanwhile
+        os.kill(pid, sig)
