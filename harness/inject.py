@@ -10,6 +10,8 @@ recovery from these.
 from __future__ import annotations
 
 import json
+import os
+import resource
 import signal
 import sqlite3
 import threading
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.modes import TaskRun
+from harness.procs import pid_alive
 from harness.scenario import AirflowFault
 
 __all__ = ["Injector", "committed_count"]
@@ -100,12 +103,30 @@ class Injector:
             supervisor = self.run.kill_worker()
             self._record("start", fault, pid=supervisor, signal="SIGKILL", orphan=orphan)
             self._record("stop", fault, pid=supervisor)
+        elif fault.type == "memory_limit":
+            self._limit_memory(fault)
         elif fault.type == "restart_scheduler":
             self._record("start", fault)
             killed = self.run.restart_scheduler()
             self._record("stop", fault, killed=killed)
         else:
             self._kill(fault, number)
+
+    def _limit_memory(self, fault: AirflowFault) -> None:
+        """Cap the try's address space at its current size plus ``limit_mb``, for the rest
+        of its life (RLIMIT_AS: an allocation beyond it fails with ``MemoryError``; Linux
+        does not enforce RLIMIT_RSS). The fault ends when that process does."""
+        self._wait_for_task()
+        pid = self.run.task_pid()
+        if pid is None:
+            return
+        size = int(Path(f"/proc/{pid}/statm").read_text().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+        limit = size + int(fault.limit_mb * 2**20)
+        resource.prlimit(pid, resource.RLIMIT_AS, (limit, limit))
+        self._record("start", fault, pid=pid, address_space=size, limit=limit)
+        while pid_alive(pid) and not self._stop.wait(0.1):
+            pass
+        self._record("stop", fault, pid=pid, died=not pid_alive(pid))
 
     def _wait_for_task(self) -> None:
         while self.run.task_pid() is None and not self._stop.is_set():

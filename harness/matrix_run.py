@@ -1,6 +1,7 @@
 """``python -m harness run``: a matrix of scenarios into one results folder, with a live line
 of progress, ``summary.json`` and ``summary.md`` (rewritten after every scenario, so an
-interrupted run leaves what it finished, and lists the rest as incomplete)."""
+interrupted run leaves what it finished, and lists the rest as incomplete), then the
+report (``report.md``, ``index.html``, charts: :mod:`harness.report`)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 from rich.console import Console
 
 from harness.modes import Airflows
+from harness.report import write_report
 from harness.runner import Progress, run_scenario, summary_row
 from harness.scenario import Scenario
 
@@ -87,4 +89,9 @@ def run_matrix(scenarios: list[Scenario], out: Path) -> int:
         progress.phase = "stopping Airflow"
         airflows.close()
     console.print(f"summary: {out / 'summary.md'}")
+    try:
+        console.print(f"report: {write_report(out)}")
+    except Exception as error:  # the run's results stand without their charts
+        console.print(f"[red]report failed[/]: {type(error).__name__}: {error}")
+        console.print(f"rebuild it with: python -m harness report {out}")
     return 1 if errors else 0

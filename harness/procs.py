@@ -23,7 +23,14 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
-__all__ = ["OwnedProcess", "install_signal_handlers", "session_members", "stop_all"]
+__all__ = [
+    "OwnedProcess",
+    "install_signal_handlers",
+    "parent_pid",
+    "pid_alive",
+    "session_members",
+    "stop_all",
+]
 
 _LIVE: weakref.WeakSet[OwnedProcess] = weakref.WeakSet()
 
@@ -91,6 +98,24 @@ class OwnedProcess:
 
     def alive(self) -> bool:
         return self.popen.poll() is None
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, dead but not yet reaped, does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat.rsplit(") ", 1)[1].split()[0] not in ("Z", "X")
+
+
+def parent_pid(pid: int) -> int | None:
+    """``pid``'s parent, from ``/proc`` (None if it is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return int(stat.rsplit(") ", 1)[1].split()[1])
 
 
 def session_members(sid: int) -> list[int]:

@@ -35,7 +35,7 @@ from harness.stream_server import StreamServerProcess
 __all__ = ["Progress", "run_scenario", "summary_row"]
 
 FIRST_COMMIT_TIMEOUT = 90.0  # seconds: Airflow start-up on a loaded 2-core machine
-TASK_EXIT_TIMEOUT = 30.0
+TASK_EXIT_TIMEOUT = 10.0  # seconds a task gets to end after the stream does
 
 
 @dataclass

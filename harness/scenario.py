@@ -69,13 +69,16 @@ class AirflowFault(_Strict):
 
     type: Literal[
         "kill_task", "term_task", "kill_worker", "pause_task", "move_worker",
-        "exhaust_retries", "restart_scheduler",
+        "exhaust_retries", "restart_scheduler", "memory_limit",
     ]  # fmt: skip
     at: float | None = Field(default=None, ge=0)
     from_: Literal["first_commit", "stream_start"] = Field(default="first_commit", alias="from")
     after_commits: int | None = Field(default=None, ge=1)
     duration: float = Field(default=2.0, gt=0, description="pause_task: seconds stopped")
     times: int = Field(default=1, ge=1, description="exhaust_retries: kills in a row")
+    limit_mb: float = Field(
+        default=256, gt=0, description="memory_limit: address space allowed beyond the current"
+    )
 
     @model_validator(mode="after")
     def _one_trigger(self) -> AirflowFault:

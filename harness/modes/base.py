@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from harness.layout import RunLayout
 
-__all__ = ["Mode", "ModeError", "TaskRun", "TaskSpec", "parent_pid", "pid_alive"]
+__all__ = ["Mode", "ModeError", "TaskRun", "TaskSpec"]
 
 
 class ModeError(RuntimeError):
@@ -83,21 +83,3 @@ class Mode(Protocol):
 
     def close(self) -> None:
         """Stop everything this mode started."""
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie, dead but not yet reaped, does not)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return stat.rsplit(") ", 1)[1].split()[0] not in ("Z", "X")
-
-
-def parent_pid(pid: int) -> int | None:
-    """``pid``'s parent, from ``/proc`` (None if it is gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    return int(stat.rsplit(") ", 1)[1].split()[1])

@@ -24,8 +24,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness.airflow_standalone import StandaloneAirflow
-from harness.modes.base import ModeError, TaskSpec, parent_pid, pid_alive
+from harness.modes.base import ModeError, TaskSpec
+from harness.modes.standalone_airflow import StandaloneAirflow
+from harness.procs import parent_pid, pid_alive
 from harness.scenario import Scenario
 
 __all__ = ["StandaloneMode", "StandaloneRun", "dag_id"]

@@ -16,6 +16,7 @@ from typing import Any
 from harness.variants import (
     checkpoint,
     exactly_once,
+    leaky_loop,
     multiprocess,
     naive_loop,
     queue_decoupled,
@@ -43,6 +44,7 @@ VARIANTS: dict[str, Variant] = {
     for v in [
         Variant("naive_loop", naive_loop.run, dict(_RETRIES)),
         Variant("checkpoint", checkpoint.run, dict(_RETRIES)),
+        Variant("leaky_loop", leaky_loop.run, dict(_RETRIES)),
         # The article writes execution_timeout=60*30; Airflow wants a timedelta.
         Variant(
             "timeout_handling",

@@ -11,6 +11,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from fake_stream import snowflake
 from harness.variants.common import TaskContext, cpu_work, read_stream
 
@@ -23,7 +26,8 @@ def start_from_logical_date(ctx: TaskContext) -> int | None:
     return snowflake.encode(ms, 0) - 1
 
 
-def run(ctx: TaskContext) -> None:
+def run(ctx: TaskContext, on_tweet: Callable[[dict[str, Any]], None] | None = None) -> None:
+    """The loop; ``on_tweet`` (for variants built on it) sees each tweet it processes."""
     probe = ctx.probe
     since_id = start_from_logical_date(ctx)
     probe.started(logical_date=ctx.logical_date, resumed_from=since_id)
@@ -39,6 +43,8 @@ def run(ctx: TaskContext) -> None:
             for message in read_stream(ctx, since_id=since_id):
                 tweet = message["data"]
                 pending.append((int(tweet["id"]), cpu_work(tweet["text"], cpu_us)))
+                if on_tweet is not None:
+                    on_tweet(tweet)
                 if len(pending) >= batch:
                     sink.commit(pending)
                     pending = []

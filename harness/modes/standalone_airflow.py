@@ -27,8 +27,8 @@ from typing import Any
 import requests
 
 from harness.airflow_runner import AIRFLOW_BIN, AirflowHome
-from harness.modes.base import ModeError, pid_alive
-from harness.procs import OwnedProcess
+from harness.modes.base import ModeError
+from harness.procs import OwnedProcess, pid_alive
 
 __all__ = ["HEARTBEAT_TIMEOUT", "StandaloneAirflow"]
 
@@ -103,9 +103,13 @@ class StandaloneAirflow:
 
     def _start(self, component: str) -> OwnedProcess:
         with open(self.logs / f"{component}.log", "ab") as log:
-            return OwnedProcess(
+            process = OwnedProcess(
                 [str(AIRFLOW_BIN / "airflow"), component], env=self.env, stdout=log, stderr=log
             )
+        # Every process we start, for whoever checks afterwards that none is left.
+        with open(self.logs / "started.jsonl", "a") as started:
+            started.write(json.dumps({"component": component, "pid": process.pid}) + "\n")
+        return process
 
     def _wait_ready(self) -> None:
         """Until the API answers and the dag-processor has stored every scenario's DAG."""
