@@ -37,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     compare.add_argument("a", type=Path)
     compare.add_argument("b", type=Path)
     compare.add_argument("--out", type=Path, help="also write the comparison to this file")
+    gil = sub.add_parser("gil-calibrate", help="check the GIL metric on known workloads")
+    gil.add_argument("--seconds", type=float, default=3.0, help="per workload")
     args = parser.parse_args(argv)
     install_signal_handlers()
     if args.command == "demo":
@@ -47,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
         return run_demo(out, args.seconds, args.rate, args.seed)
     if args.command == "check":
         return _check(args.run_dir)
+    if args.command == "gil-calibrate":
+        from harness.gil_calibrate import calibrate_command
+
+        return calibrate_command(args.seconds)
     if args.command in ("report", "compare"):
         from harness.report.cli import compare_command, report_command
 

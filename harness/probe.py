@@ -12,7 +12,7 @@ Two records, both surviving a SIGKILL at any instant:
   appended with a single ``write`` (the kernel finishes a write to a regular file even if
   the process is killed right after): the task's start (``invoke``) and how it ended
   (``ok``: returned, ``fail``: raised, with the exception type), checkpoints, signals,
-  marks, RSS samples. A start with no end means the process was killed (the checker
+  marks, RSS and GIL samples. A start with no end means the process was killed (the checker
   records it as ``info``, Jepsen's unknown outcome).
 
 Usage in a task::
@@ -210,6 +210,18 @@ class Probe:
 
         self._sampler = threading.Thread(target=sample, name="probe-rss", daemon=True)
         self._sampler.start()
+
+    def sample_gil(self, interval: float = 1.0, role: str = "task") -> None:
+        """Record this process's GIL contention, CPU, threads and stream-reader lag every
+        ``interval`` seconds (``info gil`` ops; :mod:`harness.gil`). One sampler per
+        process: a later call in the same process (another probe) does nothing.
+
+        :param role: ``task`` (the task process) or ``worker`` (a process it started).
+        """
+        from harness.gil import start_sampler
+
+        detail = {"role": role, "try": self.try_number, "interval_s": interval}
+        start_sampler(lambda value: self._op("info", "gil", value), interval, **detail)
 
     # The sink ---------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Time metrics: throughput, end-to-end latency, lag, downtime, recovery, tries, memory.
+"""Time metrics: throughput, end-to-end latency, lag, downtime, recovery, tries, memory, GIL.
 
 All times in seconds; series are per second of the window (index 0 = its first second).
 Latency is creation -> first commit of each window tweet that was committed; lag at the end
@@ -15,6 +15,7 @@ import numpy as np
 
 from harness.checker._tweets import window_tweets
 from harness.checker.base import Result
+from harness.checker.gil import gil_metrics
 from harness.history import History
 
 __all__ = ["PERCENTILES", "TimingChecker"]
@@ -52,6 +53,7 @@ class TimingChecker:
             "recovery": _recovery(history),
             "tries": _tries(history),
             "rss": _rss(history),
+            "gil": gil_metrics(history),
         }
 
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import requests
 
+from harness.gil import READER
 from harness.probe import Probe
 
 __all__ = ["PARAMS", "TaskContext", "cpu_work", "read_stream"]
@@ -40,6 +41,7 @@ PARAMS: dict[str, Any] = {
     "try_seconds": 60.0,  # exactly_once: how long one try runs before it exits cleanly
     "redis_url": "redis://127.0.0.1:6379/0",  # queue_decoupled: the ingester's Redis
     "redis_stream": "tweets",  # queue_decoupled: the Redis Stream key
+    "gil_interval": 1.0,  # seconds between GIL samples of each process (0: no sampling)
 }
 
 
@@ -73,6 +75,9 @@ class TaskContext:
                 task_id=self.task_id,
                 try_number=self.try_number,
             )
+            interval = float(self.param("gil_interval") or 0)
+            if interval > 0:
+                self._probe.sample_gil(interval, role="task")
         return self._probe
 
     def param(self, name: str) -> Any:
@@ -89,7 +94,8 @@ def read_stream(
 ) -> Iterator[dict[str, Any]]:
     """Tweet messages from one connection, as tweepy and most Airflow hooks read them
     (``requests``, ``stream=True``, ``iter_lines``). Ends when the server ends the stream
-    or the run's time is up; other messages (warnings, errors) go to the probe."""
+    or the run's time is up; other messages (warnings, errors) go to the probe. Each
+    tweet's lag behind the server's clock goes to the GIL sampler (:mod:`harness.gil`)."""
     params: dict[str, str] = {}
     if since_id is not None:
         params["since_id"] = str(since_id)
@@ -107,6 +113,7 @@ def read_stream(
                 continue
             message = json.loads(line)
             if "data" in message:
+                READER.saw(int(message["data"]["id"]))
                 yield message
             else:
                 ctx.probe.mark("stream_message", message=message)

@@ -19,6 +19,7 @@ import queue
 import threading
 from typing import Any
 
+from harness.gil import READER
 from harness.probe import Probe
 from harness.variants.common import TaskContext, cpu_work
 
@@ -31,6 +32,8 @@ def work(lines: Any, ctx_fields: dict[str, Any], worker: int, parent: int | None
     process, until its parent task process is gone)."""
     probe = Probe(ctx_fields["run_dir"], **ctx_fields["ids"])
     probe.mark("worker_started", worker=worker)
+    if parent is not None and ctx_fields["gil_interval"] > 0:  # a process: its own GIL
+        probe.sample_gil(ctx_fields["gil_interval"], role="worker")
     sink = probe.open_sink()
     cpu_us, batch = ctx_fields["cpu_us"], ctx_fields["batch"]
     pending: list[tuple[int, float]] = []
@@ -55,6 +58,14 @@ def work(lines: Any, ctx_fields: dict[str, Any], worker: int, parent: int | None
         sink.close()
 
 
+def _tweet_id(line: bytes) -> int | None:
+    """The id of a raw tweet line without parsing it (the reader hands lines on raw);
+    None if the line is damaged (a stream fault): the worker that parses it decides."""
+    start = line.find(b'"id":"') + 6
+    end = line.find(b'"', start) if start >= 6 else -1
+    return int(line[start:end]) if end > start and line[start:end].isdigit() else None
+
+
 def _read(ctx: TaskContext, lines: Any) -> None:
     """The reader: raw tweet lines into the queue until the stream or the run ends."""
     import requests
@@ -69,6 +80,9 @@ def _read(ctx: TaskContext, lines: Any) -> None:
                 if not ctx.keep_running():
                     return
                 if line.startswith(b'{"data"'):
+                    tweet_id = _tweet_id(line)
+                    if tweet_id is not None:
+                        READER.saw(tweet_id)
                     lines.put(line)
     except Exception as e:  # as the article's loops: print and end the task normally
         print(f"Error: {e}")
@@ -86,6 +100,7 @@ def _fields(ctx: TaskContext) -> dict[str, Any]:
         "ids": ids,
         "cpu_us": float(ctx.param("cpu_us")),
         "batch": int(ctx.param("batch")),
+        "gil_interval": float(ctx.param("gil_interval") or 0),
     }
 
 
