@@ -2,7 +2,8 @@
 
 For each scenario, in ``<out>/<scenario name>/``:
 
-1. the fake stream starts (seed, rate profile, stream faults) and an empty sink is made;
+1. the fake stream starts (seed, rate profile, stream faults) and an empty sink is made,
+   with the variant's sidecars (a Redis broker and its ingester, for ``queue_decoupled``);
 2. the variant's task starts on Airflow (the scenario's mode) and the injector waits for
    its faults' triggers;
 3. the stream runs ``duration`` seconds after the first commit, then ends (the server
@@ -16,6 +17,7 @@ SIGINT/SIGTERM stops it all and leaves the scenarios it finished intact.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import time
@@ -30,12 +32,14 @@ from harness.metrics import check_run
 from harness.modes import Airflows, TaskSpec
 from harness.probe import create_sink
 from harness.scenario import Scenario
+from harness.sidecars import queue_for
 from harness.stream_server import StreamServerProcess
+from harness.variants import VARIANTS
 
 __all__ = ["Progress", "run_scenario", "summary_row"]
 
 FIRST_COMMIT_TIMEOUT = 90.0  # seconds: Airflow start-up on a loaded 2-core machine
-TASK_EXIT_TIMEOUT = 10.0  # seconds a task gets to end after the stream does
+TASK_EXIT_TIMEOUT = 5.0  # seconds a task gets to end on its own after the stream does
 
 
 @dataclass
@@ -60,8 +64,6 @@ def _server_args(scenario: Scenario) -> list[str]:
 
 def task_spec(scenario: Scenario, layout: RunLayout, conf: dict[str, Any]) -> TaskSpec:
     """What the scenario asks of Airflow, with the variant's defaults filled in."""
-    from harness.variants import VARIANTS
-
     defaults = VARIANTS[scenario.variant].task
     retries = int(scenario.task.get("retries", defaults.get("retries", 0)) or 0)
     delay = scenario.task.get("retry_delay")
@@ -93,28 +95,31 @@ def run_scenario(
     layout.root.mkdir(parents=True)
     (layout.root / "scenario.json").write_text(scenario.model_dump_json(indent=2, by_alias=True))
     mode = airflows.get(scenario.mode)  # a shared Airflow starts before our clock does
-    server = StreamServerProcess(layout.ledger, _server_args(scenario))
-    create_sink(layout.sink)
-    conf = {
-        "stream_url": server.stream_url,
-        "token": server.token,
-        "run_dir": str(layout.root),
-        "scratch_dir": str(layout.root / "scratch" / "worker-1"),
-        "run_seconds": None,
-        **scenario.params,
-    }
-    started_at = time.time()
-    try:
+    with contextlib.ExitStack() as running:  # stopped in reverse: nemesis, task, sidecars, stream
+        server = StreamServerProcess(layout.ledger, _server_args(scenario))
+        running.callback(server.stop)
+        create_sink(layout.sink)
+        conf = {
+            "stream_url": server.stream_url,
+            "token": server.token,
+            "run_dir": str(layout.root),
+            "scratch_dir": str(layout.root / "scratch" / "worker-1"),
+            "run_seconds": None,
+            **scenario.params,
+        }
+        if VARIANTS[scenario.variant].queue:
+            conf.update(running.enter_context(queue_for(layout, server)))
+        started_at = time.time()
         run = mode.start(task_spec(scenario, layout, conf))
-    except BaseException:
-        server.stop()
-        raise
-    injector = Injector(scenario.faults, run, layout.sink, layout.faults, layout.root / "scratch")
-    injector.stream_start = started_at
-    first_commit = None
-    try:
+        running.callback(run.stop)
+        injector = Injector(
+            scenario.faults, run, layout.sink, layout.faults, layout.root / "scratch"
+        )
+        injector.stream_start = started_at
+        running.callback(injector.stop)
         injector.start()
         progress.phase = "waiting for the first commit"
+        first_commit = None
         deadline = time.monotonic() + FIRST_COMMIT_TIMEOUT
         while time.monotonic() < deadline and first_commit is None:
             if committed_count(layout.sink) > 0:
@@ -130,10 +135,6 @@ def run_scenario(
         stopped_at = time.time()
         server.stop()
         run.wait(TASK_EXIT_TIMEOUT)
-    finally:
-        injector.stop()
-        run.stop()
-        server.stop()
     progress.phase = "checking"
     run.record()
     layout.run.write_text(json.dumps({

@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -28,10 +29,9 @@ from harness.modes.base import ModeError, TaskSpec
 from harness.modes.standalone_airflow import StandaloneAirflow
 from harness.procs import parent_pid, pid_alive
 from harness.scenario import Scenario
+from harness.variants import VARIANTS
 
 __all__ = ["StandaloneMode", "StandaloneRun", "dag_id"]
-
-STOP_GRACE = 15.0  # seconds Airflow gets to stop a task it marked failed before we SIGKILL
 
 
 def dag_id(scenario: str) -> str:
@@ -57,7 +57,13 @@ class StandaloneMode:
 
 
 class StandaloneRun:
-    """One scenario's DAG run on :class:`StandaloneAirflow`."""
+    """One scenario's DAG runs on :class:`StandaloneAirflow`.
+
+    Scenario DAGs are triggered only (a scheduler-made run would lack the scenario's conf),
+    so for ``@continuous`` variants the harness plays the schedule: when a run ends before
+    the stream does, it triggers the next with the same conf, as the scheduler would
+    (``max_active_runs=1``: one at a time). ``launches.json`` lists the runs.
+    """
 
     def __init__(self, airflow: StandaloneAirflow, spec: TaskSpec) -> None:
         self.airflow = airflow
@@ -65,18 +71,42 @@ class StandaloneRun:
         self.dag_id = dag_id(spec.name)
         if self.dag_id not in airflow.dag_ids:
             raise ModeError(f"{spec.name}: Airflow was started without this scenario's DAG")
-        self.run_id = f"streamstall__{int(time.time() * 1000)}"
+        self.continuous = VARIANTS[spec.variant].dag.get("schedule") == "@continuous"
         self.moves = 0
-        self._tries: dict[Path, int | None] = {}  # probe file -> its task's try (None: a worker)
-        airflow.trigger(self.dag_id, self.run_id, spec.conf)
+        self.launches: list[dict[str, Any]] = []
+        self._starts: dict[Path, float | None] = {}  # probe file -> its task's start time
+        self._ending = threading.Event()  # the stream is over: no new runs
+        self._trigger()
+        self._scheduler = threading.Thread(target=self._play_continuous, daemon=True)
+        if self.continuous:
+            self._scheduler.start()
+
+    def _trigger(self) -> None:
+        run_id = f"streamstall__{int(time.time() * 1000)}"
+        self.airflow.trigger(self.dag_id, run_id, self.spec.conf)
+        self.launches.append({"dag_id": self.dag_id, "run_id": run_id, "at": time.time()})
+
+    @property
+    def run_id(self) -> str:
+        return self.launches[-1]["run_id"]
+
+    def _play_continuous(self) -> None:
+        while not self._ending.wait(0.5):
+            if self._state() in ("success", "failed") and not self._ending.is_set():
+                self._trigger()
+
+    def _end_continuous(self) -> None:
+        self._ending.set()
+        if self._scheduler.is_alive():
+            self._scheduler.join()
 
     def _task_pids(self) -> list[int]:
         """Pids of the tries that started, oldest first, from the probe's start records."""
         probe_dir = self.spec.layout.probe_dir
         for path in probe_dir.glob("*.jsonl") if probe_dir.exists() else []:
-            if self._tries.get(path) is None:
-                self._tries[path] = _started_try(path)
-        started = sorted((t, int(p.stem.rsplit("-", 1)[1])) for p, t in self._tries.items() if t)
+            if self._starts.get(path) is None:
+                self._starts[path] = _started_at(path)
+        started = sorted((t, int(p.stem.rsplit("-", 1)[1])) for p, t in self._starts.items() if t)
         return [pid for _, pid in started]
 
     def task_pid(self) -> int | None:
@@ -115,12 +145,13 @@ class StandaloneRun:
             self.moves += 1
             if scratch.exists():
                 scratch.rename(scratch.with_name(f"{scratch.name}.left-behind-{self.moves}"))
-        return self._state() not in ("success", "failed")
+        return self.continuous or self._state() not in ("success", "failed")
 
     def _state(self) -> str:
         return self.airflow.run_state(self.dag_id, self.run_id)
 
     def wait(self, timeout: float) -> bool:
+        self._end_continuous()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._state() in ("success", "failed"):
@@ -129,33 +160,28 @@ class StandaloneRun:
         return False
 
     def stop(self) -> None:
-        """Mark the run failed (Airflow stops the task, no retry follows), then SIGKILL any
-        try still alive after :data:`STOP_GRACE` (an orphan has no supervisor to stop it)."""
+        """Mark the run failed (so no retry follows), then SIGKILL every try still alive
+        (the run is over: how a task dies now is not measured; an orphan has no supervisor
+        that would stop it)."""
+        self._end_continuous()
         self.airflow.end_run(self.dag_id, self.run_id)
-        deadline = time.monotonic() + STOP_GRACE
-        while self.task_pid() is not None and time.monotonic() < deadline:
-            time.sleep(0.2)
         for pid in self._task_pids():
             if pid_alive(pid) and self.airflow.owns(pid):
                 _kill(pid, signal.SIGKILL)
 
     def record(self) -> None:
         layout = self.spec.layout
-        tries = [
-            t for t in self.airflow.home.task_instances(self.dag_id) if t["run_id"] == self.run_id
-        ]
+        tries = self.airflow.home.task_instances(self.dag_id)  # the scenario's DAG: its runs
         layout.task_instances.parent.mkdir(exist_ok=True)
         layout.task_instances.write_text(json.dumps(tries, default=str, indent=2))
         logs = self.airflow.task_logs(self.dag_id)
         if logs.exists():
             shutil.copytree(logs, layout.root / "airflow" / "logs", dirs_exist_ok=True)
-        (layout.root / "launches.json").write_text(
-            json.dumps([{"dag_id": self.dag_id, "run_id": self.run_id}], indent=2)
-        )
+        (layout.root / "launches.json").write_text(json.dumps(self.launches, indent=2))
 
 
-def _started_try(path: Path) -> int | None:
-    """The try of the task start recorded in a probe file (None: none, e.g. a worker's)."""
+def _started_at(path: Path) -> float | None:
+    """When the task start recorded in a probe file happened (None: none, e.g. a worker's)."""
     with path.open() as f:
         for line in itertools.islice(f, 20):  # a start is among a process's first records
             if '"invoke"' in line:
@@ -164,7 +190,7 @@ def _started_try(path: Path) -> int | None:
                 except ValueError:
                     return None  # a line being written; read again next time
                 if record.get("type") == "invoke" and record.get("f") == "task":
-                    return int(record["try"])
+                    return float(record["time"])
     return None
 
 

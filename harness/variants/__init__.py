@@ -29,12 +29,14 @@ __all__ = ["PARAMS", "VARIANTS", "TaskContext", "Variant", "run_variant"]
 
 @dataclass(frozen=True)
 class Variant:
-    """A variant: its task function and the Airflow settings of its one task and DAG."""
+    """A variant: its task function and the Airflow settings of its one task and DAG.
+    ``queue``: it reads a Redis Stream that an ingester fills (the runner starts both)."""
 
     name: str
     run: Callable[[TaskContext], None]
     task: dict[str, Any] = field(default_factory=dict)
     dag: dict[str, Any] = field(default_factory=dict)
+    queue: bool = False
 
 
 _RETRIES = {"retries": 2, "retry_delay": dt.timedelta(seconds=2)}
@@ -68,6 +70,7 @@ VARIANTS: dict[str, Variant] = {
             queue_decoupled.run,
             {"retries": 10, "retry_delay": dt.timedelta(seconds=1)},
             {"schedule": "@continuous", "max_active_runs": 1},
+            queue=True,
         ),
     ]
 }
