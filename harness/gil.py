@@ -137,17 +137,22 @@ class GilSampler:
     def sample(self) -> dict[str, Any]:
         """One sample covering the time since the previous one:
 
-        - ``knock``: gilknocker's waited fraction; ``contention``: the same, or 0 when fewer
-          than two of the process's own threads ran (nobody to contend with); ``wait_ms``:
-          the mean wait of one GIL request derived from ``knock``;
+        - ``knock``: gilknocker's waited fraction (None: no knocking window closed in the
+          interval); ``contention``: the same, or 0 when fewer than two of the process's
+          own threads ran (nobody to contend with); ``wait_ms``: the mean wait of one GIL
+          request derived from ``knock``;
         - ``cpu_s`` / ``wall_s``: process CPU time (all threads) over wall time;
         - ``threads``: the process's Python threads (not the sampler's own),
           ``active_threads``: those that ran at all (a thread waiting for the GIL is asleep
           to the OS, so "ran or wants to" is the useful count, not the OS's runnable state);
         - ``reader_lag_s``, ``reads``, ``reader_behind_s``: see :meth:`ReaderLag.take`.
         """
-        knock = float(self._knocker.contention_metric)
-        self._knocker.reset_contention_metric()
+        # 0 exactly: no knocking window closed since the reset (its thread got no CPU in
+        # time: a starved machine); unknown, not "no contention" (idle reads ~0.005).
+        raw = float(self._knocker.contention_metric)
+        knock = raw if raw > 0 else None
+        if knock is not None:
+            self._knocker.reset_contention_metric()
         wall, cpu = time.monotonic(), time.process_time()
         (wall0, cpu0), self._last = self._last, (wall, cpu)
         seen = self._thread_cpu()
@@ -155,9 +160,9 @@ class GilSampler:
         self._cpu_ns = seen
         return {
             **self.detail,
-            "contention": round(knock if active >= 2 else 0.0, 4),
-            "knock": round(knock, 4),
-            "wait_ms": round(_wait_ms(knock), 3),
+            "contention": 0.0 if active < 2 else _round(knock),
+            "knock": _round(knock),
+            "wait_ms": None if knock is None else round(_wait_ms(knock), 3),
             "cpu_s": round(cpu - cpu0, 4),
             "wall_s": round(wall - wall0, 4),
             "threads": len(seen),

@@ -175,7 +175,8 @@ def calibrate(seconds: float = 3.0, cross_check: bool = True) -> list[Reading]:
         )
 
         def mean(field_: str, runs: list[dict[str, Any]] = results) -> list[float]:
-            return [round(statistics.fmean(s[field_] for s in r["samples"]), 4) for r in runs]
+            known = [[s[field_] for s in r["samples"] if s[field_] is not None] for r in runs]
+            return [round(statistics.fmean(k), 4) if k else float("nan") for k in known]
 
         ratios = [
             round(sum(s["cpu_s"] for s in r["samples"]) / sum(s["wall_s"] for s in r["samples"]), 3)

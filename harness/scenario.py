@@ -25,10 +25,11 @@ A scenario (``scenarios/<family>-<case>.toml``) says what to run and what to exp
     # after_commits = 500             # ...or when this many tweets are committed
     hypothesis = ["lost == 0", "p99_latency_s < 2"]   # steady state, judged after the run
 
-A matrix (``[matrix]`` table) crosses ``variants`` x ``fault_sets`` x ``rates`` over a
-``[base]`` scenario, and/or lists scenario files. Errors name the file, the field path and
-what is wrong, e.g. ``scenarios/x.toml: faults[2].at: Input should be greater than or equal
-to 0, got 'soon'``.
+A matrix (``[matrix]`` table) crosses ``variants`` x ``fault_sets`` x ``rates`` x
+``params`` (a list of param tables merged over the base's, e.g. ``[{cpu_us = 0}, {cpu_us =
+400}]``; names get ``-cpu_us400``) over a ``[base]`` scenario, and/or lists scenario files.
+Errors name the file, the field path and what is wrong, e.g. ``scenarios/x.toml:
+faults[2].at: Input should be greater than or equal to 0, got 'soon'``.
 """
 
 from __future__ import annotations
@@ -295,9 +296,12 @@ def _expand(path: Path, data: dict[str, Any]) -> list[Scenario]:
     if unknown:
         raise ScenarioError(f"{path}: {sorted(unknown)[0]}: unknown table in a matrix file")
     matrix, base, sets = data["matrix"], data.get("base", {}), data.get("fault_sets", {"none": {}})
-    extra = set(matrix) - {"variants", "fault_sets", "rates", "files", "quick"}
+    extra = set(matrix) - {"variants", "fault_sets", "rates", "params", "files", "quick"}
     if extra:
         raise ScenarioError(f"{path}: matrix.{sorted(extra)[0]}: unknown field")
+    axis = matrix.get("params", [{}])
+    if not isinstance(axis, list) or not all(isinstance(p, dict) for p in axis):
+        raise ScenarioError(f"{path}: matrix.params: a list of param tables, e.g. [{{cpu_us = 0}}]")
     out = [s for f in matrix.get("files", []) for s in load(path.parent / f)]
     for variant in matrix.get("variants", []):
         for set_name in matrix.get("fault_sets", list(sets)):
@@ -305,7 +309,10 @@ def _expand(path: Path, data: dict[str, Any]) -> list[Scenario]:
                 raise ScenarioError(f"{path}: matrix.fault_sets: no [fault_sets.{set_name}] table")
             for rate in matrix.get("rates", [base.get("rate", 1000)]):
                 rate_tag = f"@{rate}" if len(matrix.get("rates", [])) > 1 else ""
-                scenario = {**base, **sets[set_name], "variant": variant, "rate": rate}
-                scenario["name"] = f"{variant}-{set_name}{rate_tag}"
-                out.append(_scenario(path, scenario))
+                for params in axis:
+                    scenario = {**base, **sets[set_name], "variant": variant, "rate": rate}
+                    scenario["params"] = {**scenario.get("params", {}), **params}
+                    tag = "".join(f"-{k}{v}" for k, v in params.items())
+                    scenario["name"] = f"{variant}-{set_name}{rate_tag}{tag}"
+                    out.append(_scenario(path, scenario))
     return out

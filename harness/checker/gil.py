@@ -44,7 +44,7 @@ def gil_metrics(history: History) -> dict[str, Any]:
             samples[op.process].append(op)
     per_process = [_process(pid, ops) for pid, ops in samples.items()]
     per_process.sort(key=lambda p: (p["try"], p["role"] != "task", p["pid"]))
-    with_values = [p for p in per_process if p["samples"]]
+    with_values = [p for p in per_process if p["samples"]]  # None: no knock ever closed
     lags = [p["reader_lag_max_s"] for p in per_process if p["reader_lag_max_s"] is not None]
     intervals = {op.value.get("interval_s") for ops in samples.values() for op in ops}
     return {
@@ -58,20 +58,21 @@ def gil_metrics(history: History) -> dict[str, Any]:
 
 def _process(pid: str, ops: list[Op]) -> dict[str, Any]:
     first = ops[0].value
-    values = np.array([op.value["contention"] for op in ops], dtype=np.float64)
-    lags = [op.value.get("reader_lag_s") for op in ops]
     series: dict[str, list[Any]] = {"time": [_num(op.time) for op in ops]}
     for name in SERIES_FIELDS:
         series[name] = [op.value.get(name) for op in ops]
+    values = np.array([v for v in series["contention"] if v is not None], dtype=np.float64)
+    knocks = [v for v in series["knock"] if v is not None]
+    lags = [v for v in series["reader_lag_s"] if v is not None]
     return {
         "pid": int(pid),
         "try": first.get("try"),
         "role": first.get("role", "task"),
-        "mean": _num(values.mean()),
-        "p95": _num(np.percentile(values, 95)),
-        "samples": len(ops),
-        "knock_mean": _num(np.mean([op.value["knock"] for op in ops])),
+        "mean": _num(values.mean()) if len(values) else None,
+        "p95": _num(np.percentile(values, 95)) if len(values) else None,
+        "samples": len(values),
+        "knock_mean": _num(np.mean(knocks)) if knocks else None,
         "cpu_ratio": _num(sum(series["cpu_s"]) / max(sum(series["wall_s"]), 1e-9)),
-        "reader_lag_max_s": max((v for v in lags if v is not None), default=None),
+        "reader_lag_max_s": max(lags, default=None),
         "series": series,
     }
