@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import requests
+
 from harness.modes.base import ModeError, TaskSpec
 from harness.modes.standalone_airflow import StandaloneAirflow
 from harness.procs import parent_pid, pid_alive
@@ -164,7 +166,9 @@ class StandaloneRun:
         (the run is over: how a task dies now is not measured; an orphan has no supervisor
         that would stop it)."""
         self._end_continuous()
-        self.airflow.end_run(self.dag_id, self.run_id)
+        # Airflow may be gone already (the harness is being interrupted): kill the rest.
+        with contextlib.suppress(requests.RequestException, ModeError):
+            self.airflow.end_run(self.dag_id, self.run_id)
         for pid in self._task_pids():
             if pid_alive(pid) and self.airflow.owns(pid):
                 _kill(pid, signal.SIGKILL)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from harness.inject import committed_count
-from harness.procs import OwnedProcess
+from harness.procs import OwnedProcess, pid_alive
 
 SCENARIO = """
 name = "eo-kill"
@@ -30,14 +30,6 @@ hypothesis = ["lost == 0", "duplicates == 0", "verdict == exactly-once", "p99_la
 type = "kill_task"
 at = 2
 """
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.split(") ", 1)[1].split()[0] != "Z"
 
 
 @pytest.mark.slow
@@ -77,7 +69,7 @@ def test_a_scenario_runs_and_is_judged(tmp_path):
     # Nothing we started is left: every task process the runner launched is gone.
     launches = json.loads((run / "launches.json").read_text())
     assert len(launches) == 2
-    assert not any(_alive(launch["pid"]) for launch in launches)
+    assert not any(pid_alive(launch["pid"]) for launch in launches)
     assert os.path.exists(run / "ledger.sqlite")
 
 
@@ -123,6 +115,6 @@ def test_sigint_mid_run_stops_everything_and_keeps_the_summary(tmp_path):
     finally:
         harness.stop()
     assert code == 128 + signal.SIGINT
-    assert not [pid for pid in started if _alive(pid)]
+    assert not [pid for pid in started if pid_alive(pid)]
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["incomplete"] == ["long"]

@@ -9,17 +9,20 @@ Bounds on times are tolerant: the machine has two cores and Airflow polls.
 from __future__ import annotations
 
 import json
+import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from harness.inject import committed_count
 from harness.modes.standalone_airflow import HEARTBEAT_TIMEOUT
-from harness.procs import pid_alive, session_members
+from harness.procs import OwnedProcess, pid_alive, session_members
 
 COMMON = 'seed = 11\nmode = "standalone"\nparams = {cpu_us = 20, batch = 50}\n'
 SCENARIOS = {
@@ -215,4 +218,40 @@ def test_nothing_is_left_running(results):
     assert not [s for s in started if session_members(s["pid"])]
     task_pids = [int(p.stem.rsplit("-", 1)[1]) for p in results.glob("*/probe/*.jsonl")]
     assert task_pids
+    assert not [pid for pid in task_pids if pid_alive(pid)]
+
+
+def _committed(sink: Path) -> bool:
+    try:
+        return committed_count(sink) > 0
+    except sqlite3.Error:  # not there yet, or its tables not yet made
+        return False
+
+
+@pytest.mark.slow
+def test_sigint_mid_run_leaves_no_airflow_process(tmp_path):
+    """Ctrl-C while a standalone scenario streams: the harness exits 130 and nothing of
+    the Airflow it started (API server, scheduler, its workers, the task in its own
+    process group) is left."""
+    path = tmp_path / "long.toml"
+    path.write_text(f"name = 'long'\n{COMMON}duration = 300\nrate = 500\nvariant = 'naive_loop'\n")
+    out = tmp_path / "out"
+    harness = OwnedProcess(
+        [sys.executable, "-m", "harness", "run", str(path), "--out", str(out)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and not _committed(out / "long" / "sink.sqlite"):
+            time.sleep(0.2)
+        started = airflow_processes(out)
+        task_pids = [int(p.stem.rsplit("-", 1)[1]) for p in out.glob("long/probe/*.jsonl")]
+        assert task_pids  # the task was streaming when we pressed Ctrl-C
+        assert all(session_members(s["pid"]) for s in started)
+        harness.signal(signal.SIGINT)
+        code = harness.popen.wait(timeout=120)
+    finally:
+        harness.stop()
+    assert code == 128 + signal.SIGINT
+    assert not [s for s in started if session_members(s["pid"])]
     assert not [pid for pid in task_pids if pid_alive(pid)]
