@@ -108,6 +108,8 @@ def run_workload(name: str, seconds: float, instrument: str = "gilknocker") -> d
     for t in threads:
         t.start()
     time.sleep(seconds)
+    if instrument == "gilknocker":
+        sampler.stop()  # first: every sample then covers the workload running
     stop.set()
     for t in threads:
         t.join()
@@ -122,7 +124,6 @@ def run_workload(name: str, seconds: float, instrument: str = "gilknocker") -> d
             "wait": round(total["wait"], 4),
             "thread_wait_mean": round(statistics.fmean(waits), 4) if waits else 0.0,
         }
-    sampler.stop()
     return {"workload": name, "instrument": "gilknocker", "samples": samples[1:]}
 
 
