@@ -12,8 +12,8 @@ threads, so this is the case the knocker disturbs most.
 
 Each round runs both, alternating which goes first, so drifts of a shared machine hit both
 alike; the overhead is the difference of the two medians (and of the two best runs) over
-the bare one, in wall
-time (throughput) and in the process's CPU time (steadier when other jobs share the cores).
+the bare one, in wall time (throughput) and in the process's CPU time (steadier when other
+jobs share the cores).
 """
 
 from __future__ import annotations
