@@ -39,7 +39,7 @@ from harness.variants import VARIANTS
 __all__ = ["Progress", "run_scenario", "summary_row"]
 
 FIRST_COMMIT_TIMEOUT = 90.0  # seconds: Airflow start-up on a loaded 2-core machine
-TASK_EXIT_TIMEOUT = 5.0  # seconds a task gets to end on its own after the stream does
+TASK_EXIT_TIMEOUT = 4.0  # seconds a task gets to end on its own after the stream does
 
 
 @dataclass

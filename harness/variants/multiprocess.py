@@ -16,7 +16,10 @@ import json
 import multiprocessing as mp
 import os
 import queue
+import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from harness.gil import READER
@@ -104,6 +107,21 @@ def _fields(ctx: TaskContext) -> dict[str, Any]:
     }
 
 
+@contextmanager
+def _workers_skip_main() -> Iterator[None]:
+    """Spawned workers must not re-run this process's main script: under a LocalExecutor
+    it is the ``airflow`` command, whose import fails in a task process (Airflow 3 gives
+    tasks no database URL). A worker needs only :func:`work`, imported from this module
+    by name; without ``__main__.__file__``, spawn does not prepare the main module."""
+    main = sys.modules["__main__"]
+    path = main.__dict__.pop("__file__", None)
+    try:
+        yield
+    finally:
+        if path is not None:
+            main.__file__ = path
+
+
 def run_with(ctx: TaskContext, use_processes: bool) -> None:
     ctx.probe.started(
         logical_date=ctx.logical_date, resumed_from=None, workers=int(ctx.param("workers"))
@@ -122,8 +140,9 @@ def run_with(ctx: TaskContext, use_processes: bool) -> None:
             threading.Thread(target=work, args=(lines, _fields(ctx), i, None), daemon=True)
             for i in range(n)
         ]
-    for w in workers:
-        w.start()
+    with _workers_skip_main():
+        for w in workers:
+            w.start()
     _read(ctx, lines)
     for _ in workers:
         lines.put(_DONE)
