@@ -22,9 +22,9 @@ def install(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
-    """Run the test suite (real servers on loopback; no benchmarks)."""
+    """Run the test suite (real servers on loopback; no benchmarks, no `long` repros)."""
     install(session)
-    session.run("pytest", *session.posargs)
+    session.run("pytest", "-m", "not long", *session.posargs)
 
 
 @nox.session(python=PYTHON)
