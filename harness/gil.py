@@ -100,6 +100,7 @@ class GilSampler:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="probe-gil", daemon=True)
         self._cpu_ns: dict[int, int] = {}
+        self._names: dict[int, str] = {}
         self._last = (time.monotonic(), time.process_time())
 
     def start(self) -> None:
@@ -125,13 +126,15 @@ class GilSampler:
             self._record(self.sample())
 
     def _thread_cpu(self) -> dict[int, int]:
-        """CPU ns of each Python thread of the process but the sampler's own."""
-        own = self._thread.native_id
+        """CPU ns of each Python thread of the process but the probe's own samplers."""
         out = {}
         for t in threading.enumerate():
-            ns = None if t.native_id in (None, own) else thread_cpu_ns(t.native_id)
+            if t.native_id is None or t.name.startswith("probe-"):
+                continue
+            ns = thread_cpu_ns(t.native_id)
             if ns is not None:
                 out[t.native_id] = ns
+                self._names[t.native_id] = t.name
         return out
 
     def sample(self) -> dict[str, Any]:
@@ -142,9 +145,10 @@ class GilSampler:
           own threads ran (nobody to contend with); ``wait_ms``: the mean wait of one GIL
           request derived from ``knock``;
         - ``cpu_s`` / ``wall_s``: process CPU time (all threads) over wall time;
-        - ``threads``: the process's Python threads (not the sampler's own),
+        - ``threads``: the process's Python threads (not the probe's samplers),
           ``active_threads``: those that ran at all (a thread waiting for the GIL is asleep
-          to the OS, so "ran or wants to" is the useful count, not the OS's runnable state);
+          to the OS, so "ran or wants to" is the useful count, not the OS's runnable state),
+          ``active_names``: their names (who the contenders are);
         - ``reader_lag_s``, ``reads``, ``reader_behind_s``: see :meth:`ReaderLag.take`.
         """
         # 0 exactly: no knocking window closed since the reset (its thread got no CPU in
@@ -156,7 +160,8 @@ class GilSampler:
         wall, cpu = time.monotonic(), time.process_time()
         (wall0, cpu0), self._last = self._last, (wall, cpu)
         seen = self._thread_cpu()
-        active = sum(1 for tid, ns in seen.items() if ns > self._cpu_ns.get(tid, 0))
+        ran = [tid for tid, ns in seen.items() if ns > self._cpu_ns.get(tid, 0)]
+        active = len(ran)
         self._cpu_ns = seen
         return {
             **self.detail,
@@ -167,6 +172,7 @@ class GilSampler:
             "wall_s": round(wall - wall0, 4),
             "threads": len(seen),
             "active_threads": active,
+            "active_names": sorted(self._names.get(tid, "?") for tid in ran),
             **self._reader.take(),
         }
 
