@@ -7,7 +7,8 @@ For each scenario, in ``<out>/<scenario name>/``:
 2. the variant's task starts on Airflow (the scenario's mode) and the injector waits for
    its faults' triggers;
 3. the stream runs ``duration`` seconds after the first commit, then ends (the server
-   stops: the run's end); the task gets ``grace`` seconds to finish, then is stopped;
+   stops: the run's end); the task may drain what it holds while it still commits (up to
+   :data:`DRAIN_MAX` s), then is stopped;
 4. Airflow's task-instance records are exported, ``run.json`` written, the checker run,
    the steady-state hypothesis judged into ``metrics.json``.
 
@@ -29,7 +30,7 @@ from harness.history import DEFAULT_GRACE, RunError
 from harness.inject import Injector, committed_count
 from harness.layout import RunLayout
 from harness.metrics import check_run
-from harness.modes import Airflows, TaskSpec
+from harness.modes import Airflows, TaskRun, TaskSpec
 from harness.probe import create_sink
 from harness.scenario import Scenario
 from harness.sidecars import queue_for
@@ -39,7 +40,11 @@ from harness.variants import VARIANTS
 __all__ = ["Progress", "run_scenario", "summary_row"]
 
 FIRST_COMMIT_TIMEOUT = 90.0  # seconds: Airflow start-up on a loaded 2-core machine
-TASK_EXIT_TIMEOUT = 4.0  # seconds a task gets to end on its own after the stream does
+# After the stream ends, the task may finish what it holds (a queue, a backlog): the run
+# waits while it still commits, up to DRAIN_MAX seconds, and until DRAIN_QUIET seconds pass
+# without a commit (or the task ends on its own).
+DRAIN_QUIET = 2.0
+DRAIN_MAX = 20.0
 
 
 @dataclass
@@ -134,7 +139,8 @@ def run_scenario(
         progress.phase = "ending the stream"
         stopped_at = time.time()
         server.stop()
-        run.wait(TASK_EXIT_TIMEOUT)
+        progress.phase = "draining"
+        _drain(run, layout.sink)
     progress.phase = "checking"
     run.record()
     layout.run.write_text(json.dumps({
@@ -186,6 +192,20 @@ def summary_row(scenario: Scenario, metrics: dict[str, Any]) -> dict[str, Any]:
         "silent_failure": metrics.get("silent_failure"),
         "error": metrics.get("error"),
     }
+
+
+def _drain(run: TaskRun, sink: Path) -> None:
+    """Let the task commit what it still holds: until it ends, or stops committing."""
+    deadline = time.monotonic() + DRAIN_MAX
+    last_count, last_change = committed_count(sink), time.monotonic()
+    while time.monotonic() < deadline:
+        if run.wait(0.5):
+            return
+        count = committed_count(sink)
+        if count != last_count:
+            last_count, last_change = count, time.monotonic()
+        elif time.monotonic() - last_change >= DRAIN_QUIET:
+            return
 
 
 def _lines(path: Path) -> int:

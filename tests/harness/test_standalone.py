@@ -14,7 +14,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ import pytest
 from harness.inject import committed_count
 from harness.modes.standalone_airflow import HEARTBEAT_TIMEOUT
 from harness.procs import OwnedProcess, pid_alive, session_members
+from tests.scenario_runs import ScenarioRun, airflow_time, run_scenarios
 
 COMMON = 'seed = 11\nmode = "standalone"\nparams = {cpu_us = 20, batch = 50}\n'
 SCENARIOS = {
@@ -45,64 +45,15 @@ SCENARIOS = {
 }
 
 
-@dataclass
-class Scenario:
-    """What one scenario left in its run folder."""
-
-    root: Path
-
-    def json(self, name: str) -> Any:
-        return json.loads((self.root / name).read_text())
-
-    @property
-    def metrics(self) -> dict[str, Any]:
-        return self.json("metrics.json")
-
-    @property
-    def faults(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in (self.root / "faults.jsonl").read_text().splitlines()]
-
-    @property
-    def tries(self) -> list[dict[str, Any]]:
-        """Airflow's task-instance records, by try number."""
-        return sorted(self.json("airflow/task_instances.json"), key=lambda t: t["try_number"])
-
-    def probe(self, pid: int) -> list[dict[str, Any]]:
-        path = next(self.root.glob(f"probe/*-{pid}.jsonl"))
-        return [json.loads(line) for line in path.read_text().splitlines()]
-
-    def commit_times(self, pid: int) -> list[float]:
-        db = sqlite3.connect(self.root / "sink.sqlite")
-        try:
-            rows = db.execute("SELECT committed_at FROM commits WHERE pid = ?", (pid,))
-            return [r[0] for r in rows]
-        finally:
-            db.close()
-
-
-def _airflow_time(text: str) -> float:
-    from datetime import UTC, datetime
-
-    return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
-
-
 @pytest.fixture(scope="module")
 def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Run every scenario on one standalone Airflow; the results folder."""
-    folder = tmp_path_factory.mktemp("standalone")
-    files = []
+    bodies = {}
     for name, body in SCENARIOS.items():
-        path = folder / f"{name}.toml"
         defaults = "" if "duration" in body else "duration = 10\n"
         defaults += "" if "rate" in body else "rate = 500\n"
-        path.write_text(f"name = {name!r}\n{COMMON}{defaults}{body}\n")
-        files.append(str(path))
-    result = subprocess.run(
-        [sys.executable, "-m", "harness", "run", *files, "--out", str(folder / "out")],
-        capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    return folder / "out"
+        bodies[name] = f"{COMMON}{defaults}{body}"
+    return run_scenarios(tmp_path_factory.mktemp("standalone"), bodies)
 
 
 def airflow_processes(results: Path) -> list[dict[str, Any]]:
@@ -111,8 +62,8 @@ def airflow_processes(results: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in log.read_text().splitlines()]
 
 
-def scenario(results: Path, name: str) -> Scenario:
-    return Scenario(results / name)
+def scenario(results: Path, name: str) -> ScenarioRun:
+    return ScenarioRun(results / name)
 
 
 @pytest.mark.slow
@@ -125,7 +76,7 @@ def test_kill_task_fails_the_try_and_airflow_retries_it(results):
     assert (first["pid"], first["state"]) == (kill["pid"], "failed")
     assert second["try_number"] == 2
     assert second["state"] == "success"
-    assert _airflow_time(second["start_date"]) > kill["time"]
+    assert airflow_time(second["start_date"]) > kill["time"]
     assert run.metrics["queue"]["lost"] == 0
 
 
@@ -170,9 +121,9 @@ def test_kill_worker_orphans_the_task_and_the_retry_overlaps_it(results):
     first, second = run.tries[:2]
     assert first["pid"] == orphan
     assert first["state"] == "failed"
-    failed_after = _airflow_time(first["end_date"]) - kill["time"]
+    failed_after = airflow_time(first["end_date"]) - kill["time"]
     assert HEARTBEAT_TIMEOUT <= failed_after <= HEARTBEAT_TIMEOUT + 20
-    retry_started = _airflow_time(second["start_date"])
+    retry_started = airflow_time(second["start_date"])
     orphan_records = [r["time"] for r in run.probe(orphan)]
     assert max(orphan_records + run.commit_times(orphan)) > retry_started  # still alive then
 

@@ -1,0 +1,111 @@
+"""Run scenarios through ``python -m harness run`` and read what each left, for tests that
+assert on real runs (Airflow's task-instance records, the probe, the sink, metrics)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ScenarioRun", "airflow_time", "run_scenarios"]
+
+
+def run_scenarios(folder: Path, scenarios: dict[str, str], timeout: float = 1200) -> Path:
+    """Write each ``{name: toml body}`` as a scenario file, run them all in one harness
+    run (one Airflow per mode), assert it succeeded; the results folder."""
+    files = []
+    for name, body in scenarios.items():
+        path = folder / f"{name}.toml"
+        path.write_text(f"name = {name!r}\n{body}\n")
+        files.append(str(path))
+    result = subprocess.run(
+        [sys.executable, "-m", "harness", "run", *files, "--out", str(folder / "out")],
+        capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return folder / "out"
+
+
+def airflow_time(text: str) -> float:
+    """A timestamp as Airflow's SQLite database stores it (UTC, no zone), in UNIX s."""
+    return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
+
+
+@dataclass
+class ScenarioRun:
+    """What one scenario left in its run folder."""
+
+    root: Path
+
+    def json(self, name: str) -> Any:
+        return json.loads((self.root / name).read_text())
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return self.json("metrics.json")
+
+    @property
+    def faults(self) -> list[dict[str, Any]]:
+        path = self.root / "faults.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+    @property
+    def tries(self) -> list[dict[str, Any]]:
+        """Airflow's task-instance records, in the order they started."""
+        return sorted(self.json("airflow/task_instances.json"), key=lambda t: t["start_date"] or "")
+
+    def probe(self, pid: int) -> list[dict[str, Any]]:
+        path = next(self.root.glob(f"probe/*-{pid}.jsonl"))
+        return [json.loads(line) for line in path.read_text().splitlines()]
+
+    def task_starts(self) -> list[dict[str, Any]]:
+        """The probe's task start records, oldest first."""
+        starts = [
+            json.loads(line)
+            for path in self.root.glob("probe/*.jsonl")
+            for line in path.read_text().splitlines()
+            if '"invoke"' in line
+        ]
+        return sorted((s for s in starts if s["f"] == "task"), key=lambda s: s["time"])
+
+    def commit_times(self, pid: int | None = None) -> list[float]:
+        """When each batch was committed (by ``pid``, or by anyone), in order."""
+        db = sqlite3.connect(self.root / "sink.sqlite")
+        try:
+            if pid is None:
+                rows = db.execute("SELECT committed_at FROM commits ORDER BY committed_at")
+            else:
+                rows = db.execute(
+                    "SELECT committed_at FROM commits WHERE pid = ? ORDER BY committed_at", (pid,)
+                )
+            return [r[0] for r in rows]
+        finally:
+            db.close()
+
+    def committed_tweets(self, pid: int) -> int:
+        """How many tweets process ``pid`` committed (repeats included)."""
+        db = sqlite3.connect(self.root / "sink.sqlite")
+        try:
+            query = "SELECT coalesce(sum(count), 0) FROM commits WHERE pid = ?"
+            return db.execute(query, (pid,)).fetchone()[0]
+        finally:
+            db.close()
+
+    def committed_ids(self, try_number: int) -> set[int]:
+        """The tweet ids try ``try_number`` committed (whatever the checker's window)."""
+        db = sqlite3.connect(self.root / "sink.sqlite")
+        try:
+            query = "SELECT DISTINCT tweet_id FROM tweets WHERE try_number = ?"
+            return {r[0] for r in db.execute(query, (try_number,))}
+        finally:
+            db.close()
+
+    def airflow_log(self) -> str:
+        """Every Airflow task log of the scenario, concatenated."""
+        logs = sorted((self.root / "airflow" / "logs").rglob("*.log"))
+        return "\n".join(p.read_text(errors="replace") for p in logs)
