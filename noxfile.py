@@ -11,12 +11,17 @@ nox.options.reuse_existing_virtualenvs = True
 nox.options.sessions = ["lint", "tests"]
 
 PYTHON = "3.11"
-LOCK = "requirements/lock-py311.txt"
+LOCK = "requirements/lock-py311.txt"  # Airflow 3.3.2 (the `airflow` extra) and the rest
+# Airflow 2.x for `repro`: the project's deps and dev extra, Airflow from this input instead
+AIRFLOW2_INPUT = "requirements/airflow2.in"
+AIRFLOW2_LOCK = "requirements/lock-airflow2-py311.txt"
+#: Airflow release -> the lock that installs it (the `repro` session runs each).
+AIRFLOW_LOCKS = {"3.3.2": LOCK, "2.11.2": AIRFLOW2_LOCK}
 
 
-def install(session: nox.Session) -> None:
+def install(session: nox.Session, lock: str = LOCK) -> None:
     """The locked dependencies, then this project without touching them."""
-    session.install("-r", LOCK)
+    session.install("-r", lock)
     session.install("--no-deps", "-e", ".")
 
 
@@ -25,6 +30,23 @@ def tests(session: nox.Session) -> None:
     """Run the test suite (real servers on loopback; no benchmarks, no `long` repros)."""
     install(session)
     session.run("pytest", "-m", "not long", *session.posargs)
+
+
+@nox.session(python=PYTHON, default=False)
+@nox.parametrize("airflow", list(AIRFLOW_LOCKS), ids=list(AIRFLOW_LOCKS))
+def repro(session: nox.Session, airflow: str) -> None:
+    """The article's claims (pytest -m repro, `long` included) on one Airflow: 3.3.2, 2.11.2."""
+    install(session, AIRFLOW_LOCKS[airflow])
+    installed = session.run(
+        "python",
+        "-c",
+        "import importlib.metadata as m; print(m.version('apache-airflow'))",
+        silent=True,
+    )
+    if (installed or "").strip() != airflow:
+        session.error(f"{AIRFLOW_LOCKS[airflow]} installed Airflow {installed!r}, not {airflow}")
+    # Arguments after -- go to pytest (a later `-m` replaces `repro`).
+    session.run("pytest", "-m", "repro", *session.posargs)
 
 
 @nox.session(python=PYTHON)
@@ -92,20 +114,13 @@ def bench(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON, default=False)
 def lock(session: nox.Session) -> None:
-    """Re-resolve requirements/lock-py311.txt from pyproject.toml (needs the uv backend)."""
+    """Re-resolve requirements/lock-py311.txt (Airflow 3.3.2) and lock-airflow2-py311.txt (2.11.2).
+
+    Both from pyproject.toml (its deps and dev extra); Airflow 3.3.2 is the `airflow` extra,
+    2.11.2 comes from requirements/airflow2.in. Needs the uv backend."""
     session.install("uv")
+    common = ["--extra", "dev", "--python-version", PYTHON, *session.posargs]
+    session.run("uv", "pip", "compile", "pyproject.toml", "--extra", "airflow", *common, "-o", LOCK)
     session.run(
-        "uv",
-        "pip",
-        "compile",
-        "pyproject.toml",
-        "--extra",
-        "airflow",
-        "--extra",
-        "dev",
-        "--python-version",
-        PYTHON,
-        "-o",
-        LOCK,
-        *session.posargs,
+        "uv", "pip", "compile", "pyproject.toml", AIRFLOW2_INPUT, *common, "-o", AIRFLOW2_LOCK
     )

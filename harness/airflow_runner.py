@@ -1,8 +1,15 @@
-"""Run DAG variants on a real Airflow: an AIRFLOW_HOME of our own, and ``airflow dags test``.
+"""Run DAG variants on a real Airflow: an AIRFLOW_HOME of our own, ``airflow dags test`` and
+``airflow tasks run --local``.
 
 ``airflow dags test`` (the ``dagtest`` mode) runs one DAG run in one process: no scheduler,
 no API server; retries and ``retry_delay`` are honoured in-process. Restarting a task there
 means relaunching the command, which is what the harness does after killing it.
+``airflow tasks run --local`` (the ``localtask`` mode, Airflow 2.x) runs one try the way a
+2.x worker does: a ``LocalTaskJob`` that forks the task process and watches it.
+
+The same code drives Airflow 3.3 and 2.11 (``nox -s repro`` runs both): ``airflow db
+migrate`` exists on both (2.7+), and both keep earlier tries in ``task_instance_history``
+(2.10+) with the columns read here. :data:`AIRFLOW_VERSION` is the installed release.
 
 Every Airflow command runs as an :class:`~harness.procs.OwnedProcess`. Task-instance
 history is read from Airflow's own database afterwards, so tests assert what Airflow
@@ -11,6 +18,7 @@ recorded, not what we hoped.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import shutil
@@ -22,10 +30,17 @@ from typing import Any
 
 from harness.procs import OwnedProcess
 
-__all__ = ["AIRFLOW_BIN", "DAGS_FOLDER", "AirflowHome"]
+__all__ = ["AIRFLOW_BIN", "AIRFLOW_VERSION", "DAGS_FOLDER", "AirflowHome", "airflow_major"]
 
 DAGS_FOLDER = Path(__file__).resolve().parent.parent / "dags"
 AIRFLOW_BIN = Path(sys.executable).parent
+#: The installed apache-airflow release, e.g. ``"3.3.2"`` or ``"2.11.2"``.
+AIRFLOW_VERSION = importlib.metadata.version("apache-airflow")
+
+
+def airflow_major() -> int:
+    """The installed Airflow's major version (3 or 2)."""
+    return int(AIRFLOW_VERSION.split(".", 1)[0])
 
 
 class AirflowHome:
@@ -99,6 +114,39 @@ class AirflowHome:
         finally:
             if log is not None:
                 out.close()  # the child has its own descriptor
+
+    def tasks_run(
+        self,
+        dag_id: str,
+        run_id: str,
+        overrides: dict[str, Any] | None = None,
+        log: Path | None = None,
+        task_id: str = "stream",
+    ) -> OwnedProcess:
+        """Start ``airflow tasks run <dag_id> <task_id> <run_id> --local`` (Airflow 2.x): a
+        ``LocalTaskJob`` forks the task process, as a 2.x worker does; output to ``log``."""
+        out = open(log, "ab") if log is not None else subprocess.DEVNULL  # noqa: SIM115
+        dag_file = self.dags_folder / f"{dag_id}.py"
+        argv = [str(AIRFLOW_BIN / "airflow"), "tasks", "run", dag_id, task_id, run_id, "--local"]
+        if dag_file.exists():  # parse that file only, not the whole folder
+            argv += ["-S", str(dag_file)]
+        try:
+            return OwnedProcess(argv, env=self.env(overrides), stdout=out, stderr=subprocess.STDOUT)
+        finally:
+            if log is not None:
+                out.close()
+
+    def task_state(self, dag_id: str, run_id: str, task_id: str = "stream") -> str | None:
+        """The state Airflow holds now for the task of one run (None: no such record)."""
+        db = sqlite3.connect(f"file:{self.database}?mode=ro", uri=True, timeout=30)
+        try:
+            row = db.execute(
+                "SELECT state FROM task_instance WHERE dag_id = ? AND run_id = ? AND task_id = ?",
+                (dag_id, run_id, task_id),
+            ).fetchone()
+        finally:
+            db.close()
+        return row[0] if row else None
 
     def task_instances(self, dag_id: str) -> list[dict[str, Any]]:
         """Every try Airflow recorded for ``dag_id``: earlier tries from

@@ -159,7 +159,7 @@ class Scenario(_Strict):
     description: str = ""
     seed: int = 0
     variant: str
-    mode: Literal["dagtest", "standalone"] = "dagtest"
+    mode: Literal["dagtest", "standalone", "localtask"] = "dagtest"
     duration: float = Field(default=15.0, gt=0, le=3600)
     rate: Any = 1000
     params: dict[str, Any] = Field(default_factory=dict)

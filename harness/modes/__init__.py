@@ -8,6 +8,10 @@ dagtest    ``airflow dags test`` in a subprocess per scenario: fast; restarts ar
 standalone a long-lived scheduler + API server + dag-processor + LocalExecutor, shared
            by the matrix: Airflow's own retries, heartbeats and SIGTERM handling
            (:mod:`harness.modes.standalone`)
+localtask  Airflow 2.x only: ``airflow tasks run --local`` per try, as a 2.x worker runs
+           it (a ``LocalTaskJob`` forking the task process): 2.x's own SIGTERM
+           handling; the harness plays the scheduler for the one DAG run
+           (:mod:`harness.modes.localtask`)
 ========== ============================================================================
 
 A mode is a :class:`~harness.modes.base.Mode` (started once, when a scenario first needs
@@ -25,6 +29,7 @@ from pathlib import Path
 from harness.airflow_runner import AirflowHome
 from harness.modes.base import Mode, ModeError, TaskRun, TaskSpec
 from harness.modes.dagtest import DagTestMode
+from harness.modes.localtask import LocalTaskMode
 from harness.modes.standalone import StandaloneMode
 from harness.scenario import Scenario
 
@@ -57,6 +62,8 @@ class Airflows:
             elif mode == "standalone":
                 scenarios = [s for s in self.scenarios if s.mode == "standalone"]
                 self._modes[mode] = StandaloneMode(self.root, scenarios, self.template())
+            elif mode == "localtask":
+                self._modes[mode] = LocalTaskMode(self.template())
             else:
                 raise ModeError(f"unknown Airflow mode {mode!r}")
         return self._modes[mode]

@@ -1,0 +1,354 @@
+"""Claims 9 and 10 of issue 8, on the installed Airflow: how 3.3.x and 2.11.x end a
+streaming loop hit by ``execution_timeout`` or SIGTERM. The installed release
+(``importlib.metadata.version("apache-airflow")``) decides which behaviour is asserted;
+``nox -s repro`` runs this file once per version, so both are measured.
+
+What the installed code does (read from the wheels, then measured here):
+
+- ``execution_timeout`` (claim 9): both versions arm SIGALRM in the task process and raise
+  ``AirflowTaskTimeout``, a ``BaseException`` (2.x since 2.8): ``naive_loop``'s ``except
+  Exception`` around the loop does not swallow it, the try fails. A loop wrapped in
+  ``except BaseException`` (or a bare ``except:``) does swallow it, and the try ends in
+  *success* with the stream abandoned: the checker's ``silent_failure``.
+- SIGTERM (claim 10): Airflow 3.3's task process handler only calls ``on_kill`` and
+  returns (upstream issue #73006): a plain loop goes on streaming and ends in success. 2.11's
+  handler calls ``on_kill`` and raises ``AirflowTaskTerminated`` (a ``BaseException``, so
+  ``except Exception`` does not swallow it either): the try fails. A task that installs its
+  own SIGTERM handler (``timeout_handling``, the article's example 3) replaces Airflow's on
+  both: it returns normally, in success, with everything after the signal lost.
+
+How each signal reaches a real task process: ``execution_timeout`` fires inside ``airflow
+dags test`` (the ``dagtest`` mode: the task runs in that process on both versions). SIGTERM
+must reach the task process of a worker, not ``dags test`` itself: on 3.3 the ``standalone``
+mode (scheduler + LocalExecutor, the supervisor forking the task), on 2.11 the
+``localtask`` mode (``airflow tasks run --local``: a ``LocalTaskJob`` forking the task, as a
+2.x worker does; 2.x refuses LocalExecutor on SQLite). Retries are 0 in every scenario, so
+the fate of the one try is what Airflow records.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.airflow_runner import AirflowHome
+from harness.layout import RunLayout
+from harness.metrics import check_run
+from harness.probe import create_sink
+from harness.procs import OwnedProcess
+from harness.stream_server import StreamServerProcess
+
+AIRFLOW = version("apache-airflow")
+AIRFLOW_3 = int(AIRFLOW.split(".")[0]) >= 3
+#: The mode that delivers SIGTERM to a worker's task process on the installed Airflow.
+WORKER_MODE = "standalone" if AIRFLOW_3 else "localtask"
+TIMEOUT_S = 4  # execution_timeout of the claim 9 runs
+
+
+# Helpers ------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """What one run left: its folder, Airflow's task-instance records, the checker."""
+
+    root: Path
+
+    def json(self, name: str) -> Any:
+        return json.loads((self.root / name).read_text())
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return self.json("metrics.json")
+
+    @property
+    def tries(self) -> list[dict[str, Any]]:
+        return sorted(self.json("airflow/task_instances.json"), key=lambda t: t["try_number"])
+
+    @property
+    def faults(self) -> list[dict[str, Any]]:
+        path = self.root / "faults.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines()]
+
+    def probe(self, pid: int) -> list[dict[str, Any]]:
+        """The probe's records of process ``pid`` (GIL samples left out)."""
+        path = next(self.root.glob(f"probe/*-{pid}.jsonl"))
+        records = [json.loads(line) for line in path.read_text().splitlines()]
+        return [r for r in records if not (r["type"] == "info" and r["f"] == "gil")]
+
+    def marks(self, pid: int) -> list[str]:
+        return [r["value"]["name"] for r in self.probe(pid) if r["f"] == "mark"]
+
+    def exit(self, pid: int) -> dict[str, Any]:
+        """How the probe saw the try end: ``{"type": "ok"|"fail", "how", "error"}``."""
+        (end,) = [r for r in self.probe(pid) if r["f"] == "task" and r["type"] != "invoke"]
+        return {"type": end["type"], **end["value"]}
+
+    def commit_times(self) -> list[float]:
+        db = sqlite3.connect(self.root / "sink.sqlite")
+        try:
+            return [r[0] for r in db.execute("SELECT committed_at FROM commits ORDER BY 1")]
+        finally:
+            db.close()
+
+
+# Claim 9: execution_timeout (dagtest: the task runs inside `airflow dags test`) -------------
+
+#: naive_loop with its ``except Exception`` widened to ``except BaseException`` (what a bare
+#: ``except:`` catches): a test DAG, registered as a variant in the process that parses it.
+SWALLOWING_DAG = '''"""An Airflow DAG: naive_loop inside `except BaseException` (a bare except)."""
+from harness.dag_factory import build_dag
+from harness.variants import VARIANTS, Variant, naive_loop
+
+
+def run(ctx):
+    try:
+        naive_loop.run(ctx)
+    except BaseException as e:  # noqa: BLE001 - the point of this DAG
+        print(f"Error: {e!r}")
+
+
+VARIANTS.setdefault(
+    "naive_loop_swallows_all", Variant("naive_loop_swallows_all", run, VARIANTS["naive_loop"].task)
+)
+dag = build_dag("naive_loop_swallows_all", __doc__)
+'''
+
+
+@pytest.fixture(scope="module")
+def airflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One migrated Airflow database for this module's homes."""
+    return AirflowHome(tmp_path_factory.mktemp("versions-template")).database
+
+
+@pytest.fixture
+def timed_out(tmp_path: Path, airflow_template: Path) -> Iterator[Callable[[str], Run]]:
+    """``timed_out(dag_id)``: the DAG under ``airflow dags test`` with ``execution_timeout``
+    = 4 s and no retries, against a 500 tweets/s stream that runs 4 s past the command's
+    end (the loss after the timeout); the run folder, checked."""
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    (dags / "naive_loop_swallows_all.py").write_text(SWALLOWING_DAG)
+    # (Airflow's safe mode parses only files that mention "airflow" and "dag")
+    (dags / "naive_loop.py").write_text(
+        '"""The naive_loop Airflow DAG."""\nfrom harness.dag_factory import build_dag\n\n'
+        "dag = build_dag('naive_loop')\n"
+    )
+    started: list[OwnedProcess | StreamServerProcess] = []
+
+    def run(dag_id: str) -> Run:
+        layout = RunLayout(tmp_path / dag_id)
+        layout.root.mkdir()
+        server = StreamServerProcess(layout.ledger, ["--rate", "500", "--seed", "9"])
+        started.append(server)
+        create_sink(layout.sink)
+        home = AirflowHome(tmp_path / f"home-{dag_id}", airflow_template, dags_folder=dags)
+        conf = {
+            "stream_url": server.stream_url,
+            "token": server.token,
+            "run_dir": str(layout.root),
+            "cpu_us": 20,
+        }
+        task = home.dags_test(
+            dag_id,
+            conf,
+            {"execution_timeout": TIMEOUT_S, "retries": 0},
+            log=layout.root / "airflow.log",
+        )
+        started.append(task)
+        task.popen.wait(timeout=150)
+        ended = time.time()
+        task.stop()
+        while time.time() < ended + 4:  # the stream goes on without a consumer
+            time.sleep(0.1)
+        stopped_at = time.time()
+        assert server.stop() == 0
+        layout.task_instances.parent.mkdir(exist_ok=True)
+        layout.task_instances.write_text(json.dumps(home.task_instances(dag_id), default=str))
+        layout.run.write_text(json.dumps({"stopped_at": stopped_at, "grace": 2.0}))
+        check_run(layout.root)
+        return Run(layout.root)
+
+    yield run
+    for process in started:
+        process.stop()
+
+
+@pytest.mark.repro
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_9_except_exception_does_not_swallow_execution_timeout(timed_out):
+    """naive_loop (article example 1: ``except Exception`` around the loop) with a 4 s
+    ``execution_timeout``, on 3.3.x and 2.11.x alike: ``AirflowTaskTimeout`` derives from
+    ``BaseException``, passes the ``except Exception``, and Airflow fails the try about
+    4 s after it started. The stream goes on without a consumer: loss, but no silent
+    failure (Airflow says failed). The article's worry (the timeout swallowed) does not
+    happen with ``except Exception`` on either version."""
+    run = timed_out("naive_loop")
+    (only,) = run.tries
+    assert only["state"] == "failed"
+    metrics = run.metrics
+    (probed,) = metrics["timing"]["tries"]["list"]
+    assert probed["pid"] == only["pid"]
+    assert (probed["outcome"], probed["how"], probed["error"]) == (
+        "fail",
+        "raised",
+        "AirflowTaskTimeout",
+    )
+    # The task's own clock: the timer fired ~4 s after the variant began (Airflow arms it
+    # just before). Airflow's start/end dates are no measure of this: 3.3's `dags test`
+    # records the try as begun before the DAG is even parsed, 2.11's records no start.
+    assert TIMEOUT_S - 0.5 <= probed["ended_at"] - probed["started_at"] <= TIMEOUT_S + 2
+    commits = run.commit_times()
+    assert commits  # it streamed until the timeout...
+    assert commits[-1] <= probed["ended_at"]  # ...and not after
+    assert metrics["queue"]["lost"] > 500  # >= ~2 s of a 500/s stream with no consumer
+    assert metrics["verdict"] == "at-most-once"
+    assert metrics["silent_failure"] is False
+    assert metrics["queue"]["silent_failure_source"] == "airflow"
+
+
+@pytest.mark.repro
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_9_except_base_exception_swallows_execution_timeout_into_success(timed_out):
+    """The same loop wrapped in ``except BaseException`` (a bare ``except:`` is the same):
+    it catches ``AirflowTaskTimeout`` and returns; on 3.3.x and 2.11.x alike Airflow
+    records the try as *success* (the timer is one-shot: nothing fires again), although
+    the stream was abandoned at the timeout: the checker's ``silent_failure``."""
+    run = timed_out("naive_loop_swallows_all")
+    (only,) = run.tries
+    assert only["state"] == "success"
+    metrics = run.metrics
+    (probed,) = metrics["timing"]["tries"]["list"]
+    assert probed["pid"] == only["pid"]
+    assert (probed["outcome"], probed["how"]) == ("ok", "returned")
+    assert TIMEOUT_S - 0.5 <= probed["ended_at"] - probed["started_at"] <= TIMEOUT_S + 2
+    log = (run.root / "airflow.log").read_text()
+    assert "Error: AirflowTaskTimeout(" in log  # what the bare except caught and printed
+    commits = run.commit_times()
+    assert commits
+    assert commits[-1] <= probed["ended_at"]
+    assert metrics["queue"]["lost"] > 500
+    assert metrics["silent_failure"] is True
+    assert metrics["queue"]["silent_failure_source"] == "airflow"
+
+
+# Claim 10: SIGTERM to a worker's task process ---------------------------------------------
+
+SIGTERMED = {
+    "naive_loop-term_task": "naive_loop",
+    "timeout_handling-term_task": "timeout_handling",
+}
+SIGTERM_AT = 2  # seconds after the first commit
+DURATION = 10  # seconds of stream after the first commit
+
+
+@pytest.fixture(scope="module")
+def sigtermed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Each variant under SIGTERM, on a worker of the installed Airflow (one harness run:
+    one Airflow for both on 3.3); the results folder."""
+    folder = tmp_path_factory.mktemp("versions-sigterm")
+    files = []
+    for name, variant in SIGTERMED.items():
+        path = folder / f"{name}.toml"
+        path.write_text(
+            f'name = "{name}"\nvariant = "{variant}"\nmode = "{WORKER_MODE}"\nseed = 13\n'
+            f"duration = {DURATION}\nrate = 500\nparams = {{cpu_us = 20, batch = 50}}\n"
+            f"task = {{retries = 0}}\n"
+            f'faults = [{{type = "term_task", at = {SIGTERM_AT}}}]\n'
+        )
+        files.append(str(path))
+    result = subprocess.run(
+        [sys.executable, "-m", "harness", "run", *files, "--out", str(folder / "out")],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return folder / "out"
+
+
+def _sigterm(run: Run) -> dict[str, Any]:
+    (term,) = [f for f in run.faults if f["f"] == "start"]
+    assert term["signal"] == "SIGTERM"
+    return term
+
+
+@pytest.mark.repro
+@pytest.mark.long
+@pytest.mark.timeout(900)  # the first one runs the harness (Airflow start-up included)
+@pytest.mark.skipif(not AIRFLOW_3, reason="Airflow 3.x behaviour; 2.11 has its own test")
+def test_10_on_3_3_a_sigtermed_loop_keeps_streaming_and_succeeds(sigtermed):
+    """Airflow 3.3.x: the task process's SIGTERM handler calls ``on_kill`` and returns
+    (upstream #73006): naive_loop does not listen, keeps committing until the stream ends,
+    and Airflow records the try as *success*. Nothing is lost, so the success hides no
+    loss here (``silent_failure`` false): the harm is a task that ignores being told to
+    stop (a cleared task, a worker shutting down), not a gap."""
+    run = Run(sigtermed / "naive_loop-term_task")
+    term = _sigterm(run)
+    (only,) = run.tries
+    assert (only["pid"], only["state"]) == (term["pid"], "success")
+    assert "on_kill" in run.marks(term["pid"])
+    assert run.exit(term["pid"])["type"] == "ok"
+    after = [t for t in run.commit_times() if t > term["time"] + 1]
+    assert len(after) > 20  # batches of 50 at 500/s: seconds of commits after the SIGTERM
+    metrics = run.metrics
+    assert metrics["queue"]["lost"] == 0
+    assert metrics["silent_failure"] is False
+
+
+@pytest.mark.repro
+@pytest.mark.long
+@pytest.mark.timeout(900)  # the first one runs the harness (Airflow start-up included)
+@pytest.mark.skipif(AIRFLOW_3, reason="Airflow 2.x behaviour; 3.3 has its own test")
+def test_10_on_2_11_a_sigtermed_loop_fails_the_try(sigtermed):
+    """Airflow 2.11.x (a ``LocalTaskJob`` forking the task, as a 2.x worker does): the
+    task process's SIGTERM handler calls ``on_kill`` and raises ``AirflowTaskTerminated``,
+    a ``BaseException`` that naive_loop's ``except Exception`` does not swallow (claim 9
+    for termination): Airflow records the try as failed, commits stop, and the rest of the
+    stream is lost; no silent failure (the failure is reported)."""
+    run = Run(sigtermed / "naive_loop-term_task")
+    term = _sigterm(run)
+    (only,) = run.tries
+    assert (only["pid"], only["state"]) == (term["pid"], "failed")
+    assert "on_kill" in run.marks(term["pid"])
+    end = run.exit(term["pid"])
+    assert (end["type"], end["how"], end["error"]) == ("fail", "raised", "AirflowTaskTerminated")
+    assert [t for t in run.commit_times() if t > term["time"] + 1] == []
+    metrics = run.metrics
+    assert metrics["queue"]["lost"] > 1000  # ~6 s of a 500/s stream after the SIGTERM
+    assert metrics["silent_failure"] is False
+
+
+@pytest.mark.repro
+@pytest.mark.long
+@pytest.mark.timeout(900)  # the first one runs the harness (Airflow start-up included)
+def test_10_a_task_with_its_own_sigterm_handler_succeeds_on_both_versions(sigtermed):
+    """timeout_handling (article example 3) installs its own SIGTERM handler, replacing
+    Airflow's on 3.3.x and 2.11.x alike: ``on_kill`` is never called, the handler's
+    ``TimeoutError`` is caught, the function returns and Airflow records *success* while
+    the stream goes on unread: the checker's ``silent_failure``. The version does not
+    matter here: what differs between versions (above) is only Airflow's own handler."""
+    run = Run(sigtermed / "timeout_handling-term_task")
+    term = _sigterm(run)
+    (only,) = run.tries
+    assert (only["pid"], only["state"]) == (term["pid"], "success")
+    records = run.probe(term["pid"])
+    assert [r["value"]["signal"] for r in records if r["f"] == "signal"] == ["SIGTERM"]
+    assert "on_kill" not in run.marks(term["pid"])
+    assert run.exit(term["pid"])["type"] == "ok"
+    assert [t for t in run.commit_times() if t > term["time"] + 1] == []
+    metrics = run.metrics
+    assert metrics["queue"]["lost"] > 1000
+    assert metrics["silent_failure"] is True
