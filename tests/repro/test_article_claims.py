@@ -70,16 +70,17 @@ duration = 12
 rate = 2000
 params = { cpu_us = 400, workers = 2, batch = 100 }
 server = { queue_size = 4000 }""",
-    # 6: the /tmp checkpoint, retried on the same worker and on another.
+    # 6: the /tmp checkpoint, retried on the same worker and on another. A relaunched
+    # `dags test` takes ~5 s to start on a quiet machine, 15 s on a loaded one.
     "checkpoint_same_worker": """variant = "checkpoint"
 mode = "dagtest"
-duration = 20
+duration = 25
 [[faults]]
 type = "kill_task"
 at = 2""",
     "checkpoint_other_worker": """variant = "checkpoint"
 mode = "dagtest"
-duration = 20
+duration = 25
 [[faults]]
 type = "move_worker"
 at = 2""",
@@ -158,13 +159,16 @@ def test_4_a_leaking_task_dies_under_a_memory_limit_and_stops_the_stream(dagtest
     the naive loop catches: the try ends early and *successfully*, and the stream stops:
     everything after is lost, a silent failure."""
     run = ScenarioRun(dagtest / "memory")
-    _limit, ended = run.faults
+    limit, ended = run.faults
     assert ended["died"] is True
-    died_at = ended["time"]
-    assert died_at < run.metrics["window"]["stop"] - 3
+    (only,) = run.metrics["timing"]["tries"]["list"]
+    assert only["outcome"] == "ok"  # it returned: the MemoryError was caught
+    stopped_at = only["ended_at"]
+    window_stop = run.metrics["window"]["stop"]
+    assert limit["time"] < stopped_at < window_stop - 3
     assert run.tries[-1]["state"] == "success"
     assert run.metrics["silent_failure"] is True
-    assert lost_after(run, died_at + 0.5) > 0.9 * 1000 * (run.metrics["window"]["stop"] - died_at)
+    assert lost_after(run, stopped_at + 0.5) > 0.9 * 1000 * (window_stop - stopped_at - 0.5)
 
 
 @pytest.mark.repro
@@ -175,13 +179,14 @@ def test_5_gil_contention_makes_the_threaded_reader_fall_behind(dagtest):
     disconnected and tweets are lost. Two worker processes keep up with the same work."""
     threaded = ScenarioRun(dagtest / "gil_threaded").metrics
     processes = ScenarioRun(dagtest / "gil_multiprocess").metrics
-    # Tolerant: on a loaded machine the processes end a run with a second of backlog.
-    assert threaded["queue"]["lost"] > 0.2 * threaded["queue"]["created"]
+    # Tolerant: how far the threads fall behind depends on the machine's load.
+    assert threaded["queue"]["lost"] > 0.05 * threaded["queue"]["created"]
     assert processes["queue"]["lost"] < threaded["queue"]["lost"] / 3
-    # 12 (first half): the processes get more done at the same cost per tweet.
-    assert (
-        processes["timing"]["throughput"]["mean"] > 1.3 * threaded["timing"]["throughput"]["mean"]
-    )
+    # 12 (first half): at the same cost per tweet the processes keep up with the stream
+    # (their throughput is capped by its rate); the threads do not.
+    rate = 2000
+    assert processes["timing"]["throughput"]["mean"] > 0.95 * rate
+    assert threaded["timing"]["throughput"]["mean"] < 0.95 * rate
 
 
 @pytest.mark.repro
