@@ -82,8 +82,9 @@ pytestmark = pytest.mark.repro
 
 #: Deterministic: ``derandomize`` (the same schedules on every run, so CI is stable) and no
 #: example database (nothing written to the tree, no run depending on an earlier one).
-#: The facts: 100 schedules of 30 rules reach every crash point of both protocols dozens
-#: of times (``REACHED`` checks it) in 2 to 4 s on 2 busy cores.
+#: The facts: 100 schedules of 30 rules reach every crash point and outcome of both
+#: protocols (``REACHED`` checks it; most of them dozens of times, the rarest, a batch
+#: with repeats, 5 times) in about 1 s each, 3 s on 2 cores busy with Airflow.
 FACTS = settings(
     derandomize=True,
     database=None,
