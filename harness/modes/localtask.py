@@ -138,37 +138,46 @@ class LocalTaskRun:
         """When a ``LocalTaskJob`` ends (and ``after_kill`` is done with the scratch folder),
         do the scheduler's part: a try left ``running`` is a zombie (its job is over) and is
         failed, one ``up_for_retry`` is queued once its retry delay has passed, and the next
-        try is launched. The decision for each launch is in ``self._decisions``."""
-        while not self._stopping.is_set():
-            with self._lock:
-                process = self._process
-            if process is not None and process.alive():
-                self._stopping.wait(0.1)
-                continue
-            if process is not None:
+        try is launched. The decision for each launch is in ``self._decisions``; a helper
+        that fails ends the run (its error goes to ``launches.json``)."""
+        try:
+            while not self._stopping.is_set() and self._next_try():
+                pass
+        except ModeError as e:
+            if not self._stopping.is_set():
                 with self._lock:
-                    self.launches[-1]["exit"] = process.stop(grace=1.0)
-                    self.launches[-1]["ended"] = time.time()
-                    self._process = None
-            if self._hold.is_set():
-                self._stopping.wait(0.1)
-                continue
-            launched = len(self.launches) - 1
-            queued = False
-            if self.home.task_state(self.dag_id, self.run_id) in ("running", "up_for_retry"):
-                try:
-                    answer = self._scheduler_pass("schedule", "--wait", str(HELPER_TIMEOUT - 30))
-                    queued = bool(answer.get("queued"))
-                except ModeError:
-                    if not self._stopping.is_set():
-                        raise
-            if queued:
-                self._launch()
-            self._decide(launched, queued)
-            if not queued:
-                break
-        self._over.set()
-        self._decide(len(self.launches) - 1, False)
+                    self.launches.append(
+                        {"run_id": self.run_id, "error": str(e), "at": time.time()}
+                    )
+        finally:
+            self._over.set()
+            self._decide(len(self.launches) - 1, False)
+
+    def _next_try(self) -> bool:
+        """Wait for the current try to end; launch the next if Airflow's state calls for
+        one. False once none will come."""
+        with self._lock:
+            process = self._process
+        if process is not None and process.alive():
+            self._stopping.wait(0.1)
+            return True
+        if process is not None:
+            with self._lock:
+                self.launches[-1]["exit"] = process.stop(grace=1.0)
+                self.launches[-1]["ended"] = time.time()
+                self._process = None
+        if self._hold.is_set():
+            self._stopping.wait(0.1)
+            return True
+        launched = len(self.launches) - 1
+        queued = False
+        if self.home.task_state(self.dag_id, self.run_id) in ("running", "up_for_retry"):
+            answer = self._scheduler_pass("schedule", "--wait", str(HELPER_TIMEOUT - 30))
+            queued = bool(answer.get("queued"))
+        if queued:
+            self._launch()
+        self._decide(launched, queued)
+        return queued
 
     def _decide(self, launch: int, next_try: bool) -> None:
         with self._decided:
