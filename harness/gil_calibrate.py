@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import statistics
 import subprocess
@@ -55,7 +56,7 @@ EXPECTED = {
     "split4": (0.0, 0.1),
 }
 
-SAMPLE_INTERVAL = 0.5  # seconds; the first sample (start-up) is dropped
+SAMPLE_INTERVAL = 0.5  # seconds; the first and the last samples are dropped
 
 
 def _spin(stop: threading.Event) -> None:
@@ -108,13 +109,11 @@ def run_workload(name: str, seconds: float, instrument: str = "gilknocker") -> d
     for t in threads:
         t.start()
     time.sleep(seconds)
-    if instrument == "gilknocker":
-        sampler.stop()  # first: every sample then covers the workload running
-    stop.set()
-    for t in threads:
-        t.join()
     if instrument == "gil_load":
-        gil_load.stop()  # only once the threads are gone: it hangs while they spin
+        # Read while running, never stop(): its stop() deadlocks now and then (its thread
+        # holds its mutex and wants the GIL while stop() holds the GIL and wants the
+        # mutex; seen with py-spy), and hangs for good while a thread still spins. The
+        # child then leaves with os._exit (see main).
         total, per_thread = gil_load.get()
         waits = [t["wait"] for t in per_thread.values() if t["held"] > 0.01 or t["wait"] > 0.01]
         return {
@@ -124,7 +123,13 @@ def run_workload(name: str, seconds: float, instrument: str = "gilknocker") -> d
             "wait": round(total["wait"], 4),
             "thread_wait_mean": round(statistics.fmean(waits), 4) if waits else 0.0,
         }
-    return {"workload": name, "instrument": "gilknocker", "samples": samples[1:]}
+    sampler.stop()  # first: every sample then covers the workload running
+    stop.set()
+    for t in threads:
+        t.join()
+    # Not the first sample (start-up) nor the last: the main thread's waking from its
+    # sleep to stop the sampler can fall in it, a second "contender" no workload has.
+    return {"workload": name, "instrument": "gilknocker", "samples": samples[1:-1]}
 
 
 @dataclass
@@ -261,7 +266,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("seconds", type=float)
     parser.add_argument("instrument", choices=["gilknocker", "gil_load"])
     args = parser.parse_args(argv)
-    print(json.dumps(run_workload(args.workload, args.seconds, args.instrument)))
+    print(json.dumps(run_workload(args.workload, args.seconds, args.instrument)), flush=True)
+    if args.instrument == "gil_load":
+        os._exit(0)  # its threads still run and gil_load is never stopped: no clean exit
     return 0
 
 

@@ -14,7 +14,7 @@ from harness.gil_calibrate import calibrate, problems, report
 
 @pytest.fixture(scope="module")
 def readings():
-    return {r.workload: r for r in calibrate(seconds=2.0)}
+    return {r.workload: r for r in calibrate(seconds=3.0)}
 
 
 @pytest.mark.slow
