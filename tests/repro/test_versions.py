@@ -19,16 +19,19 @@ What the installed code does (read from the wheels, then measured here):
 
 How each signal reaches a real task process: ``execution_timeout`` fires inside ``airflow
 dags test`` (the ``dagtest`` mode: the task runs in that process on both versions). SIGTERM
-must reach the task process of a worker, not ``dags test`` itself: on 3.3 the ``standalone``
-mode (scheduler + LocalExecutor, the supervisor forking the task), on 2.11 the
-``localtask`` mode (``airflow tasks run --local``: a ``LocalTaskJob`` forking the task, as a
-2.x worker does; 2.x refuses LocalExecutor on SQLite). Retries are 0 in every scenario, so
-the fate of the one try is what Airflow records.
+is sent twice over: to ``airflow dags test`` once the task runs (fast, in ``nox -s tests``
+too: there the task runs through the same task-running code as on a worker, Airflow's
+SIGTERM handler included), and to the task process of a real worker (``long``): on 3.3
+the ``standalone`` mode (scheduler + LocalExecutor, the supervisor forking the task), on
+2.11 the ``localtask`` mode (``airflow tasks run --local``: a ``LocalTaskJob`` forking the
+task, as a 2.x worker does; 2.x refuses LocalExecutor on SQLite). Retries are 0 in every
+run, so the fate of the one try is what Airflow records.
 """
 
 from __future__ import annotations
 
 import json
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -132,10 +135,12 @@ def airflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def timed_out(tmp_path: Path, airflow_template: Path) -> Iterator[Callable[[str], Run]]:
-    """``timed_out(dag_id)``: the DAG under ``airflow dags test`` with ``execution_timeout``
-    = 4 s and no retries, against a 500 tweets/s stream that runs 4 s past the command's
-    end (the loss after the timeout); the run folder, checked."""
+def dags_test(tmp_path: Path, airflow_template: Path) -> Iterator[Callable[..., Run]]:
+    """``dags_test(dag_id, sigterm_after=None)``: the DAG under ``airflow dags test`` with no
+    retries, against a 500 tweets/s stream; the run folder, checked. Either an
+    ``execution_timeout`` of 4 s, the stream running 4 s past the command's end (the loss
+    after it), or no timeout and a SIGTERM to the command ``sigterm_after`` seconds after
+    the first commit, the stream running 6 s more, then ending (the run's end)."""
     dags = tmp_path / "dags"
     dags.mkdir()
     (dags / "naive_loop_swallows_all.py").write_text(SWALLOWING_DAG)
@@ -146,7 +151,7 @@ def timed_out(tmp_path: Path, airflow_template: Path) -> Iterator[Callable[[str]
     )
     started: list[OwnedProcess | StreamServerProcess] = []
 
-    def run(dag_id: str) -> Run:
+    def run(dag_id: str, sigterm_after: float | None = None) -> Run:
         layout = RunLayout(tmp_path / dag_id)
         layout.root.mkdir()
         server = StreamServerProcess(layout.ledger, ["--rate", "500", "--seed", "9"])
@@ -159,20 +164,30 @@ def timed_out(tmp_path: Path, airflow_template: Path) -> Iterator[Callable[[str]
             "run_dir": str(layout.root),
             "cpu_us": 20,
         }
-        task = home.dags_test(
-            dag_id,
-            conf,
-            {"execution_timeout": TIMEOUT_S, "retries": 0},
-            log=layout.root / "airflow.log",
-        )
+        task_settings = {"retries": 0}
+        if sigterm_after is None:
+            task_settings["execution_timeout"] = TIMEOUT_S
+        task = home.dags_test(dag_id, conf, task_settings, log=layout.root / "airflow.log")
         started.append(task)
-        task.popen.wait(timeout=150)
-        ended = time.time()
+        if sigterm_after is None:  # the timeout ends the try; the stream goes on 4 s
+            code = task.popen.wait(timeout=150)
+            time.sleep(4)
+            stopped_at = time.time()
+            assert server.stop() == 0
+        else:  # SIGTERM; the stream goes on 6 s, then ends (the end of the run)
+            deadline = time.monotonic() + 120
+            while _committed(layout.sink) == 0 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            time.sleep(sigterm_after)
+            fault = {"time": time.time(), "f": "start", "fault": "term_task", "pid": task.pid}
+            task.signal(signal.SIGTERM)
+            layout.faults.write_text(json.dumps({**fault, "signal": "SIGTERM"}) + "\n")
+            time.sleep(6)
+            stopped_at = time.time()
+            assert server.stop() == 0
+            code = task.popen.wait(timeout=150)
         task.stop()
-        while time.time() < ended + 4:  # the stream goes on without a consumer
-            time.sleep(0.1)
-        stopped_at = time.time()
-        assert server.stop() == 0
+        (layout.root / "exit.json").write_text(json.dumps({"code": code}))
         layout.task_instances.parent.mkdir(exist_ok=True)
         layout.task_instances.write_text(json.dumps(home.task_instances(dag_id), default=str))
         layout.run.write_text(json.dumps({"stopped_at": stopped_at, "grace": 2.0}))
@@ -184,17 +199,25 @@ def timed_out(tmp_path: Path, airflow_template: Path) -> Iterator[Callable[[str]
         process.stop()
 
 
+def _committed(sink: Path) -> int:
+    db = sqlite3.connect(f"file:{sink}?mode=ro", uri=True, timeout=10)
+    try:
+        return db.execute("SELECT count(*) FROM commits").fetchone()[0]
+    finally:
+        db.close()
+
+
 @pytest.mark.repro
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_9_except_exception_does_not_swallow_execution_timeout(timed_out):
+def test_9_except_exception_does_not_swallow_execution_timeout(dags_test):
     """naive_loop (article example 1: ``except Exception`` around the loop) with a 4 s
     ``execution_timeout``, on 3.3.x and 2.11.x alike: ``AirflowTaskTimeout`` derives from
     ``BaseException``, passes the ``except Exception``, and Airflow fails the try about
     4 s after it started. The stream goes on without a consumer: loss, but no silent
     failure (Airflow says failed). The article's worry (the timeout swallowed) does not
     happen with ``except Exception`` on either version."""
-    run = timed_out("naive_loop")
+    run = dags_test("naive_loop")
     (only,) = run.tries
     assert only["state"] == "failed"
     metrics = run.metrics
@@ -221,12 +244,12 @@ def test_9_except_exception_does_not_swallow_execution_timeout(timed_out):
 @pytest.mark.repro
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_9_except_base_exception_swallows_execution_timeout_into_success(timed_out):
+def test_9_except_base_exception_swallows_execution_timeout_into_success(dags_test):
     """The same loop wrapped in ``except BaseException`` (a bare ``except:`` is the same):
     it catches ``AirflowTaskTimeout`` and returns; on 3.3.x and 2.11.x alike Airflow
     records the try as *success* (the timer is one-shot: nothing fires again), although
     the stream was abandoned at the timeout: the checker's ``silent_failure``."""
-    run = timed_out("naive_loop_swallows_all")
+    run = dags_test("naive_loop_swallows_all")
     (only,) = run.tries
     assert only["state"] == "success"
     metrics = run.metrics
@@ -242,6 +265,42 @@ def test_9_except_base_exception_swallows_execution_timeout_into_success(timed_o
     assert metrics["queue"]["lost"] > 500
     assert metrics["silent_failure"] is True
     assert metrics["queue"]["silent_failure_source"] == "airflow"
+
+
+@pytest.mark.repro
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_10_sigterm_under_airflow_dags_test_differs_by_version(dags_test):
+    """SIGTERM to ``airflow dags test`` while naive_loop streams: the task runs in that
+    process, through the same task-running code as on a worker, Airflow's SIGTERM handler
+    included, so the versions differ as on a worker (the ``long`` tests below). 3.3.x: the
+    handler calls ``on_kill`` and returns, the loop streams on until the stream ends, the
+    try ends in success (exit 0) with nothing lost. 2.11.x: ``on_kill``, then
+    ``AirflowTaskTerminated``: the try fails (exit 1), the rest of the stream is lost."""
+    run = dags_test("naive_loop", sigterm_after=2)
+    (term,) = run.faults
+    (only,) = run.tries
+    code = run.json("exit.json")["code"]
+    metrics = run.metrics
+    (probed,) = metrics["timing"]["tries"]["list"]
+    assert probed["pid"] == only["pid"] == term["pid"]  # the task runs in `dags test`
+    assert "on_kill" in run.marks(term["pid"])
+    after = [t for t in run.commit_times() if t > term["time"] + 1]
+    if AIRFLOW_3:
+        assert (code, only["state"]) == (0, "success")
+        assert (probed["outcome"], probed["how"]) == ("ok", "returned")
+        assert len(after) > 20  # batches of 50 at 500/s: seconds of commits after it
+        assert metrics["queue"]["lost"] == 0
+    else:
+        assert (code, only["state"]) == (1, "failed")
+        assert (probed["outcome"], probed["how"], probed["error"]) == (
+            "fail",
+            "raised",
+            "AirflowTaskTerminated",
+        )
+        assert after == []
+        assert metrics["queue"]["lost"] > 1000  # ~4 s of a 500/s stream after the SIGTERM
+    assert metrics["silent_failure"] is False
 
 
 # Claim 10: SIGTERM to a worker's task process ---------------------------------------------
