@@ -328,13 +328,20 @@ def sigtermed(tmp_path_factory: pytest.TempPathFactory) -> Path:
             f'faults = [{{type = "term_task", at = {SIGTERM_AT}}}]\n'
         )
         files.append(str(path))
-    result = subprocess.run(
-        [sys.executable, "-m", "harness", "run", *files, "--out", str(folder / "out")],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    # An OwnedProcess, not subprocess.run: if the run times out (or pytest-timeout fires),
+    # stop() SIGTERMs the harness, which stops its Airflow and stream (a SIGKILL would
+    # leave them running).
+    with (folder / "harness.log").open("w") as log:
+        harness = OwnedProcess(
+            [sys.executable, "-m", "harness", "run", *files, "--out", str(folder / "out")],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        code = harness.popen.wait(timeout=780)
+    finally:
+        harness.stop(grace=60)
+    assert code == 0, (folder / "harness.log").read_text()[-3000:]
     return folder / "out"
 
 
