@@ -32,6 +32,7 @@ __all__ = ["CHECKPOINT", "MAX_BATCH_AGE", "commit_batch", "resume_point", "run"]
 
 CHECKPOINT = "exactly_once.last_committed_id"
 MAX_BATCH_AGE = 0.5  # seconds: commit at least this often when tweets trickle in
+RECONNECT_DELAY = 0.2  # seconds between connection attempts after a stream error
 
 
 def resume_point(sink: Sink) -> int | None:
@@ -81,5 +82,6 @@ def run(ctx: TaskContext) -> None:
                     break
         except requests.RequestException as e:
             probe.mark("stream_error", error=type(e).__name__, resume_from=checkpoint)
+            ctx.stop.wait(RECONNECT_DELAY)  # do not hammer a stream that is down
         checkpoint = commit_batch(sink, pending, checkpoint)
     sink.close()

@@ -67,6 +67,24 @@ class VariantRun:
         finally:
             db.close()
 
+    def wait_for_caught_up(self, within: float = 1.0, timeout: float = 60) -> None:
+        """Until the newest committed tweet was created less than ``within`` s ago."""
+        import sqlite3
+
+        from fake_stream import snowflake
+
+        deadline = time.monotonic() + timeout
+        while True:
+            db = sqlite3.connect(self.layout.sink)
+            try:
+                newest = db.execute("SELECT max(tweet_id) FROM tweets").fetchone()[0]
+            finally:
+                db.close()
+            if newest is not None and time.time() - snowflake.decode_ms(newest) / 1000 < within:
+                return
+            assert time.monotonic() < deadline, f"not caught up after {timeout} s"
+            time.sleep(0.1)
+
     def wait_for_commits(self, at_least: int, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
         while self.committed() < at_least:

@@ -75,7 +75,12 @@ def test_exactly_once_survives_sigkill_mid_batch(variant_run):
     assert first.popen.wait(timeout=10) == -signal.SIGKILL
     first.stop()
     killed_with = run.committed()
-    second = run.dags_test("exactly_once", run_seconds=4, batch=100_000, cpu_us=50)
+    second = run.dags_test("exactly_once", run_seconds=20, batch=100_000, cpu_us=50)
+    # The stream ends (the window with it) once the relaunch has committed and caught up
+    # with it, so every tweet of the window had a reader; then the task runs out its time.
+    run.wait_for_commits(killed_with + 1, timeout=120)
+    run.wait_for_caught_up(timeout=120)
+    assert run.server.stop() == 0
     assert second.popen.wait(timeout=120) == 0
     second.stop()
     metrics = run.finish("exactly_once")

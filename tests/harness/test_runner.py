@@ -20,7 +20,7 @@ name = "eo-kill"
 description = "exactly_once, its task SIGKILLed 2 s after the first commit"
 seed = 3
 variant = "exactly_once"
-duration = 12
+duration = 20
 rate = 800
 params = {cpu_us = 20, batch = 100}
 task = {retries = 2, retry_delay = 1}
@@ -97,7 +97,7 @@ def test_sigint_mid_run_stops_everything_and_keeps_the_summary(tmp_path):
     incomplete."""
     path = tmp_path / "long.toml"
     path.write_text(
-        SCENARIO.replace("duration = 12", "duration = 120").replace('"eo-kill"', '"long"')
+        SCENARIO.replace("duration = 20", "duration = 120").replace('"eo-kill"', '"long"')
     )
     harness = OwnedProcess(
         [sys.executable, "-m", "harness", "run", str(path), "--out", str(tmp_path / "out")],
