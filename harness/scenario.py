@@ -6,7 +6,7 @@ A scenario (``scenarios/<family>-<case>.toml``) says what to run and what to exp
     description = "SIGKILL the task 5 s into the stream"
     seed = 7
     variant = "naive_loop"            # a DAG in dags/
-    mode = "dagtest"                  # dagtest | standalone
+    mode = "dagtest"                  # dagtest | standalone | localtask (Airflow 2.x)
     duration = 20                     # seconds of stream after the first commit
     rate = 1000                       # or a table: any fake_stream rate profile
     [params]                          # the DAG's params (dag_run.conf)
@@ -213,10 +213,10 @@ class Scenario(_Strict):
     @model_validator(mode="after")
     def _faults_fit_the_mode(self) -> Scenario:
         for i, fault in enumerate(self.faults):
-            if self.mode == "dagtest" and fault.type in ("kill_worker", "restart_scheduler"):
+            if self.mode != "standalone" and fault.type in ("kill_worker", "restart_scheduler"):
                 raise ValueError(
-                    f"faults[{i}]: {fault.type} needs mode 'standalone' (dagtest has no "
-                    "worker or scheduler)"
+                    f"faults[{i}]: {fault.type} needs mode 'standalone' ({self.mode} has no "
+                    "worker or scheduler of its own to kill)"
                 )
         return self
 

@@ -12,6 +12,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from harness.procs import OwnedProcess
+
 __all__ = ["ScenarioRun", "airflow_time", "run_scenarios"]
 
 
@@ -23,11 +25,17 @@ def run_scenarios(folder: Path, scenarios: dict[str, str], timeout: float = 1200
         path = folder / f"{name}.toml"
         path.write_text(f"name = {name!r}\n{body}\n")
         files.append(str(path))
-    result = subprocess.run(
-        [sys.executable, "-m", "harness", "run", *files, "--out", str(folder / "out")],
-        capture_output=True, text=True, timeout=timeout,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
+    log = folder / "harness.log"
+    with log.open("wb") as out:
+        harness = OwnedProcess(
+            [sys.executable, "-m", "harness", "run", *files, "--out", str(folder / "out")],
+            stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        code = harness.popen.wait(timeout=timeout)
+    finally:
+        harness.stop()  # on a timeout: SIGTERM, and the harness stops all it started
+    assert code == 0, log.read_text()[-3000:]
     return folder / "out"
 
 

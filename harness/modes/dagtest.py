@@ -4,9 +4,10 @@ Airflow retries exceptions (an ``execution_timeout`` too) in that process. A kil
 kills the command; the harness then does what a scheduler would do with the lost try: after
 ``retry_delay`` it relaunches, while the task has retries left (each relaunch is a new DAG
 run, so the logical date changes: a difference from a real retry, recorded in
-``launches.json``). There is no worker and no scheduler to kill, and a SIGTERM ends the
-command itself (exit -15), not just the task: use ``standalone`` to see Airflow's own
-SIGTERM handling.
+``launches.json``). There is no worker and no scheduler to kill. A SIGTERM that arrives
+while the task runs reaches Airflow's task-running code and its SIGTERM handler, as on a
+worker (3.3: ``on_kill``, the loop goes on; 2.11: ``AirflowTaskTerminated``); one that
+arrives before the task starts ends the command (exit -15).
 """
 
 from __future__ import annotations

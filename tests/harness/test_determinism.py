@@ -81,6 +81,7 @@ def fault_offsets(run: Path) -> list[tuple[str, str, float]]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # two harness runs
 def test_same_scenario_same_tweets_and_fault_times(tmp_path):
     a, b = run_once(tmp_path, "a"), run_once(tmp_path, "b")
     ids_a, ids_b = relative_ids(a), relative_ids(b)

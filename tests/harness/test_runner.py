@@ -33,6 +33,7 @@ at = 2
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(400)  # a harness run: Airflow start-up, a kill, a relaunch
 def test_a_scenario_runs_and_is_judged(tmp_path):
     path = tmp_path / "eo-kill.toml"
     path.write_text(SCENARIO)
@@ -91,6 +92,7 @@ def _descendants(pid: int) -> set[int]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(400)
 def test_sigint_mid_run_stops_everything_and_keeps_the_summary(tmp_path):
     """Ctrl-C while a scenario streams: the harness exits 130, every process it started
     (stream server, airflow, the task) is gone, and summary.json lists the scenario as

@@ -24,6 +24,9 @@ from harness.modes.standalone_airflow import HEARTBEAT_TIMEOUT
 from harness.procs import OwnedProcess, pid_alive, session_members
 from tests.scenario_runs import ScenarioRun, airflow_time, run_scenarios
 
+# One harness run per module, set up by the first test: more than pytest's default 120 s.
+pytestmark = pytest.mark.timeout(1200)
+
 COMMON = 'seed = 11\nmode = "standalone"\nparams = {cpu_us = 20, batch = 50}\n'
 SCENARIOS = {
     "checkpoint-kill_task": 'variant = "checkpoint"\nfaults = [{type = "kill_task", at = 2}]',
@@ -180,6 +183,7 @@ def _committed(sink: Path) -> bool:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_sigint_mid_run_leaves_no_airflow_process(tmp_path):
     """Ctrl-C while a standalone scenario streams: the harness exits 130 and nothing of
     the Airflow it started (API server, scheduler, its workers, the task in its own

@@ -26,6 +26,9 @@ import pytest
 
 from tests.scenario_runs import ScenarioRun, airflow_time, run_scenarios
 
+# One harness run per module, set up by the first test: more than pytest's default 120 s.
+pytestmark = pytest.mark.timeout(2700)
+
 AIRFLOW_3 = version("apache-airflow").startswith("3.")
 RATE = 800  # tweets per second, unless a scenario says otherwise
 
