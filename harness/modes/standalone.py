@@ -6,7 +6,7 @@ LocalExecutor worker supervises it (heartbeats, SIGTERM forwarding), a killed tr
 retried after ``retry_delay``, an orphaned one is failed after the heartbeat timeout.
 The harness only finds processes and signals them: the task's pid from the probe's start
 records in the run folder, its supervisor as that pid's parent in ``/proc``; before any
-signal it checks the pid is in a process group we own.
+signal it checks the pid is in a session we started (a scheduler's).
 
 ``move_worker`` has one machine to work with: after the kill, the task's scratch folder
 is moved aside, so the retry finds an empty "local disk", as on another worker.
@@ -117,7 +117,7 @@ class StandaloneRun:
 
     def _ours(self, pid: int | None) -> int | None:
         if pid is not None and not self.airflow.owns(pid):
-            raise ModeError(f"pid {pid} is not in a process group we started; not signalling it")
+            raise ModeError(f"pid {pid} is not in a session we started; not signalling it")
         return pid
 
     def signal(self, sig: int) -> int | None:
