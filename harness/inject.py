@@ -63,8 +63,10 @@ class Injector:
         for thread in self._threads:
             thread.join(timeout=30)
 
-    def _record(self, f: str, fault: AirflowFault, **detail: Any) -> None:
-        line = json.dumps({"time": time.time(), "f": f, "fault": fault.type, **detail}, default=str)
+    def _record(self, f: str, fault: AirflowFault, at: float | None = None, **detail: Any) -> None:
+        """Log an operation, at ``at`` (default: now)."""
+        record = {"time": at or time.time(), "f": f, "fault": fault.type, **detail}
+        line = json.dumps(record, default=str)
         with self._lock, self.log.open("a") as out:
             out.write(line + "\n")
 
@@ -95,8 +97,9 @@ class Injector:
             pid = self.run.signal(signal.SIGSTOP)
             self._record("start", fault, pid=pid, signal="SIGSTOP")
             self._stop.wait(fault.duration)
+            resumed_at = time.time()  # the task may commit before this thread records it
             self.run.signal(signal.SIGCONT)
-            self._record("stop", fault, pid=pid, signal="SIGCONT")
+            self._record("stop", fault, at=resumed_at, pid=pid, signal="SIGCONT")
         elif fault.type == "kill_worker":
             self._wait_for_task()
             orphan = self.run.task_pid()

@@ -12,9 +12,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from harness.inject import committed_count
 from harness.procs import OwnedProcess
 
-__all__ = ["ScenarioRun", "airflow_time", "run_scenarios"]
+__all__ = ["ScenarioRun", "airflow_time", "has_commits", "run_scenarios"]
 
 
 def run_scenarios(folder: Path, scenarios: dict[str, str], timeout: float = 1200) -> Path:
@@ -37,6 +38,14 @@ def run_scenarios(folder: Path, scenarios: dict[str, str], timeout: float = 1200
         harness.stop()  # on a timeout: SIGTERM, and the harness stops all it started
     assert code == 0, log.read_text()[-3000:]
     return folder / "out"
+
+
+def has_commits(sink: Path) -> bool:
+    """Whether a run's sink has a commit yet (False while it is not made)."""
+    try:
+        return committed_count(sink) > 0
+    except sqlite3.Error:  # not there yet, or its tables not yet made
+        return False
 
 
 def airflow_time(text: str) -> float:

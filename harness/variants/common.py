@@ -137,13 +137,17 @@ def _score_once(text: str) -> int:
 
 @cache
 def _us_per_pass() -> float:
-    """Microseconds one scoring pass over a typical tweet takes in this process."""
+    """Microseconds of CPU one scoring pass over a typical tweet takes in this process.
+
+    Measured in this thread's CPU time, not wall time: the first call often comes from a
+    worker thread while others hold the GIL, and wall time would count that waiting as
+    work, calibrate too few passes, and hide the very contention being measured."""
     sample = "Team likely player simple whether form look. Shake role option western only road."
     rounds = 2000
-    start = time.perf_counter()
+    start = time.thread_time()
     for _ in range(rounds):
         _score_once(sample)
-    return (time.perf_counter() - start) / rounds * 1e6
+    return (time.thread_time() - start) / rounds * 1e6
 
 
 def cpu_work(text: str, cpu_us: float) -> float:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.inject import committed_count
 from harness.procs import OwnedProcess, pid_alive
+from tests.scenario_runs import has_commits
 
 SCENARIO = """
 name = "eo-kill"
@@ -108,7 +108,7 @@ def test_sigint_mid_run_stops_everything_and_keeps_the_summary(tmp_path):
     try:
         sink = tmp_path / "out" / "long" / "sink.sqlite"
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not (sink.exists() and committed_count(sink) > 0):
+        while time.monotonic() < deadline and not has_commits(sink):
             time.sleep(0.2)
         started = _descendants(harness.pid)
         assert len(started) >= 2  # the stream server and `airflow dags test` (the task runs in it)

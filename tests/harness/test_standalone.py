@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -19,10 +18,9 @@ from typing import Any
 
 import pytest
 
-from harness.inject import committed_count
 from harness.modes.standalone_airflow import HEARTBEAT_TIMEOUT
 from harness.procs import OwnedProcess, pid_alive, session_members
-from tests.scenario_runs import ScenarioRun, airflow_time, run_scenarios
+from tests.scenario_runs import ScenarioRun, airflow_time, has_commits, run_scenarios
 
 # One harness run per module, set up by the first test: more than pytest's default 120 s.
 pytestmark = pytest.mark.timeout(1200)
@@ -175,13 +173,6 @@ def test_nothing_is_left_running(results):
     assert not [pid for pid in task_pids if pid_alive(pid)]
 
 
-def _committed(sink: Path) -> bool:
-    try:
-        return committed_count(sink) > 0
-    except sqlite3.Error:  # not there yet, or its tables not yet made
-        return False
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_sigint_mid_run_leaves_no_airflow_process(tmp_path):
@@ -197,7 +188,7 @@ def test_sigint_mid_run_leaves_no_airflow_process(tmp_path):
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and not _committed(out / "long" / "sink.sqlite"):
+        while time.monotonic() < deadline and not has_commits(out / "long" / "sink.sqlite"):
             time.sleep(0.2)
         started = airflow_processes(out)
         task_pids = [int(p.stem.rsplit("-", 1)[1]) for p in out.glob("long/probe/*.jsonl")]
