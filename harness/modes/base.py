@@ -7,13 +7,15 @@ fault is written once and works in every mode that can express it.
 
 from __future__ import annotations
 
+import itertools
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from harness.layout import RunLayout
 
-__all__ = ["Mode", "ModeError", "TaskRun", "TaskSpec"]
+__all__ = ["Mode", "ModeError", "TaskRun", "TaskSpec", "TaskStarts"]
 
 
 class ModeError(RuntimeError):
@@ -83,3 +85,35 @@ class Mode(Protocol):
 
     def close(self) -> None:
         """Stop everything this mode started."""
+
+
+class TaskStarts:
+    """The task processes of a run folder, from the probe's start records: modes that do
+    not start the task process themselves find its pid here (never by name)."""
+
+    def __init__(self, layout: RunLayout) -> None:
+        self.layout = layout
+        self._starts: dict[Path, float | None] = {}  # probe file -> its task's start time
+
+    def pids(self) -> list[int]:
+        """Pids of the tries that started, oldest first."""
+        probe_dir = self.layout.probe_dir
+        for path in probe_dir.glob("*.jsonl") if probe_dir.exists() else []:
+            if self._starts.get(path) is None:
+                self._starts[path] = _started_at(path)
+        started = sorted((t, int(p.stem.rsplit("-", 1)[1])) for p, t in self._starts.items() if t)
+        return [pid for _, pid in started]
+
+
+def _started_at(path: Path) -> float | None:
+    """When the task start recorded in a probe file happened (None: none, e.g. a worker's)."""
+    with path.open() as f:
+        for line in itertools.islice(f, 20):  # a start is among a process's first records
+            if '"invoke"' in line:
+                try:
+                    record: dict[str, Any] = json.loads(line)
+                except ValueError:
+                    return None  # a line being written; read again next time
+                if record.get("type") == "invoke" and record.get("f") == "task":
+                    return float(record["time"])
+    return None

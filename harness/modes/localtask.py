@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.airflow_runner import AIRFLOW_VERSION, AirflowHome, airflow_major
-from harness.modes.base import ModeError, TaskSpec
+from harness.modes.base import ModeError, TaskSpec, TaskStarts
 from harness.procs import OwnedProcess, pid_alive, session_members
 
 __all__ = ["LocalTaskMode", "LocalTaskRun"]
@@ -88,7 +88,7 @@ class LocalTaskRun:
         self._over = threading.Event()  # no try runs and none will come
         self._decided = threading.Condition()
         self._decisions: dict[int, bool] = {}  # launch index -> whether a next try came
-        self._starts: dict[Path, float | None] = {}
+        self._starts = TaskStarts(spec.layout)
         self._scheduler_pass(
             "trigger", "--conf", json.dumps(spec.conf), "--dag-file", str(self._dag_file())
         )
@@ -187,13 +187,7 @@ class LocalTaskRun:
     # TaskRun ---------------------------------------------------------------------------
 
     def _task_pids(self) -> list[int]:
-        """Pids of the tries that started, oldest first, from the probe's start records."""
-        probe_dir = self.spec.layout.probe_dir
-        for path in probe_dir.glob("*.jsonl") if probe_dir.exists() else []:
-            if self._starts.get(path) is None:
-                self._starts[path] = _started_at(path)
-        started = sorted((t, int(p.stem.rsplit("-", 1)[1])) for p, t in self._starts.items() if t)
-        return [pid for _, pid in started]
+        return self._starts.pids()
 
     def _ours(self, pid: int) -> bool:
         """Whether ``pid`` is in the session of a ``LocalTaskJob`` we started."""
@@ -272,20 +266,6 @@ class LocalTaskRun:
         tries = self.home.task_instances(self.dag_id)
         self.spec.layout.task_instances.parent.mkdir(exist_ok=True)
         self.spec.layout.task_instances.write_text(json.dumps(tries, default=str, indent=2))
-
-
-def _started_at(path: Path) -> float | None:
-    """When the task start recorded in a probe file happened (None: none yet, or a worker's)."""
-    with path.open() as f:
-        for _, line in zip(range(20), f, strict=False):
-            if '"invoke"' in line:
-                try:
-                    record: dict[str, Any] = json.loads(line)
-                except ValueError:
-                    return None  # being written; read again next time
-                if record.get("type") == "invoke" and record.get("f") == "task":
-                    return float(record["time"])
-    return None
 
 
 # The helper: the scheduler's part, in its own process (imports Airflow 2.x) ---------------

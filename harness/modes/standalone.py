@@ -15,7 +15,6 @@ is moved aside, so the retry finds an empty "local disk", as on another worker.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import os
 import shutil
@@ -27,7 +26,7 @@ from typing import Any
 
 import requests
 
-from harness.modes.base import ModeError, TaskSpec
+from harness.modes.base import ModeError, TaskSpec, TaskStarts
 from harness.modes.standalone_airflow import StandaloneAirflow
 from harness.procs import parent_pid, pid_alive
 from harness.scenario import Scenario
@@ -76,7 +75,7 @@ class StandaloneRun:
         self.continuous = VARIANTS[spec.variant].dag.get("schedule") == "@continuous"
         self.moves = 0
         self.launches: list[dict[str, Any]] = []
-        self._starts: dict[Path, float | None] = {}  # probe file -> its task's start time
+        self._starts = TaskStarts(spec.layout)
         self._ending = threading.Event()  # the stream is over: no new runs
         self._trigger()
         self._scheduler = threading.Thread(target=self._play_continuous, daemon=True)
@@ -103,13 +102,7 @@ class StandaloneRun:
             self._scheduler.join()
 
     def _task_pids(self) -> list[int]:
-        """Pids of the tries that started, oldest first, from the probe's start records."""
-        probe_dir = self.spec.layout.probe_dir
-        for path in probe_dir.glob("*.jsonl") if probe_dir.exists() else []:
-            if self._starts.get(path) is None:
-                self._starts[path] = _started_at(path)
-        started = sorted((t, int(p.stem.rsplit("-", 1)[1])) for p, t in self._starts.items() if t)
-        return [pid for _, pid in started]
+        return self._starts.pids()
 
     def task_pid(self) -> int | None:
         alive = [pid for pid in self._task_pids() if pid_alive(pid)]
@@ -182,20 +175,6 @@ class StandaloneRun:
         if logs.exists():
             shutil.copytree(logs, layout.root / "airflow" / "logs", dirs_exist_ok=True)
         (layout.root / "launches.json").write_text(json.dumps(self.launches, indent=2))
-
-
-def _started_at(path: Path) -> float | None:
-    """When the task start recorded in a probe file happened (None: none, e.g. a worker's)."""
-    with path.open() as f:
-        for line in itertools.islice(f, 20):  # a start is among a process's first records
-            if '"invoke"' in line:
-                try:
-                    record: dict[str, Any] = json.loads(line)
-                except ValueError:
-                    return None  # a line being written; read again next time
-                if record.get("type") == "invoke" and record.get("f") == "task":
-                    return float(record["time"])
-    return None
 
 
 def _kill(pid: int, sig: int) -> None:

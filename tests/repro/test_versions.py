@@ -32,12 +32,10 @@ from __future__ import annotations
 
 import json
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -50,6 +48,7 @@ from harness.metrics import check_run
 from harness.probe import create_sink
 from harness.procs import OwnedProcess
 from harness.stream_server import StreamServerProcess
+from tests.scenario_runs import ScenarioRun, has_commits
 
 AIRFLOW = version("apache-airflow")
 AIRFLOW_3 = int(AIRFLOW.split(".")[0]) >= 3
@@ -61,33 +60,17 @@ TIMEOUT_S = 4  # execution_timeout of the claim 9 runs
 # Helpers ------------------------------------------------------------------------------
 
 
-@dataclass
-class Run:
-    """What one run left: its folder, Airflow's task-instance records, the checker."""
-
-    root: Path
-
-    def json(self, name: str) -> Any:
-        return json.loads((self.root / name).read_text())
-
-    @property
-    def metrics(self) -> dict[str, Any]:
-        return self.json("metrics.json")
+class Run(ScenarioRun):
+    """What one run left, read as these tests need: tries by try number (2.11's ``dags
+    test`` records no start date), probe records without GIL samples."""
 
     @property
     def tries(self) -> list[dict[str, Any]]:
         return sorted(self.json("airflow/task_instances.json"), key=lambda t: t["try_number"])
 
-    @property
-    def faults(self) -> list[dict[str, Any]]:
-        path = self.root / "faults.jsonl"
-        return [json.loads(line) for line in path.read_text().splitlines()]
-
     def probe(self, pid: int) -> list[dict[str, Any]]:
         """The probe's records of process ``pid`` (GIL samples left out)."""
-        path = next(self.root.glob(f"probe/*-{pid}.jsonl"))
-        records = [json.loads(line) for line in path.read_text().splitlines()]
-        return [r for r in records if not (r["type"] == "info" and r["f"] == "gil")]
+        return [r for r in super().probe(pid) if not (r["type"] == "info" and r["f"] == "gil")]
 
     def marks(self, pid: int) -> list[str]:
         return [r["value"]["name"] for r in self.probe(pid) if r["f"] == "mark"]
@@ -96,13 +79,6 @@ class Run:
         """How the probe saw the try end: ``{"type": "ok"|"fail", "how", "error"}``."""
         (end,) = [r for r in self.probe(pid) if r["f"] == "task" and r["type"] != "invoke"]
         return {"type": end["type"], **end["value"]}
-
-    def commit_times(self) -> list[float]:
-        db = sqlite3.connect(self.root / "sink.sqlite")
-        try:
-            return [r[0] for r in db.execute("SELECT committed_at FROM commits ORDER BY 1")]
-        finally:
-            db.close()
 
 
 # Claim 9: execution_timeout (dagtest: the task runs inside `airflow dags test`) -------------
@@ -176,7 +152,7 @@ def dags_test(tmp_path: Path, airflow_template: Path) -> Iterator[Callable[..., 
             assert server.stop() == 0
         else:  # SIGTERM; the stream goes on 6 s, then ends (the end of the run)
             deadline = time.monotonic() + 120
-            while _committed(layout.sink) == 0 and time.monotonic() < deadline:
+            while not has_commits(layout.sink) and time.monotonic() < deadline:
                 time.sleep(0.1)
             time.sleep(sigterm_after)
             fault = {"time": time.time(), "f": "start", "fault": "term_task", "pid": task.pid}
@@ -197,14 +173,6 @@ def dags_test(tmp_path: Path, airflow_template: Path) -> Iterator[Callable[..., 
     yield run
     for process in started:
         process.stop()
-
-
-def _committed(sink: Path) -> int:
-    db = sqlite3.connect(f"file:{sink}?mode=ro", uri=True, timeout=10)
-    try:
-        return db.execute("SELECT count(*) FROM commits").fetchone()[0]
-    finally:
-        db.close()
 
 
 @pytest.mark.repro
