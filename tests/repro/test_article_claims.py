@@ -177,17 +177,19 @@ def test_4_a_leaking_task_dies_under_a_memory_limit_and_stops_the_stream(dagtest
     and everything after is lost."""
     run = ScenarioRun(dagtest / "memory")
     limit, ended = run.faults
-    assert ended["died"] is True
     (only,) = run.metrics["timing"]["tries"]["list"]
-    # Under dags test the limit covers Airflow's own code in the same process: the
-    # MemoryError is caught by the loop (the try returns: "ok", Airflow records success, a
-    # silent failure) or hits Airflow's code first and the process dies with no end
-    # recorded ("info"). Both have been seen here; either way the stream stops.
+    # Under dags test the limit covers Airflow's own code in the same process, so three
+    # endings have been seen here: the loop catches the MemoryError (the try returns: "ok",
+    # Airflow records success, a silent failure); it hits Airflow's code first and the
+    # process dies with no end recorded ("info", died); or Airflow's logging fails on it
+    # ("--- Logging error ---") and the process stays alive reading nothing ("info", not
+    # died): a stalled task. Every one of them stops the stream.
     assert only["outcome"] in ("ok", "info")
-    stopped_at = only["ended_at"] or ended["time"]
+    stopped_at = max(run.commit_times())
     window_stop = run.metrics["window"]["stop"]
     assert limit["time"] < stopped_at < window_stop - 3
     if only["outcome"] == "ok":
+        assert ended["died"] is True  # the try returned, dags test exited
         assert run.tries[-1]["state"] == "success"
         assert run.metrics["silent_failure"] is True
     assert lost_after(run, stopped_at + 0.5) > 0.9 * 1000 * (window_stop - stopped_at - 0.5)
