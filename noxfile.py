@@ -29,7 +29,8 @@ def install(session: nox.Session, lock: str = LOCK) -> None:
 def tests(session: nox.Session) -> None:
     """Run the test suite (real servers on loopback; no benchmarks, no `long` repros)."""
     install(session)
-    session.run("pytest", "-m", "not long", *session.posargs)
+    # The slowest tests are listed at the end: CI's time budget is 20 minutes.
+    session.run("pytest", "-m", "not long", "--durations=15", *session.posargs)
 
 
 @nox.session(python=PYTHON, default=False)

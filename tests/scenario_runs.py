@@ -74,7 +74,10 @@ class ScenarioRun:
     @property
     def tries(self) -> list[dict[str, Any]]:
         """Airflow's task-instance records, in the order they started."""
-        return sorted(self.json("airflow/task_instances.json"), key=lambda t: t["start_date"] or "")
+        return sorted(
+            self.json("airflow/task_instances.json"),
+            key=lambda t: (t["start_date"] or "", t["try_number"]),
+        )
 
     def probe(self, pid: int) -> list[dict[str, Any]]:
         path = next(self.root.glob(f"probe/*-{pid}.jsonl"))
@@ -122,7 +125,8 @@ class ScenarioRun:
         finally:
             db.close()
 
-    def airflow_log(self) -> str:
-        """Every Airflow task log of the scenario, concatenated."""
-        logs = sorted((self.root / "airflow" / "logs").rglob("*.log"))
-        return "\n".join(p.read_text(errors="replace") for p in logs)
+    def server_events(self, kind: str) -> list[dict[str, Any]]:
+        """The fake stream's ledger events of ``kind`` (e.g. ``refused``), oldest first."""
+        from fake_stream.ledger import LedgerReader
+
+        return LedgerReader(self.root / "ledger.sqlite").events(kind)

@@ -69,9 +69,13 @@ async def _stream(request: web.Request, filtered: bool) -> web.StreamResponse:
     query = check_params(request, _PARAMS)
     backfill, since_id, stall_warnings = _parse(query)
     allowed, limit_headers = state.connect_limiter.hit(token)
+    # A refused connect is on the record: two consumers on one token show up here.
     if not allowed:
+        state.ledger.event("refused", "TooManyRequests", status=429)
         raise too_many_requests(limit_headers)
     if token in state.stream_owner:
+        holder = state.stream_owner[token]
+        state.ledger.event("refused", "TooManyConnections", status=429, holder_conn=holder)
         raise too_many_connections(limit_headers)
     conn_id = state.new_conn_id()
     rejected = _connect_faults(state, conn_id)

@@ -261,6 +261,12 @@ def test_second_connection_with_the_same_token_is_429_too_many_connections(start
     with stream(server) as again:
         assert again.status_code == 200
         assert len(read_messages(again, 3)) == 3
+    # The refusal is on the ledger, naming the connection that held the token.
+    server.stop()
+    ledger = server.ledger_reader()
+    (refused,) = ledger.events("refused")
+    assert (refused["name"], refused["status"]) == ("TooManyConnections", 429)
+    assert refused["holder_conn"] == ledger.connections()[0]["conn_id"]
 
 
 def test_connect_rate_limit_counts_down_then_429(start_server):
@@ -279,9 +285,11 @@ def test_connect_rate_limit_counts_down_then_429(start_server):
         problem = assert_problem(fourth, 429)
         assert _assert_limit_headers(fourth, 3)[0] == 0
     assert problem.get("connection_issue") != "TooManyConnections"  # a rate limit, not a dup
-    # Rejected connects open nothing: the ledger has exactly the three connections.
+    # Rejected connects open nothing: the ledger has exactly the three connections, and
+    # the refusal.
     server.stop()
     assert len(server.ledger_reader().connections()) == 3
+    assert [e["name"] for e in server.ledger_reader().events("refused")] == ["TooManyRequests"]
 
 
 def test_each_token_gets_its_own_stream_connection(start_server):
