@@ -116,12 +116,16 @@ class ScenarioRun:
         finally:
             db.close()
 
-    def committed_ids(self, try_number: int) -> set[int]:
-        """The tweet ids try ``try_number`` committed (whatever the checker's window)."""
+    def committed_ids(self, try_number: int | None = None) -> set[int]:
+        """The tweet ids try ``try_number`` (or any try) committed, whatever the window."""
         db = sqlite3.connect(self.root / "sink.sqlite")
         try:
-            query = "SELECT DISTINCT tweet_id FROM tweets WHERE try_number = ?"
-            return {r[0] for r in db.execute(query, (try_number,))}
+            if try_number is None:
+                rows = db.execute("SELECT DISTINCT tweet_id FROM tweets")
+            else:
+                query = "SELECT DISTINCT tweet_id FROM tweets WHERE try_number = ?"
+                rows = db.execute(query, (try_number,))
+            return {r[0] for r in rows}
         finally:
             db.close()
 

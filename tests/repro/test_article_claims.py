@@ -9,7 +9,8 @@ Two groups, each one harness run (one results folder) shared by its tests:
 
 - ``dagtest``: ``airflow dags test``, which runs on Airflow 3 and 2 alike: the fast subset
   that ``nox -s tests`` runs too (claims 3, 4, 5, 8; claims 2 and 6 take longer runs and
-  are ``long``).
+  are ``long``). On 2.x the scenarios whose claim is about a retry run in ``localtask``
+  mode instead: 2.11's ``dags test`` does not retry.
 - ``worker``: tries run as a worker runs them: a real scheduler + LocalExecutor on Airflow
   3 (``standalone``), ``airflow tasks run --local`` on 2.x (``localtask``: 2.x refuses
   LocalExecutor on SQLite). Marked ``long``, run by ``nox -s repro`` (the same mechanisms
@@ -41,22 +42,30 @@ NO_SCHEDULER = (
 RATE = 800  # tweets per second, unless a scenario says otherwise
 
 
-def scenario_text(body: str, mode: str | None = None) -> str:
-    """A scenario body with the group's defaults (seed, rate, mode) where it has none."""
+# Airflow 2.11's `dags test` leaves a failed try up_for_retry and exits: it runs no
+# retries (3.x's runs them in the same process). Scenarios whose claim is about the retry
+# run there as a 2.x worker runs each try (`localtask`, the harness in the scheduler's part).
+RETRIED = {"logical_date_retry", "handler_vs_timeout", "exhaust"}
+RETRY_MODE = "dagtest" if AIRFLOW_3 else "localtask"
+# A 2.x retry starts in a new process after the harness's scheduler pass: ~8 s, not ~1 s.
+RETRY_START = 0 if AIRFLOW_3 else 8
+
+
+def scenario_text(name: str, body: str, mode: str) -> str:
+    """A scenario body with the group's defaults (seed, rate, mode)."""
     text = "seed = 21\n" + ("" if "rate =" in body else f"rate = {RATE}\n")
-    return text + (f'mode = "{mode}"\n' if mode else "") + body
+    return text + f'mode = "{RETRY_MODE if name in RETRIED else mode}"\n' + body
 
 
 DAGTEST = {
     # 3: a retry of the same run starts again from the run's logical date.
-    "logical_date_retry": """variant = "naive_loop"
-mode = "dagtest"
-duration = 14
-task = { execution_timeout = 5, retries = 1, retry_delay = 1 }""",
-    # 4: the leak under an address-space limit.
+    "logical_date_retry": f"""variant = "naive_loop"
+duration = {14 + RETRY_START}
+task = {{ execution_timeout = 5, retries = 1, retry_delay = 1 }}""",
+    # 4: the leak under an address-space limit (reached 4 s after it is set on 3.3.2 under
+    # dags test, 8 s on 2.11: freed heap inside the limit is used first).
     "memory": """variant = "leaky_loop"
-mode = "dagtest"
-duration = 12
+duration = 18
 rate = 1000
 [[faults]]
 type = "memory_limit"
@@ -66,42 +75,36 @@ limit_mb = 64""",
     # 400 us is 1.2 cores of Python, more than one GIL gives, less than two processes get
     # on two cores. The server's queue holds 1 s of stream.
     "gil_threaded": """variant = "threaded"
-mode = "dagtest"
 duration = 12
 rate = 3000
 params = { cpu_us = 400, workers = 2, batch = 100 }
 server = { queue_size = 3000 }""",
     "gil_multiprocess": """variant = "multiprocess"
-mode = "dagtest"
 duration = 12
 rate = 3000
 params = { cpu_us = 400, workers = 2, batch = 100 }
 server = { queue_size = 3000 }""",
     # 8: the article's SIGTERM handler against Airflow's own timeout.
-    "handler_vs_timeout": """variant = "timeout_handling"
-mode = "dagtest"
-duration = 12
-task = { execution_timeout = 4, retries = 1, retry_delay = 1 }""",
+    "handler_vs_timeout": f"""variant = "timeout_handling"
+duration = {12 + RETRY_START}
+task = {{ execution_timeout = 4, retries = 1, retry_delay = 1 }}""",
 }
 
 
 # Longer dagtest runs: only nox -s repro runs them.
 DAGTEST_LONG = {
     # 2: a try that always times out, its one retry too, then nothing.
-    "exhaust": """variant = "naive_loop"
-mode = "dagtest"
-duration = 20
-task = { execution_timeout = 3, retries = 1, retry_delay = 1 }""",
+    "exhaust": f"""variant = "naive_loop"
+duration = {20 + 2 * RETRY_START}
+task = {{ execution_timeout = 3, retries = 1, retry_delay = 1 }}""",
     # 6: the /tmp checkpoint, retried on the same worker and on another. A relaunched
     # `dags test` takes ~5 s to start on a quiet machine, 15 s on a loaded one.
     "checkpoint_same_worker": """variant = "checkpoint"
-mode = "dagtest"
 duration = 25
 [[faults]]
 type = "kill_task"
 at = 2""",
     "checkpoint_other_worker": """variant = "checkpoint"
-mode = "dagtest"
 duration = 25
 [[faults]]
 type = "move_worker"
@@ -111,26 +114,30 @@ at = 2""",
 
 @pytest.fixture(scope="module")
 def dagtest(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    bodies = {name: scenario_text(body) for name, body in DAGTEST.items()}
+    bodies = {name: scenario_text(name, body, "dagtest") for name, body in DAGTEST.items()}
     return run_scenarios(tmp_path_factory.mktemp("repro-dagtest"), bodies)
 
 
 @pytest.fixture(scope="module")
 def dagtest_long(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    bodies = {name: scenario_text(body) for name, body in DAGTEST_LONG.items()}
+    bodies = {name: scenario_text(name, body, "dagtest") for name, body in DAGTEST_LONG.items()}
     return run_scenarios(tmp_path_factory.mktemp("repro-dagtest-long"), bodies)
 
 
-def lost_after(run: ScenarioRun, moment: float) -> int:
-    """Tweets lost among those created after ``moment`` (from the checker's gap ranges)."""
+def created_between(run: ScenarioRun, start: float, stop: float = float("inf")) -> list[int]:
+    """Ids of the tweets the server created in [start, stop), within the checker's window."""
     from harness.history import load_history
 
     history = load_history(run.root)
-    created_after = history.created_at >= moment
-    committed = set(history.commits.tweet_ids.tolist())
     window = slice(history.window.first_index, history.window.stop_index)
-    ids = history.created_ids[window][created_after[window]]
-    return sum(1 for tweet_id in ids.tolist() if tweet_id not in committed)
+    created_at = history.created_at[window]
+    return history.created_ids[window][(created_at >= start) & (created_at < stop)].tolist()
+
+
+def lost_after(run: ScenarioRun, moment: float) -> int:
+    """Tweets lost among those created after ``moment`` (in the window, never committed)."""
+    committed = run.committed_ids()
+    return sum(1 for tweet_id in created_between(run, moment) if tweet_id not in committed)
 
 
 @pytest.mark.repro
@@ -161,7 +168,8 @@ def test_3_a_retry_restarts_from_the_logical_date_and_reads_again(dagtest):
     re-reading while the live stream runs ahead. The article expects a gap only; what
     really happens under ``dags test`` (whose logical date is the run's start) is
     re-reading: duplicates in the sink (many of them of tweets created before the first
-    connect, outside the checker's window) and, on a busy machine, loss at the end."""
+    connect, outside the checker's window) and, on a busy machine, loss at the end. The
+    same on 2.11 (run by ``localtask`` there: its ``dags test`` runs no retries)."""
     run = ScenarioRun(dagtest / "logical_date_retry")
     starts = run.task_starts()
     assert len(starts) == 2
@@ -289,7 +297,7 @@ for variant in ("exactly_once", "queue_decoupled"):
 @pytest.fixture(scope="module")
 def worker(tmp_path_factory: pytest.TempPathFactory) -> Path:
     bodies = {
-        name: scenario_text(body, WORKER_MODE)
+        name: scenario_text(name, body, WORKER_MODE)
         for name, body in WORKER.items()
         if AIRFLOW_3 or "kill_worker" not in body
     }
@@ -300,16 +308,30 @@ def worker(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.long
 def test_1_execution_timeout_leaves_a_gap_until_the_retry(worker):
     """The try times out (SIGALRM, ``AirflowTaskTimeout``); Airflow retries it after
-    ``retry_delay``; the retry reads "from now" (a triggered run has no logical date): the
-    stream has a gap from the timeout to the retry's first read, lost for good."""
+    ``retry_delay``. On Airflow 3 the retry reads "from now" (a triggered run has no
+    logical date): the stream has a gap from the timeout to the retry's first read, lost
+    for good. On 2.x every run has a logical date (a triggered one: its trigger time) and
+    naive_loop starts there: the retry reads the gap again, and what the first try had
+    committed too: no gap, duplicates instead (claim 3's mechanism)."""
     run = ScenarioRun(worker / "timeout_gap")
     tries = run.metrics["timing"]["tries"]["list"]
     assert tries[0]["error"] == "AirflowTaskTimeout"
     timed_out, retried = tries[0]["ended_at"], tries[1]["started_at"]
     gap = retried - timed_out
-    assert 3 <= gap <= 3 * 3  # retry_delay plus Airflow's pick-up and the task's start-up
-    # At least the gap is lost (the retry times out too, and then no try is left).
-    assert run.metrics["queue"]["lost"] >= 0.5 * RATE * gap
+    # retry_delay (3 s) plus Airflow's pick-up and the task's start-up (slower on 2.x: a
+    # new `airflow tasks run` process per try).
+    assert 3 <= gap <= 3 * 3
+    in_gap = created_between(run, timed_out, retried)
+    committed = run.committed_ids(2)
+    if AIRFLOW_3:
+        assert not [tweet_id for tweet_id in in_gap if tweet_id in committed]
+        # At least the gap is lost (the retry times out too, and then no try is left).
+        assert run.metrics["queue"]["lost"] >= 0.5 * RATE * gap
+    else:
+        assert len([tweet_id for tweet_id in in_gap if tweet_id in committed]) > 0.9 * len(in_gap)
+        first = run.committed_ids(1)
+        assert len(first & committed) > 0.9 * len(first) > 0
+        assert run.metrics["queue"]["duplicates"] > 0
 
 
 @pytest.mark.repro
@@ -363,6 +385,8 @@ def test_12_the_careful_patterns_stay_exactly_once(worker, variant, fault):
     ``since_id``) and queue_decoupled (a Redis Stream between the stream and the task,
     idempotent commits) under the faults that break the article's variants: no tweet lost,
     none committed twice."""
+    if fault == "kill_worker" and not AIRFLOW_3:
+        pytest.skip(NO_SCHEDULER)
     metrics = ScenarioRun(worker / f"{variant}-{fault}").metrics
     assert metrics["verdict"] == "exactly-once", metrics["queue"]
     assert metrics["queue"]["processed_unique"] > 0.9 * metrics["queue"]["created"]
