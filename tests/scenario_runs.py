@@ -134,3 +134,9 @@ class ScenarioRun:
         from fake_stream.ledger import LedgerReader
 
         return LedgerReader(self.root / "ledger.sqlite").events(kind)
+
+    def task_log(self, try_number: int) -> str:
+        """Airflow's log of try ``try_number`` (every run of the scenario's DAG), as copied
+        into the run folder."""
+        logs = sorted((self.root / "airflow" / "logs").rglob(f"attempt={try_number}.log"))
+        return "\n".join(path.read_text(errors="replace") for path in logs)

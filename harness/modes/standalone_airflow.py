@@ -76,6 +76,8 @@ class StandaloneAirflow:
         secret = secrets.token_hex(16)
         self.env = self.home.env(extra={
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            # INFO, not the harness's WARNING: a task log then holds what the task printed.
+            "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
             "AIRFLOW__CORE__PARALLELISM": "4",  # an orphan and its retry, plus room
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",  # unpaused when run
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.api_url}/execution/",

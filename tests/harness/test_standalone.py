@@ -129,6 +129,10 @@ def test_kill_worker_orphans_the_task_and_the_retry_overlaps_it(results):
     retry_started = airflow_time(second["start_date"])
     orphan_records = [r["time"] for r in run.probe(orphan)]
     assert max(orphan_records + run.commit_times(orphan)) > retry_started  # still alive then
+    # The retry's connect is refused (the orphan holds the token's one connection), and its
+    # task log has what naive_loop printed about it.
+    assert [r["name"] for r in run.server_events("refused")] == ["TooManyConnections"]
+    assert "429" in run.task_log(2)
 
 
 @pytest.mark.slow
