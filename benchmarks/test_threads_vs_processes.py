@@ -24,6 +24,7 @@ from tests.scenario_runs import ScenarioRun, run_scenarios
 pytestmark = pytest.mark.timeout(900)  # three harness runs of ~70 s each
 
 VARIANTS = ("threaded", "multiprocess")
+ROUNDS = 3  # harness runs of both; the figure is their median
 SCENARIO = """seed = 43
 variant = "{variant}"
 mode = "dagtest"
@@ -46,13 +47,13 @@ def _run(folder: Path) -> dict[str, float]:
 
 
 def test_threads_vs_processes(benchmark, tmp_path_factory, capsys) -> None:
-    rounds = iter(range(3))
+    rounds = iter(range(ROUNDS))
     results: list[dict[str, float]] = []
 
     def one_round() -> None:
         results.append(_run(tmp_path_factory.mktemp(f"round-{next(rounds)}")))
 
-    benchmark.pedantic(one_round, rounds=3)
+    benchmark.pedantic(one_round, rounds=ROUNDS)
     threaded = statistics.median(r["threaded"] for r in results)
     processes = statistics.median(r["multiprocess"] for r in results)
     benchmark.extra_info.update(
@@ -65,7 +66,7 @@ def test_threads_vs_processes(benchmark, tmp_path_factory, capsys) -> None:
     with capsys.disabled():
         print(
             f"\n200 us/tweet, 2 workers: threaded {threaded:,.0f} tweets/s, multiprocess "
-            f"{processes:,.0f} tweets/s: x{processes / threaded:.2f} (median of 3 runs; "
+            f"{processes:,.0f} tweets/s: x{processes / threaded:.2f} (median of {ROUNDS} runs; "
             f"each run's median steady second: {[round(r['threaded']) for r in results]} "
             f"vs {[round(r['multiprocess']) for r in results]})"
         )

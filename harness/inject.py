@@ -65,7 +65,7 @@ class Injector:
 
     def _record(self, f: str, fault: AirflowFault, at: float | None = None, **detail: Any) -> None:
         """Log an operation, at ``at`` (default: now)."""
-        record = {"time": at or time.time(), "f": f, "fault": fault.type, **detail}
+        record = {"time": time.time() if at is None else at, "f": f, "fault": fault.type, **detail}
         line = json.dumps(record, default=str)
         with self._lock, self.log.open("a") as out:
             out.write(line + "\n")

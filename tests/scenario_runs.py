@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from fake_stream.ledger import LedgerReader
 from harness.inject import committed_count
 from harness.procs import OwnedProcess
 
@@ -73,7 +74,8 @@ class ScenarioRun:
 
     @property
     def tries(self) -> list[dict[str, Any]]:
-        """Airflow's task-instance records, in the order they started."""
+        """Airflow's task-instance records, in the order they started (by try number where
+        Airflow recorded no start date, as 2.11's ``dags test`` does)."""
         return sorted(
             self.json("airflow/task_instances.json"),
             key=lambda t: (t["start_date"] or "", t["try_number"]),
@@ -131,8 +133,6 @@ class ScenarioRun:
 
     def server_events(self, kind: str) -> list[dict[str, Any]]:
         """The fake stream's ledger events of ``kind`` (e.g. ``refused``), oldest first."""
-        from fake_stream.ledger import LedgerReader
-
         return LedgerReader(self.root / "ledger.sqlite").events(kind)
 
     def task_log(self, try_number: int) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from fake_stream import snowflake
 from harness.airflow_runner import AirflowHome
 from harness.layout import RunLayout
 from harness.metrics import check_run
@@ -59,8 +61,6 @@ class VariantRun:
         return check_run(self.layout.root)
 
     def committed(self) -> int:
-        import sqlite3
-
         db = sqlite3.connect(self.layout.sink)
         try:
             return db.execute("SELECT count(*) FROM tweets").fetchone()[0]
@@ -69,10 +69,6 @@ class VariantRun:
 
     def wait_for_caught_up(self, within: float = 1.0, timeout: float = 60) -> None:
         """Until the newest committed tweet was created less than ``within`` s ago."""
-        import sqlite3
-
-        from fake_stream import snowflake
-
         deadline = time.monotonic() + timeout
         while True:
             db = sqlite3.connect(self.layout.sink)
