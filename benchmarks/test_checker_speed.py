@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 
 from fake_stream.ledger import LedgerReader, LedgerWriter
+from harness.check.metrics import check_run
 from harness.layout import RunLayout
-from harness.metrics import check_run
-from harness.probe import create_sink
+from harness.task.probe import create_sink
 
 CREATED = 10_000_000
 SLOTS = 100_000  # 100 s at 100,000 tweets/s

@@ -42,7 +42,7 @@ from fake_stream import snowflake
 from fake_stream.config import ServerConfig
 from fake_stream.ledger import LedgerReader
 from fake_stream.tweets import TweetFactory
-from harness.stream_server import StreamServerProcess
+from harness.run.services import StreamServerProcess
 
 DURATION = 10.0
 MARKER = b'{"data":'

@@ -3,7 +3,7 @@
 The variant's pipeline at its default settings (2 worker threads, ``cpu_us`` 50, batches of
 50 committed through the probe's sink), fed as fast as it takes tweets: a reader thread
 puts 20,000 real wire lines (the fake stream's renderer) into the variant's bounded queue
-and :func:`harness.variants.multiprocess.work` does the rest. One GIL for all three
+and :func:`harness.task.variants.multiprocess.work` does the rest. One GIL for all three
 threads, so this is the case the knocker disturbs most.
 
 - ``bare``: no sampler, and the reader does not note the tweets' lag;
@@ -28,8 +28,8 @@ import numpy as np
 
 from fake_stream import snowflake
 from fake_stream.tweets import TweetFactory
-from harness.gil import READER, GilSampler
-from harness.variants.multiprocess import _DONE, _QUEUE_SIZE, _tweet_id, work
+from harness.task.gil import READER, GilSampler
+from harness.task.variants.multiprocess import _DONE, _QUEUE_SIZE, _tweet_id, work
 
 TWEETS = 20_000
 ROUNDS = 11

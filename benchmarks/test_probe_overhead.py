@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.probe import Probe
+from harness.task.probe import Probe
 
 TWEETS = 200_000
 BATCH = 100

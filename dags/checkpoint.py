@@ -6,6 +6,6 @@ over; a crash between commit and write repeats tweets; a torn file breaks every 
 Logic: harness/variants/checkpoint.py.
 """
 
-from harness.dag_factory import build_dag
+from harness.airflow.dag_factory import build_dag
 
 dag = build_dag("checkpoint", doc_md=__doc__)

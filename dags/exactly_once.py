@@ -6,6 +6,6 @@ idempotent by tweet id, resumed with `since_id`; each try exits cleanly well bef
 next run picks up at the last commit. Logic: harness/variants/exactly_once.py.
 """
 
-from harness.dag_factory import build_dag
+from harness.airflow.dag_factory import build_dag
 
 dag = build_dag("exactly_once", doc_md=__doc__)

@@ -4,6 +4,6 @@ The memory_limit fault's subject: a long-running task whose memory only grows. L
 harness/variants/leaky_loop.py.
 """
 
-from harness.dag_factory import build_dag
+from harness.airflow.dag_factory import build_dag
 
 dag = build_dag("leaky_loop", doc_md=__doc__)

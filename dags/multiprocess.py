@@ -5,6 +5,6 @@ parses, scores and commits its own batches. Compare with `threaded`. Logic:
 harness/variants/multiprocess.py.
 """
 
-from harness.dag_factory import build_dag
+from harness.airflow.dag_factory import build_dag
 
 dag = build_dag("multiprocess", doc_md=__doc__)

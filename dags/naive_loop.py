@@ -5,6 +5,6 @@ now" after a dropped connection, keeps no checkpoint, and catches `Exception` ar
 loop, so a broken stream ends the task successfully. Logic: harness/variants/naive_loop.py.
 """
 
-from harness.dag_factory import build_dag
+from harness.airflow.dag_factory import build_dag
 
 dag = build_dag("naive_loop", doc_md=__doc__)

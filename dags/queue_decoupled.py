@@ -5,6 +5,6 @@ in the consumer group `airflow`, commits idempotently, then `XACK`s, and first c
 a dead consumer left pending (`XAUTOCLAIM`). Logic: harness/variants/queue_decoupled.py.
 """
 
-from harness.dag_factory import build_dag
+from harness.airflow.dag_factory import build_dag
 
 dag = build_dag("queue_decoupled", doc_md=__doc__)

@@ -4,6 +4,6 @@ The reader and the workers share one GIL: the control that shows what the GIL co
 stream reader. Logic: harness/variants/multiprocess.py.
 """
 
-from harness.dag_factory import build_dag
+from harness.airflow.dag_factory import build_dag
 
 dag = build_dag("threaded", doc_md=__doc__)

@@ -6,6 +6,6 @@ the handler never sees; a SIGTERM makes the task succeed. Logic:
 harness/variants/timeout_handling.py.
 """
 
-from harness.dag_factory import build_dag
+from harness.airflow.dag_factory import build_dag
 
 dag = build_dag("timeout_handling", doc_md=__doc__)

@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     install_signal_handlers()
     if args.command == "demo":
-        from harness.demo import run_demo
+        from harness.run.demo import run_demo
 
         out = args.out or Path("results") / f"demo-{time.strftime('%Y%m%dT%H%M%S')}"
         out.mkdir(parents=True, exist_ok=True)
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check":
         return _check(args.run_dir)
     if args.command == "gil-calibrate":
-        from harness.gil_calibrate import calibrate_command
+        from harness.task.gil_calibrate import calibrate_command
 
         return calibrate_command(args.seconds)
     if args.command in ("report", "compare"):
@@ -78,15 +78,15 @@ def _scenarios(args: argparse.Namespace) -> int:
         for s in scenarios:
             print(f"{s.name:40} {s.variant:18} {s.description}")
         return 0
-    from harness.matrix_run import run_matrix
+    from harness.run.matrix import run_matrix
 
     out = args.out or Path("results") / time.strftime("%Y%m%dT%H%M%S")
     return run_matrix(scenarios, out)
 
 
 def _check(run_dir: Path) -> int:
-    from harness.history import RunError
-    from harness.metrics import check_run
+    from harness.check.history import RunError
+    from harness.check.metrics import check_run
 
     try:
         metrics = check_run(run_dir)

@@ -4,12 +4,14 @@ history loader, the checker) agree on these names and on nothing else.
 ::
 
     <run dir>/
+      scenario.json       the scenario as run (its hypothesis is judged from here)
       run.json            when the run started and stopped (the checker's window)
       ledger.sqlite       the fake stream's ground truth (fake_stream/ledger.py)
       sink.sqlite         the pipeline's output: tweets, commits, checkpoints (probe.py)
       probe/*.jsonl       lifecycle events, one file per task process (probe.py)
-      faults.jsonl        faults the harness injected (optional)
+      airflow_faults.jsonl  the Airflow faults the nemesis injected (optional)
       airflow/task_instances.json   Airflow's record of every try (optional)
+      launches.json       what the harness triggered or launched on Airflow (optional)
       history.jsonl       the merged history, written by the checker
       metrics.json        the checker's results
 """
@@ -29,6 +31,10 @@ class RunLayout:
     root: Path
 
     @property
+    def scenario(self) -> Path:
+        return self.root / "scenario.json"
+
+    @property
     def run(self) -> Path:
         return self.root / "run.json"
 
@@ -45,8 +51,12 @@ class RunLayout:
         return self.root / "probe"
 
     @property
-    def faults(self) -> Path:
-        return self.root / "faults.jsonl"
+    def airflow_faults(self) -> Path:
+        return self.root / "airflow_faults.jsonl"
+
+    @property
+    def launches(self) -> Path:
+        return self.root / "launches.json"
 
     @property
     def task_instances(self) -> Path:

@@ -16,6 +16,7 @@ import atexit
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import weakref
 from collections.abc import Sequence
@@ -25,6 +26,7 @@ from typing import IO, Any
 
 __all__ = [
     "OwnedProcess",
+    "free_port",
     "install_signal_handlers",
     "parent_pid",
     "pid_alive",
@@ -98,6 +100,13 @@ class OwnedProcess:
 
     def alive(self) -> bool:
         return self.popen.poll() is None
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on now (the server we start binds it a moment later)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def pid_alive(pid: int) -> bool:

@@ -6,9 +6,10 @@ A scenario (``scenarios/<family>-<case>.toml``) says what to run and what to exp
     description = "SIGKILL the task 5 s into the stream"
     seed = 7
     variant = "naive_loop"            # a DAG in dags/
-    mode = "dagtest"                  # dagtest | standalone | localtask (Airflow 2.x)
+    mode = "dagtest"                  # dagtest | standalone | localtask (harness/airflow/)
     duration = 20                     # seconds of stream after the first commit
     rate = 1000                       # or a table: any fake_stream rate profile
+    hypothesis = ["lost == 0", "p99_latency_s < 2"]   # steady state (harness/check/)
     [params]                          # the DAG's params (dag_run.conf)
     cpu_us = 50
     [task]                            # parse-time task settings
@@ -18,43 +19,45 @@ A scenario (``scenarios/<family>-<case>.toml``) says what to run and what to exp
     [[stream_faults]]                 # fake_stream faults, as its control API takes them
     type = "reset_peer"
     schedule = { at = 5, duration = 0.2 }
-    [[faults]]                        # Airflow faults the harness injects
+    [[airflow_faults]]                # what the nemesis injects (harness/nemesis/)
     type = "kill_task"
     at = 5                            # seconds after `from`...
     from = "first_commit"             # ...or "stream_start"
     # after_commits = 500             # ...or when this many tweets are committed
-    hypothesis = ["lost == 0", "p99_latency_s < 2"]   # steady state, judged after the run
 
 A matrix (``[matrix]`` table) crosses ``variants`` x ``fault_sets`` x ``rates`` x
 ``params`` (a list of param tables merged over the base's, e.g. ``[{cpu_us = 0}, {cpu_us =
 400}]``; names get ``-cpu_us400``) over a ``[base]`` scenario, and/or lists scenario files.
 Errors name the file, the field path and what is wrong, e.g. ``scenarios/x.toml:
-faults[2].at: Input should be greater than or equal to 0, got 'soon'``.
+airflow_faults[2].at: Input should be a valid number, ..., got 'soon'``; an Airflow fault
+its mode lacks the capabilities for is refused the same way.
 """
 
 from __future__ import annotations
 
-import operator
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from fake_stream.faults import FaultError, build
 from fake_stream.rates import parse_profile
-from harness.variants import PARAMS, VARIANTS
+from harness.airflow.modes import MODES
+from harness.check.hypothesis import Hypothesis
+from harness.nemesis import registered
+from harness.task.variants import PARAMS, VARIANTS
 
-__all__ = [
-    "AirflowFault",
-    "Hypothesis",
-    "Scenario",
-    "ScenarioError",
-    "load",
-    "load_many",
-    "quick_pattern",
-]
+__all__ = ["AirflowFaultSpec", "Scenario", "ScenarioError", "load", "load_many", "quick_pattern"]
 
 
 class ScenarioError(Exception):
@@ -65,91 +68,9 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class AirflowFault(_Strict):
-    """One fault the harness injects into Airflow, at a time or once a condition holds."""
-
-    type: Literal[
-        "kill_task", "term_task", "kill_worker", "pause_task", "move_worker",
-        "exhaust_retries", "restart_scheduler", "memory_limit",
-    ]  # fmt: skip
-    at: float | None = Field(default=None, ge=0)
-    from_: Literal["first_commit", "stream_start"] = Field(default="first_commit", alias="from")
-    after_commits: int | None = Field(default=None, ge=1)
-    duration: float = Field(default=2.0, gt=0, description="pause_task: seconds stopped")
-    times: int = Field(default=1, ge=1, description="exhaust_retries: kills in a row")
-    limit_mb: float = Field(
-        default=256, gt=0, description="memory_limit: address space allowed beyond the current"
-    )
-
-    @model_validator(mode="after")
-    def _one_trigger(self) -> AirflowFault:
-        if (self.at is None) == (self.after_commits is None):
-            raise ValueError("give exactly one of 'at' (seconds) or 'after_commits'")
-        return self
-
-
-_HYPOTHESIS = re.compile(r"^\s*([a-z_][\w.]*)\s*(==|!=|<=|>=|<|>)\s*(\S+)\s*$")
-_OPS = {
-    "==": operator.eq,
-    "!=": operator.ne,
-    "<=": operator.le,
-    ">=": operator.ge,
-    "<": operator.lt,
-    ">": operator.gt,
-}
-
-#: Short names usable in hypotheses, and where they live in metrics.json.
-METRIC_ALIASES = {
-    "lost": "queue.lost",
-    "duplicates": "queue.duplicates",
-    "unexpected": "queue.unexpected",
-    "processed": "queue.processed_unique",
-    "verdict": "verdict",
-    "silent_failure": "silent_failure",
-    "p50_latency_s": "timing.latency.p50",
-    "p99_latency_s": "timing.latency.p99",
-    "max_latency_s": "timing.latency.max",
-    "throughput": "timing.throughput.mean",
-    "downtime_s": "timing.downtime.seconds",
-}
-
-
-class Hypothesis(_Strict):
-    """``<metric> <op> <value>``; the metric is an alias above or a dotted metrics.json path."""
-
-    text: str
-
-    @field_validator("text")
-    @classmethod
-    def _parse(cls, text: str) -> str:
-        if not _HYPOTHESIS.match(text):
-            raise ValueError(f"expected '<metric> <op> <value>' (op one of {' '.join(_OPS)})")
-        return text
-
-    def judge(self, metrics: dict[str, Any]) -> tuple[bool, str]:
-        """Whether ``metrics`` satisfy it, and what was measured."""
-        name, op, expected_text = _HYPOTHESIS.match(self.text).groups()  # type: ignore[union-attr]
-        value: Any = metrics
-        for part in METRIC_ALIASES.get(name, name).split("."):
-            value = value.get(part) if isinstance(value, dict) else None
-        expected: Any = _literal(expected_text)
-        if value is None:
-            return False, f"{name} was not measured"
-        try:
-            held = _OPS[op](value, expected)
-        except TypeError:
-            return False, f"{name} = {value!r} cannot be compared with {expected!r}"
-        return bool(held), f"{name} = {value!r}"
-
-
-def _literal(text: str) -> Any:
-    lowered = text.lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    try:
-        return float(text)
-    except ValueError:
-        return text.strip("\"'")
+_FAULTS = registered()
+#: An Airflow fault of any registered type, chosen by its ``type`` (harness/nemesis/).
+AirflowFaultSpec = Annotated[Union[tuple(_FAULTS.values())], Discriminator("type")]  # noqa: UP007
 
 
 class Scenario(_Strict):
@@ -159,14 +80,14 @@ class Scenario(_Strict):
     description: str = ""
     seed: int = 0
     variant: str
-    mode: Literal["dagtest", "standalone", "localtask"] = "dagtest"
+    mode: str = "dagtest"
     duration: float = Field(default=15.0, gt=0, le=3600)
     rate: Any = 1000
     params: dict[str, Any] = Field(default_factory=dict)
     task: dict[str, float | int | None] = Field(default_factory=dict)
     server: dict[str, float | int | str] = Field(default_factory=dict)
     stream_faults: list[dict[str, Any]] = Field(default_factory=list)
-    faults: list[AirflowFault] = Field(default_factory=list)
+    airflow_faults: list[AirflowFaultSpec] = Field(default_factory=list)
     hypothesis: list[Hypothesis] = Field(default_factory=list)
 
     @field_validator("variant")
@@ -175,6 +96,13 @@ class Scenario(_Strict):
         if variant not in VARIANTS:
             raise ValueError(f"unknown variant; known: {', '.join(sorted(VARIANTS))}")
         return variant
+
+    @field_validator("mode")
+    @classmethod
+    def _known_mode(cls, mode: str) -> str:
+        if mode not in MODES:
+            raise ValueError(f"unknown mode; known: {', '.join(sorted(MODES))}")
+        return mode
 
     @field_validator("rate")
     @classmethod
@@ -210,15 +138,24 @@ class Scenario(_Strict):
                 raise ValueError(f"[{i}].{e}") from None
         return faults
 
-    @model_validator(mode="after")
-    def _faults_fit_the_mode(self) -> Scenario:
-        for i, fault in enumerate(self.faults):
-            if self.mode != "standalone" and fault.type in ("kill_worker", "restart_scheduler"):
+    @field_validator("airflow_faults")
+    @classmethod
+    def _faults_fit_the_mode(
+        cls, faults: list[AirflowFaultSpec], info: ValidationInfo
+    ) -> list[AirflowFaultSpec]:
+        """Each Airflow fault needs capabilities its mode declares (harness/airflow/)."""
+        mode = info.data.get("mode")
+        if mode not in MODES:
+            return faults  # refused already, under `mode`
+        for i, fault in enumerate(faults):
+            missing = sorted(fault.needs - MODES[mode].capabilities)
+            if missing:
+                able = sorted(n for n, m in MODES.items() if fault.needs <= m.capabilities)
                 raise ValueError(
-                    f"faults[{i}]: {fault.type} needs mode 'standalone' ({self.mode} has no "
-                    "worker or scheduler of its own to kill)"
+                    f"[{i}]: {fault.type} needs {', '.join(missing)}, which mode {mode!r} does "
+                    f"not have (modes that do: {', '.join(able) or 'none'})"
                 )
-        return self
+        return faults
 
     @field_validator("hypothesis", mode="before")
     @classmethod
@@ -233,14 +170,26 @@ class Scenario(_Strict):
 def _message(path: Path, error: ValidationError) -> str:
     lines = []
     for e in error.errors():
-        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e["loc"]).lstrip(".")
+        loc = list(e["loc"])
+        if loc[:1] == ["airflow_faults"] and len(loc) > 2:
+            del loc[2]  # the fault type pydantic chose by; the message names fields only
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
         where = where.replace("from_", "from")
+        message = e["msg"]
+        if e["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            where += ".type"
+            given = e["input"].get("type") if isinstance(e["input"], dict) else None
+            message = f"{'unknown' if given else 'missing'} Airflow fault type" + (
+                f" {given!r}" if given else ""
+            )
+            message += f"; known: {', '.join(sorted(_FAULTS))}"
         got = (
             f", got {e['input']!r}"
-            if e["type"] not in ("missing",) and not isinstance(e["input"], dict)
+            if e["type"] not in ("missing", "union_tag_invalid", "union_tag_not_found")
+            and not isinstance(e["input"], dict)
             else ""
         )
-        lines.append(f"{path}: {where or '(file)'}: {e['msg']}{got}")
+        lines.append(f"{path}: {where or '(file)'}: {message}{got}")
     return "\n".join(lines)
 
 
@@ -254,6 +203,10 @@ def _read(path: Path) -> dict[str, Any]:
 
 
 def _scenario(path: Path, data: dict[str, Any]) -> Scenario:
+    if "faults" in data:
+        raise ScenarioError(
+            f"{path}: faults: now called airflow_faults (stream faults stay stream_faults)"
+        )
     try:
         return Scenario.model_validate(data)
     except ValidationError as e:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.stream_server import StreamServerProcess
+from harness.run.services import StreamServerProcess
 
 StartServer = Callable[..., StreamServerProcess]
 

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from fake_stream.ledger import LedgerReader
-from harness.inject import committed_count
 from harness.procs import OwnedProcess
+from harness.run.progress import committed_count
 
 __all__ = ["ScenarioRun", "airflow_time", "has_commits", "run_scenarios"]
 
@@ -69,7 +69,7 @@ class ScenarioRun:
 
     @property
     def faults(self) -> list[dict[str, Any]]:
-        path = self.root / "faults.jsonl"
+        path = self.root / "airflow_faults.jsonl"
         return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
     @property

@@ -1,7 +1,7 @@
 """The results a person reads first: charts, ``report.md`` and ``index.html`` of a results
 folder, and what changed between two of them.
 
-Downstream only: it reads run folders (``harness.layout``, ``harness.history`` and the
+Downstream only: it reads run folders (``harness.layout``, ``harness.check.history`` and the
 checker for the latency distribution) and never starts anything.
 """
 

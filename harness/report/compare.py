@@ -5,10 +5,11 @@ hypothesis and headline numbers, A -> B; scenarios only one of them ran are list
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+from harness.check.headline import COLUMNS, fmt
 from harness.report.document import Block, Heading, Items, Paragraph, Table, to_markdown
 from harness.report.runs import load_results
-from harness.report.summary import COLUMNS, Headline, fmt, headline
 
 __all__ = ["compare_results"]
 
@@ -16,12 +17,12 @@ _ENV_KEYS = ["airflow", "python", "implementation", "cpu_count", "processor", "p
 _COMPARED = [c for c in COLUMNS if c[0] not in ("scenario", "variant", "fault")]
 
 
-def _cell(a: Headline, b: Headline, attribute: str) -> tuple[str, bool]:
-    left, right = fmt(a, attribute), fmt(b, attribute)
+def _cell(a: dict[str, Any], b: dict[str, Any], key: str) -> tuple[str, bool]:
+    left, right = fmt(a, key), fmt(b, key)
     if left == right:
         return left, False
     delta = ""
-    va, vb = getattr(a, attribute), getattr(b, attribute)
+    va, vb = a.get(key), b.get(key)
     numeric = (int, float)
     if isinstance(va, numeric) and isinstance(vb, numeric) and not isinstance(va, bool):
         delta = f" ({vb - va:+,.4g})"
@@ -42,8 +43,8 @@ def compare_results(a: Path, b: Path) -> str:
         if key == "airflow" or ra.environment.get(key) != rb.environment.get(key)
     ]
     blocks.append(Table(["", "A", "B"], env_rows))
-    runs_a = {s.name: headline(s) for s in ra.scenarios}
-    runs_b = {s.name: headline(s) for s in rb.scenarios}
+    runs_a = {s.name: s.headline for s in ra.scenarios}
+    runs_b = {s.name: s.headline for s in rb.scenarios}
     common = [n for n in runs_a if n in runs_b]
     changed_rows, same = [], []
     for name in common:

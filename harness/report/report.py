@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from harness.check.headline import COLUMNS, fmt
 from harness.report.document import (
     Block,
     Heading,
@@ -23,7 +24,6 @@ from harness.report.document import (
     to_markdown,
 )
 from harness.report.runs import Results, load_results
-from harness.report.summary import COLUMNS, fmt, headline
 
 __all__ = ["CHARTS_DIR", "write_report"]
 
@@ -51,10 +51,10 @@ def write_report(run_dir: Path) -> Path:
 
 
 def _overview(results: Results) -> list[Block]:
-    rows = [headline(s) for s in results.scenarios]
-    held = sum(r.hypothesis_held is True for r in rows)
-    failed = sum(r.hypothesis_held is False for r in rows)
-    errors = [r for r in rows if r.error]
+    rows = [s.headline for s in results.scenarios]
+    held = sum(r["hypothesis_held"] is True for r in rows)
+    failed = sum(r["hypothesis_held"] is False for r in rows)
+    errors = [r for r in rows if r["error"]]
     lines = [
         f"{len(rows)} scenarios ({len(results.variants)} variants x {len(results.faults)} "
         f"fault sets): the steady-state hypothesis held in {held}, failed in {failed}"
@@ -79,7 +79,7 @@ def _overview(results: Results) -> list[Block]:
             runs = results.cell(variant, fault)
             cells.append(
                 ", ".join(
-                    f"{headline(r).verdict} {_MARK[headline(r).hypothesis_held]}" for r in runs
+                    f"{r.headline['verdict']} {_MARK[r.headline['hypothesis_held']]}" for r in runs
                 )
                 or "not run"
             )
@@ -95,8 +95,8 @@ def _overview(results: Results) -> list[Block]:
         Table(
             [heading for _, heading, _ in COLUMNS],
             [
-                [f"[{r.scenario}]({r.scenario}/metrics.json)"]
-                + [fmt(r, attribute) for attribute, _, _ in COLUMNS[1:]]
+                [f"[{r['scenario']}]({r['scenario']}/metrics.json)"]
+                + [fmt(r, key) for key, _, _ in COLUMNS[1:]]
                 for r in rows
             ],
             {i for i, (_, _, numeric) in enumerate(COLUMNS) if numeric},

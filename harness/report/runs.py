@@ -1,7 +1,7 @@
 """A results folder as the report reads it: one :class:`ScenarioRun` per scenario folder.
 
 Only reads what the harness wrote (``summary.json``, and per scenario ``scenario.json``,
-``run.json``, ``metrics.json``, ``faults.jsonl``, ``launches.json``,
+``run.json``, ``metrics.json``, ``airflow_faults.jsonl``, ``launches.json``,
 ``airflow/task_instances.json``); the raw
 ledger and sink are read only for the latency distribution, through the checker's own
 loader, so the curve and ``metrics.json``'s percentiles agree by construction.
@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from harness.check.headline import fault_label, row
 from harness.layout import RunLayout
 from harness.report.palette import order_variants
 
@@ -53,16 +54,13 @@ class ScenarioRun:
 
     @property
     def fault(self) -> str:
-        """The fault set: the name's part after ``<variant>-`` (matrix naming), or the fault
-        types it injects."""
-        prefix = f"{self.variant}-"
-        if self.name.startswith(prefix) and len(self.name) > len(prefix):
-            return self.name[len(prefix) :]
-        types = [f["type"] for f in self.scenario.get("faults", [])]
-        types += [f"stream:{f['type']}" for f in self.scenario.get("stream_faults", [])]
-        if self.scenario.get("task", {}).get("execution_timeout"):
-            types.append("timeout")
-        return "+".join(types) or "none"
+        """The fault set (:func:`harness.check.headline.fault_label`)."""
+        return fault_label(self.name, self.scenario)
+
+    @cached_property
+    def headline(self) -> dict[str, Any]:
+        """Its row of every summary table (:func:`harness.check.headline.row`)."""
+        return row(self.name, self.scenario, self.metrics, self.error)
 
     @property
     def timing(self) -> dict[str, Any]:
@@ -85,7 +83,7 @@ class ScenarioRun:
         return float(rate) if isinstance(rate, int | float) else None
 
     def fault_windows(self) -> list[tuple[str, float, float | None]]:
-        """Injected faults as ``(name, start, stop)`` in UNIX s; ``stop`` None: no stop
+        """Airflow faults as ``(name, start, stop)`` in UNIX s; ``stop`` None: no stop
         recorded. A stop closes the earliest open start of the same fault."""
         windows: list[list[Any]] = []
         for record in sorted(self.faults, key=lambda r: r.get("time", 0.0)):
@@ -102,8 +100,8 @@ class ScenarioRun:
     def latencies(self) -> np.ndarray | None:
         """Creation -> first commit (s) of every committed tweet of the window, sorted; None
         if the raw files cannot be read."""
-        from harness.checker._tweets import window_tweets
-        from harness.history import RunError, load_history
+        from harness.check.checker._tweets import window_tweets
+        from harness.check.history import RunError, load_history
 
         try:
             history = load_history(self.root)
@@ -180,12 +178,12 @@ def _scenario(root: Path, summary_error: str | None) -> ScenarioRun:
     return ScenarioRun(
         name=root.name,
         root=root,
-        scenario=_json(root / "scenario.json", {}),
+        scenario=_json(layout.scenario, {}),
         metrics=metrics,
         run=_json(layout.run, {}),
-        faults=_jsonl(layout.faults),
+        faults=_jsonl(layout.airflow_faults),
         task_instances=_json(layout.task_instances, []) or [],
-        launches=_json(root / "launches.json", []) or [],
+        launches=_json(layout.launches, []) or [],
         error=error,
     )
 

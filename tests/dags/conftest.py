@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 
 from fake_stream import snowflake
-from harness.airflow_runner import AirflowHome
+from harness.airflow.home import AirflowHome
+from harness.check.metrics import check_run
 from harness.layout import RunLayout
-from harness.metrics import check_run
-from harness.probe import create_sink
 from harness.procs import OwnedProcess
-from harness.stream_server import StreamServerProcess
+from harness.run.services import StreamServerProcess
+from harness.task.probe import create_sink
 
 
 @pytest.fixture(scope="session")

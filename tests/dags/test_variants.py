@@ -12,11 +12,11 @@ import pytest
 import redis
 
 from fake_stream.ledger import LedgerReader
-from harness.airflow_runner import DAGS_FOLDER
-from harness.history import load_history
+from harness.airflow.home import DAGS_FOLDER
+from harness.check.history import load_history
 from harness.procs import OwnedProcess
-from harness.redis_server import RedisServer
-from harness.variants import VARIANTS
+from harness.run.services import RedisServer
+from harness.task.variants import VARIANTS
 
 
 def test_every_dag_imports_cleanly(tmp_path, monkeypatch):
@@ -117,7 +117,7 @@ def test_queue_decoupled_keeps_every_tweet_across_a_sigkill(variant_run, tmp_pat
     run = variant_run("--rate", "1000", "--seed", "44")
     broker = RedisServer(tmp_path / "redis")
     ingester = OwnedProcess([
-        sys.executable, "-m", "harness.ingester", "--stream-url", run.server.stream_url,
+        sys.executable, "-m", "harness.task.ingester", "--stream-url", run.server.stream_url,
         "--token", run.server.token, "--redis-url", broker.url,
     ])  # fmt: skip
     try:

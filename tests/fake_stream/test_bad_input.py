@@ -19,7 +19,7 @@ import requests
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from harness.stream_server import StreamServerProcess
+from harness.run.services import StreamServerProcess
 from tests.fake_stream._clients import assert_problem, describe
 
 SEARCH = "/2/tweets/search/stream"

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import requests
 
-from harness.stream_server import StreamServerProcess
+from harness.run.services import StreamServerProcess
 from tests.fake_stream._clients import assert_problem
 
 TWEPOCH = 1288834974657  # from the reference, not from the server

@@ -21,7 +21,7 @@ import requests
 
 from fake_stream import snowflake
 from fake_stream.tweets import iso_ms
-from harness.stream_server import StreamServerProcess
+from harness.run.services import StreamServerProcess
 
 N = 3000  # tweets read from each server: ~1.5 s of stream at 2,000/s, replay and live
 RATE = "2000"

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import requests
 
-from harness.stream_server import StreamServerProcess
+from harness.run.services import StreamServerProcess
 from tests.fake_stream._clients import assert_problem
 
 TWEPOCH = 1288834974657  # X's Snowflake epoch, from the reference (not from the server)

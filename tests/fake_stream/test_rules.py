@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import requests
 
-from harness.stream_server import StreamServerProcess
+from harness.run.services import StreamServerProcess
 from tests.fake_stream._clients import assert_problem
 
 RULES = "/2/tweets/search/stream/rules"

@@ -16,7 +16,7 @@ import requests
 import tweepy
 from requests.adapters import HTTPAdapter
 
-from harness.stream_server import StreamServerProcess
+from harness.run.services import StreamServerProcess
 
 X_HOST = "https://api.twitter.com"
 TWEPOCH = 1288834974657

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from harness.__main__ import main
+from harness.nemesis import registered
 from harness.scenario import ScenarioError, load, load_many, quick_pattern
 
 REPO = Path(__file__).resolve().parents[2]
@@ -24,11 +25,11 @@ task = {retries = 1}
 stream_faults = [{type = "latency", attributes = {latency = 0.1}}]
 hypothesis = ["lost == 0", "p99_latency_s < 2"]
 
-[[faults]]
+[[airflow_faults]]
 type = "kill_task"
 at = 3
 
-[[faults]]
+[[airflow_faults]]
 type = "pause_task"
 after_commits = 500
 duration = 1.5
@@ -44,18 +45,24 @@ def _write(tmp_path: Path, text: str) -> Path:
 def test_a_valid_scenario_loads(tmp_path):
     (scenario,) = load(_write(tmp_path, VALID))
     assert scenario.variant == "naive_loop"
-    assert [f.type for f in scenario.faults] == ["kill_task", "pause_task"]
-    assert scenario.faults[0].from_ == "first_commit"
-    assert scenario.faults[1].after_commits == 500
+    assert [f.type for f in scenario.airflow_faults] == ["kill_task", "pause_task"]
+    assert scenario.airflow_faults[0].from_ == "first_commit"
+    assert scenario.airflow_faults[1].after_commits == 500
     assert [h.text for h in scenario.hypothesis] == ["lost == 0", "p99_latency_s < 2"]
 
 
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (("at = 3", 'at = "soon"'), "faults[0].at: Input should be a valid number"),
-        (("at = 3", "at = -1"), "faults[0].at: Input should be greater than or equal to 0, got -1"),
-        (('type = "kill_task"', 'type = "explode"'), "faults[0].type: Input should be"),
+        (("at = 3", 'at = "soon"'), "airflow_faults[0].at: Input should be a valid number"),
+        (
+            ("at = 3", "at = -1"),
+            "airflow_faults[0].at: Input should be greater than or equal to 0, got -1",
+        ),
+        (
+            ('type = "kill_task"', 'type = "explode"'),
+            "airflow_faults[0].type: unknown Airflow fault type 'explode'; known: ",
+        ),
         (('variant = "naive_loop"', 'variant = "nope"'), "variant: Value error, unknown variant"),
         (("seed = 7", "seed = 7\nsurprise = 1"), "surprise: Extra inputs are not permitted"),
         (
@@ -65,7 +72,19 @@ def test_a_valid_scenario_loads(tmp_path):
         (("rate = {kind", "rate = {kond"), "rate: Value error, rate profile kind"),
         (("cpu_us = 20", "cpu = 20"), "params: Value error, unknown param 'cpu'"),
         (('"lost == 0"', '"lost is zero"'), "hypothesis[0].text: Value error, expected"),
-        (("at = 3", "at = 3\nafter_commits = 5"), "faults[0]: Value error, give exactly one"),
+        (
+            ("at = 3", "at = 3\nafter_commits = 5"),
+            "airflow_faults[0]: Value error, give exactly one",
+        ),
+        (("seed = 7", 'seed = 7\nmode = "nope"'), "mode: Value error, unknown mode; known: "),
+        # What a mode can do is declared; a fault needing more is refused, naming the modes
+        # that can run it.
+        (
+            ('type = "kill_task"', 'type = "kill_worker"'),
+            "airflow_faults: Value error, [0]: kill_worker needs supervisor, which mode "
+            "'dagtest' does not have (modes that do: standalone)",
+        ),
+        (("[[airflow_faults]]", "[[faults]]"), "faults: now called airflow_faults"),
     ],
 )
 def test_invalid_fields_are_named(tmp_path, change, message):
@@ -76,10 +95,33 @@ def test_invalid_fields_are_named(tmp_path, change, message):
     assert message in str(error.value)
 
 
+@pytest.mark.parametrize(
+    ("mode", "refused"),
+    [
+        ("dagtest", {"kill_worker", "restart_scheduler"}),
+        ("localtask", {"kill_worker", "restart_scheduler"}),
+        ("standalone", set()),
+    ],
+)
+def test_each_mode_refuses_the_faults_it_cannot_deliver(tmp_path, mode, refused):
+    """Which faults load in which mode follows from what the modes and faults declare."""
+    refusals = {}
+    for fault in sorted(registered()):
+        path = _write(tmp_path, f'name = "x"\nvariant = "naive_loop"\nmode = "{mode}"\n'
+                      f'airflow_faults = [{{type = "{fault}", at = 1}}]\n')  # fmt: skip
+        try:
+            load(path)
+        except ScenarioError as e:
+            refusals[fault] = str(e)
+    assert set(refusals) == refused
+    for fault, message in refusals.items():
+        assert f"airflow_faults: Value error, [0]: {fault} needs " in message
+
+
 def test_cli_exits_2_before_starting_anything(tmp_path, capsys):
     path = _write(tmp_path, VALID.replace("at = 3", 'at = "soon"'))
     assert main(["run", str(path), "--out", str(tmp_path / "out")]) == 2
-    assert f"{path}: faults[0].at" in capsys.readouterr().err
+    assert f"{path}: airflow_faults[0].at" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 
@@ -99,11 +141,11 @@ _FIELDS = st.sampled_from(["at", "duration", "times", "after_commits", "from"])
 @settings(max_examples=100, deadline=None)
 @given(st.dictionaries(_FIELDS, _VALUES, max_size=3))
 def test_random_fault_tables_load_or_fail_clearly(tmp_path_factory, fields):
-    """Any fault table either loads or is refused with a message naming faults[0]."""
+    """Any fault table either loads or is refused with a message naming airflow_faults[0]."""
     import json
 
     table = "".join(f", {k} = {json.dumps(v)}" for k, v in fields.items())
-    text = f'name = "x"\nvariant = "naive_loop"\nfaults = [{{type = "kill_task"{table}}}]\n'
+    text = f'name = "x"\nvariant = "naive_loop"\nairflow_faults = [{{type = "kill_task"{table}}}]\n'
     path = tmp_path_factory.mktemp("h") / "x.toml"
     path.write_text(text)
     message = ""
@@ -111,7 +153,7 @@ def test_random_fault_tables_load_or_fail_clearly(tmp_path_factory, fields):
         load(path)
     except ScenarioError as e:
         message = str(e)
-    assert message == "" or message.startswith(f"{path}: faults[0]")
+    assert message == "" or message.startswith(f"{path}: airflow_faults[0]")
 
 
 def test_the_default_matrix_expands_every_variant_and_fault_set():

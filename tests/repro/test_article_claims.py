@@ -14,7 +14,7 @@ Two groups, each one harness run (one results folder) shared by its tests:
 - ``worker``: tries run as a worker runs them: a real scheduler + LocalExecutor on Airflow
   3 (``standalone``), ``airflow tasks run --local`` on 2.x (``localtask``: 2.x refuses
   LocalExecutor on SQLite). Marked ``long``, run by ``nox -s repro`` (the same mechanisms
-  are tested briefly in ``tests/harness/test_standalone.py``). A killed worker needs a
+  are tested briefly in ``tests/harness/airflow/test_standalone.py``). A killed worker needs a
   scheduler to notice it: those scenarios are skipped on 2.x.
 
 Bounds on times are tolerant (a two-core machine; Airflow polls); counts are exact where
@@ -67,7 +67,7 @@ task = {{ execution_timeout = 5, retries = 1, retry_delay = 1 }}""",
     "memory": """variant = "leaky_loop"
 duration = 18
 rate = 1000
-[[faults]]
+[[airflow_faults]]
 type = "memory_limit"
 at = 1
 limit_mb = 64""",
@@ -101,12 +101,12 @@ task = {{ execution_timeout = 3, retries = 1, retry_delay = 1 }}""",
     # `dags test` takes ~5 s to start on a quiet machine, 15 s on a loaded one.
     "checkpoint_same_worker": """variant = "checkpoint"
 duration = 25
-[[faults]]
+[[airflow_faults]]
 type = "kill_task"
 at = 2""",
     "checkpoint_other_worker": """variant = "checkpoint"
 duration = 25
-[[faults]]
+[[airflow_faults]]
 type = "move_worker"
 at = 2""",
 }
@@ -126,7 +126,7 @@ def dagtest_long(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def created_between(run: ScenarioRun, start: float, stop: float = float("inf")) -> list[int]:
     """Ids of the tweets the server created in [start, stop), within the checker's window."""
-    from harness.history import load_history
+    from harness.check.history import load_history
 
     history = load_history(run.root)
     window = slice(history.window.first_index, history.window.stop_index)
@@ -188,10 +188,10 @@ def test_4_a_leaking_task_dies_under_a_memory_limit_and_stops_the_stream(dagtest
     """The article: a task holding memory ends in worker failures. Under an address-space
     limit the allocation that crosses it raises ``MemoryError``, an ``Exception``: when the
     naive loop catches it the try ends early and *successfully* (a silent failure; always
-    so on a real worker, see tests/harness/test_standalone.py); either way the stream stops
+    so on a real worker, see tests/harness/airflow/test_standalone.py); either way the stream stops
     and everything after is lost."""
     run = ScenarioRun(dagtest / "memory")
-    limit, ended = run.faults
+    limit, ended = run.airflow_faults
     (only,) = run.metrics["timing"]["tries"]["list"]
     # Under dags test the limit covers Airflow's own code in the same process, so three
     # endings have been seen here: the loop catches the MemoryError (the try returns: "ok",
@@ -241,7 +241,7 @@ def test_6_a_tmp_checkpoint_survives_a_retry_on_the_same_worker_only(dagtest_lon
     assert other_starts[1]["value"]["resumed_from"] is None
     assert same.metrics["queue"]["lost"] == 0
     assert other.metrics["queue"]["lost"] > 0
-    gap_seconds = other_starts[1]["time"] - other.faults[0]["time"]
+    gap_seconds = other_starts[1]["time"] - other.airflow_faults[0]["time"]
     assert other.metrics["queue"]["lost"] > 0.5 * RATE * gap_seconds
 
 
@@ -268,13 +268,13 @@ task = { execution_timeout = 4, retries = 1, retry_delay = 3 }""",
     # 8: SIGTERM (a cleared task, a worker shutting down) to the article's handler.
     "handler_vs_sigterm": """variant = "timeout_handling"
 duration = 10
-[[faults]]
+[[airflow_faults]]
 type = "term_task"
 at = 2""",
     # 11: the worker dies, the task does not.
     "orphan": """variant = "naive_loop"
 duration = 35
-[[faults]]
+[[airflow_faults]]
 type = "kill_worker"
 at = 2""",
 }
@@ -284,13 +284,13 @@ for variant in ("exactly_once", "queue_decoupled"):
         f"{variant}-timeout": f'variant = "{variant}"\nduration = 16\n'
         "task = { execution_timeout = 4, retries = 3, retry_delay = 1 }",
         f"{variant}-move_worker": f'variant = "{variant}"\nduration = 14\n'
-        'faults = [{ type = "move_worker", at = 2 }]',
+        'airflow_faults = [{ type = "move_worker", at = 2 }]',
         f"{variant}-kill_task": f'variant = "{variant}"\nduration = 14\n'
-        'faults = [{ type = "kill_task", at = 2 }]',
+        'airflow_faults = [{ type = "kill_task", at = 2 }]',
         f"{variant}-term_task": f'variant = "{variant}"\nduration = 12\n'
-        'faults = [{ type = "term_task", at = 2 }]',
+        'airflow_faults = [{ type = "term_task", at = 2 }]',
         f"{variant}-kill_worker": f'variant = "{variant}"\nduration = 35\n'
-        'faults = [{ type = "kill_worker", at = 2 }]',
+        'airflow_faults = [{ type = "kill_worker", at = 2 }]',
     }
 
 
@@ -341,7 +341,7 @@ def test_8_under_sigterm_the_handler_makes_the_task_return_normally(worker):
     ``TimeoutError``, the loop catches it, the task returns: Airflow records *success*,
     the stream stops, the rest is lost: a silent failure."""
     run = ScenarioRun(worker / "handler_vs_sigterm")
-    term = run.faults[0]
+    term = run.airflow_faults[0]
     signals = [r for r in run.probe(term["pid"]) if r["f"] == "signal"]
     assert [s["value"]["signal"] for s in signals] == ["SIGTERM"]
     assert [t["state"] for t in run.tries] == ["success"]
@@ -361,7 +361,7 @@ def test_11_a_killed_worker_orphans_the_task_and_its_retry_overlaps(worker):
     orphan reads after is all that is read. The article expects duplicates; with X's
     one-connection rule, the overlap shows up as a refused connection instead."""
     run = ScenarioRun(worker / "orphan")
-    kill = run.faults[0]
+    kill = run.airflow_faults[0]
     first, second = run.tries[:2]
     assert (first["pid"], first["state"]) == (kill["orphan"], "failed")
     retry_start = airflow_time(second["start_date"])

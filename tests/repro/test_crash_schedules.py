@@ -4,9 +4,9 @@ crashes, restarts and worker moves (issue 8, "Property-based crash schedules").
 
 No Airflow and no server. Each state machine runs the variant's loop one protocol step at
 a time, calling the variant's own step functions in the order its ``run`` calls them
-(``harness.variants.checkpoint``: ``load_state``, ``commit_batch``, ``open_state``,
-``dump_state``; ``harness.variants.exactly_once``: ``resume_point``, ``commit_batch``), and
-can crash before any step. The sink is a real :class:`~harness.probe.Sink` on a SQLite file
+(``harness.task.variants.checkpoint``: ``load_state``, ``commit_batch``, ``open_state``,
+``dump_state``; ``harness.task.variants.exactly_once``: ``resume_point``, ``commit_batch``), and
+can crash before any step. The sink is a real :class:`~harness.task.probe.Sink` on a SQLite file
 and the state file a real file on a folder per worker (its "local disk"), all in a
 ``tempfile`` folder per example (a state machine gets no pytest fixture per example).
 
@@ -16,7 +16,7 @@ without delivers what is created after it connects (the live stream); reading wa
 the next tweet (the stream creates it). A crash is a SIGKILL: what the try held in memory
 (its batch, the state file's unflushed buffer) is gone, what reached the sink or the disk
 stays. (A crash inside ``Sink.commit`` is a crash before it: SQLite commits the whole
-transaction or none of it, which ``tests/harness/test_probe.py`` checks with real kills.)
+transaction or none of it, which ``tests/harness/task/test_probe.py`` checks with real kills.)
 
 Rules (a schedule is a sequence of them):
 
@@ -75,8 +75,8 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from harness.probe import Sink, create_sink
-from harness.variants import VARIANTS, checkpoint, exactly_once
+from harness.task.probe import Sink, create_sink
+from harness.task.variants import VARIANTS, checkpoint, exactly_once
 
 pytestmark = pytest.mark.repro
 

@@ -42,12 +42,12 @@ from typing import Any
 
 import pytest
 
-from harness.airflow_runner import AirflowHome
+from harness.airflow.home import AirflowHome
+from harness.check.metrics import check_run
 from harness.layout import RunLayout
-from harness.metrics import check_run
-from harness.probe import create_sink
 from harness.procs import OwnedProcess
-from harness.stream_server import StreamServerProcess
+from harness.run.services import StreamServerProcess
+from harness.task.probe import create_sink
 from tests.scenario_runs import ScenarioRun, has_commits
 
 AIRFLOW = version("apache-airflow")
@@ -81,8 +81,8 @@ class Run(ScenarioRun):
 #: naive_loop with its ``except Exception`` widened to ``except BaseException`` (what a bare
 #: ``except:`` catches): a test DAG, registered as a variant in the process that parses it.
 SWALLOWING_DAG = '''"""An Airflow DAG: naive_loop inside `except BaseException` (a bare except)."""
-from harness.dag_factory import build_dag
-from harness.variants import VARIANTS, Variant, naive_loop
+from harness.airflow.dag_factory import build_dag
+from harness.task.variants import VARIANTS, Variant, naive_loop
 
 
 def run(ctx):
@@ -117,7 +117,7 @@ def dags_test(tmp_path: Path, airflow_template: Path) -> Iterator[Callable[..., 
     (dags / "naive_loop_swallows_all.py").write_text(SWALLOWING_DAG)
     # (Airflow's safe mode parses only files that mention "airflow" and "dag")
     (dags / "naive_loop.py").write_text(
-        '"""The naive_loop Airflow DAG."""\nfrom harness.dag_factory import build_dag\n\n'
+        '"""The naive_loop Airflow DAG."""\nfrom harness.airflow.dag_factory import build_dag\n\n'
         "dag = build_dag('naive_loop')\n"
     )
     started: list[OwnedProcess | StreamServerProcess] = []
@@ -153,7 +153,7 @@ def dags_test(tmp_path: Path, airflow_template: Path) -> Iterator[Callable[..., 
             fault = {"time": time.time(), "f": "start", "fault": "term_task", "pid": task.pid,
                      "signal": "SIGTERM"}  # fmt: skip
             task.signal(signal.SIGTERM)
-            layout.faults.write_text(json.dumps(fault) + "\n")
+            layout.airflow_faults.write_text(json.dumps(fault) + "\n")
             time.sleep(6)
             stopped_at = time.time()
             assert server.stop() == 0
@@ -242,7 +242,7 @@ def test_10_sigterm_under_airflow_dags_test_differs_by_version(dags_test):
     try ends in success (exit 0) with nothing lost. 2.11.x: ``on_kill``, then
     ``AirflowTaskTerminated``: the try fails (exit 1), the rest of the stream is lost."""
     run = dags_test("naive_loop", sigterm_after=2)
-    (term,) = run.faults
+    (term,) = run.airflow_faults
     (only,) = run.tries
     code = run.json("exit.json")["code"]
     metrics = run.metrics
@@ -289,7 +289,7 @@ def sigtermed(tmp_path_factory: pytest.TempPathFactory) -> Path:
             f'name = "{name}"\nvariant = "{variant}"\nmode = "{WORKER_MODE}"\nseed = 13\n'
             f"duration = {DURATION}\nrate = 500\nparams = {{cpu_us = 20, batch = 50}}\n"
             f"task = {{retries = 0}}\n"
-            f'faults = [{{type = "term_task", at = {SIGTERM_AT}}}]\n'
+            f'airflow_faults = [{{type = "term_task", at = {SIGTERM_AT}}}]\n'
         )
         files.append(str(path))
     # An OwnedProcess, not subprocess.run: if the run times out (or pytest-timeout fires),
@@ -310,7 +310,7 @@ def sigtermed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _sigterm(run: Run) -> dict[str, Any]:
-    (term,) = [f for f in run.faults if f["f"] == "start"]
+    (term,) = [f for f in run.airflow_faults if f["f"] == "start"]
     assert term["signal"] == "SIGTERM"
     return term
 

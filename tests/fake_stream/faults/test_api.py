@@ -26,7 +26,7 @@ import pytest
 import requests
 
 from fake_stream.ledger import LedgerReader
-from harness.stream_server import StreamServerProcess
+from harness.run.services import StreamServerProcess
 from tests.fake_stream.faults.test_network import (
     RATE,
     Live,

@@ -31,7 +31,7 @@ import requests
 
 from fake_stream.faults import registered
 from fake_stream.ledger import LedgerReader
-from harness.stream_server import StreamServerProcess
+from harness.run.services import StreamServerProcess
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ import requests
 
 from fake_stream import snowflake
 from fake_stream.ledger import LedgerReader
-from harness.stream_server import StreamServerProcess
+from harness.run.services import StreamServerProcess
 
 TOKEN = "network-faults"
 RATE = 500  # tweets/s: ~330 KB/s of stream, far above every throttle used below

@@ -1,0 +1,232 @@
+"""What every Airflow mode provides, and what it declares it can do.
+
+A :class:`Mode` is one Airflow installation, shared by the scenarios of a matrix; it starts
+a :class:`TaskHandle` per scenario: that scenario's task on it, across its tries. The
+runner and the nemesis talk to a :class:`TaskHandle` only, so an Airflow fault is written
+once and works in every mode that has the :class:`Capability` it needs. A mode declares
+its capabilities; a scenario asking for a fault its mode lacks is refused when it is
+loaded, from those declarations (``harness/scenario.py``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+from harness.layout import RunLayout
+
+__all__ = [
+    "CAPABILITY_METHODS",
+    "MODES",
+    "Capability",
+    "DagSpec",
+    "Mode",
+    "ModeError",
+    "TaskHandle",
+    "TaskSpec",
+    "TaskStarts",
+    "move_scratch_aside",
+    "register_mode",
+    "write_airflow_record",
+]
+
+
+class ModeError(RuntimeError):
+    """Airflow could not be started or driven (the message says which part and why)."""
+
+
+class Capability(StrEnum):
+    """What a mode can do to the task beyond starting, waiting for and stopping it."""
+
+    #: Find the running try's process (:meth:`TaskHandle.task_pid`), signal it, and see
+    #: the next try follow a kill (:meth:`TaskHandle.after_kill`).
+    TASK_PROCESS = "task_process"
+    #: Kill the process supervising the try (:meth:`TaskHandle.kill_supervisor`), with a
+    #: scheduler that notices the orphan.
+    SUPERVISOR = "supervisor"
+    #: Kill the scheduler and start a new one (:meth:`TaskHandle.restart_scheduler`).
+    SCHEDULER = "scheduler"
+
+
+@dataclass(frozen=True)
+class DagSpec:
+    """What Airflow must know of a scenario's DAG when it parses it.
+
+    :param name: the scenario's name (the DAG id in modes that give each scenario a DAG).
+    :param mode: the mode it runs in.
+    :param variant: the variant (a DAG in ``dags/``).
+    :param task: parse-time task settings, seconds or counts (``execution_timeout``,
+        ``retries``, ``retry_delay``).
+    :param retries: the retries the task ends up with (scenario or variant default).
+    :param retry_delay: seconds between tries (likewise).
+    :param continuous: the variant's DAG is ``@continuous``: a new DAG run follows each.
+    """
+
+    name: str
+    mode: str
+    variant: str
+    task: dict[str, Any] = field(default_factory=dict)
+    retries: int = 0
+    retry_delay: float = 1.0
+    continuous: bool = False
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One scenario's task when it starts: its DAG, its run folder, the DAG run's conf."""
+
+    dag: DagSpec
+    layout: RunLayout
+    conf: dict[str, Any]
+
+
+class TaskHandle(ABC):
+    """One scenario's task on Airflow, across its tries, as the runner and the nemesis see
+    it. The methods of a :class:`Capability` raise :class:`ModeError` unless the mode
+    overrides them (and declares it). Every pid it reports or signals is checked to be one
+    the harness started (never found by name)."""
+
+    @abstractmethod
+    def wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for the task to end on its own; whether it did."""
+
+    @abstractmethod
+    def stop(self) -> None:
+        """End the task now, whatever it is doing; leave no process of it behind."""
+
+    @abstractmethod
+    def record(self) -> None:
+        """Write Airflow's record of the run into the run folder (tries, logs, launches)."""
+
+    # Capability.TASK_PROCESS
+
+    def task_pid(self) -> int | None:
+        """The process running the current try (None between tries)."""
+        raise self._cannot(Capability.TASK_PROCESS)
+
+    def signal(self, sig: int) -> int | None:
+        """Send ``sig`` to the current try's process; its pid (None if no try runs)."""
+        raise self._cannot(Capability.TASK_PROCESS)
+
+    def after_kill(self, pid: int | None, empty_disk: bool = False) -> bool:
+        """What follows a signal meant to end try ``pid``: wait for it to die and let the
+        next try come (finding an empty local disk, as on another worker, if
+        ``empty_disk``). False: no try will come."""
+        raise self._cannot(Capability.TASK_PROCESS)
+
+    # Capability.SUPERVISOR
+
+    def kill_supervisor(self) -> int | None:
+        """SIGKILL the process supervising the current try, orphaning it; the victim's pid."""
+        raise self._cannot(Capability.SUPERVISOR)
+
+    # Capability.SCHEDULER
+
+    def restart_scheduler(self) -> list[int]:
+        """Kill the scheduler (and dag-processor) and start new ones; the killed pids."""
+        raise self._cannot(Capability.SCHEDULER)
+
+    def _cannot(self, capability: Capability) -> ModeError:
+        return ModeError(f"{type(self).__name__} has no {capability.value} capability")
+
+
+#: Which methods each capability stands for (the modes' contract test checks them).
+CAPABILITY_METHODS: dict[Capability, tuple[str, ...]] = {
+    Capability.TASK_PROCESS: ("task_pid", "signal", "after_kill"),
+    Capability.SUPERVISOR: ("kill_supervisor",),
+    Capability.SCHEDULER: ("restart_scheduler",),
+}
+
+
+class Mode(ABC):
+    """One Airflow installation, started when a scenario first needs it.
+
+    :param root: where its files go (the results folder).
+    :param dags: the DAGs of every scenario that will run in it, known up front.
+    :param template: a migrated Airflow database to copy instead of migrating.
+    """
+
+    #: The ``mode`` of a scenario file.
+    name: ClassVar[str]
+    #: What its :class:`TaskHandle` can do (see :class:`Capability`).
+    capabilities: ClassVar[frozenset[Capability]]
+
+    def __init__(self, root: Path, dags: list[DagSpec], template: Path) -> None:
+        self.root = root
+        self.dags = dags
+        self.template = template
+
+    @abstractmethod
+    def start(self, spec: TaskSpec) -> TaskHandle:
+        """Start the scenario's task."""
+
+    def close(self) -> None:  # noqa: B027 (most modes have nothing shared to stop)
+        """Stop everything this mode started."""
+
+
+#: Every mode by name, filled by :func:`register_mode` (``harness/airflow/modes/``).
+MODES: dict[str, type[Mode]] = {}
+
+M = TypeVar("M", bound=type[Mode])
+
+
+def register_mode(cls: M) -> M:
+    """Class decorator: make a mode available to scenario files under ``cls.name``."""
+    if cls.name in MODES:
+        raise ValueError(f"mode {cls.name!r} registered twice")
+    MODES[cls.name] = cls
+    return cls
+
+
+class TaskStarts:
+    """The task processes of a run folder, from the probe's start records: modes that do
+    not start the task process themselves find its pid here (never by name)."""
+
+    def __init__(self, layout: RunLayout) -> None:
+        self.layout = layout
+        self._starts: dict[Path, float | None] = {}  # probe file -> its task's start time
+
+    def pids(self) -> list[int]:
+        """Pids of the tries that started, oldest first."""
+        probe_dir = self.layout.probe_dir
+        for path in probe_dir.glob("*.jsonl") if probe_dir.exists() else []:
+            if self._starts.get(path) is None:
+                self._starts[path] = _started_at(path)
+        started = sorted((t, int(p.stem.rsplit("-", 1)[1])) for p, t in self._starts.items() if t)
+        return [pid for _, pid in started]
+
+
+def _started_at(path: Path) -> float | None:
+    """When the task start recorded in a probe file happened (None: none, e.g. a worker's)."""
+    with path.open() as f:
+        for line in itertools.islice(f, 20):  # a start is among a process's first records
+            if '"invoke"' in line:
+                try:
+                    record: dict[str, Any] = json.loads(line)
+                except ValueError:
+                    return None  # a line being written; read again next time
+                if record.get("type") == "invoke" and record.get("f") == "task":
+                    return float(record["time"])
+    return None
+
+
+def move_scratch_aside(scratch: Path, moves: int) -> None:
+    """Move a worker's scratch folder aside, so the next try finds its local disk empty,
+    as on another worker (this machine is the only one)."""
+    if scratch.exists():
+        scratch.rename(scratch.with_name(f"{scratch.name}.left-behind-{moves}"))
+
+
+def write_airflow_record(
+    layout: RunLayout, tries: list[dict[str, Any]], launches: list[dict[str, Any]]
+) -> None:
+    """Airflow's task-instance records and the harness's launches, into the run folder."""
+    layout.task_instances.parent.mkdir(exist_ok=True)
+    layout.task_instances.write_text(json.dumps(tries, default=str, indent=2))
+    layout.launches.write_text(json.dumps(launches, indent=2, default=str))

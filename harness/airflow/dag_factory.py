@@ -1,0 +1,123 @@
+"""Variants as Airflow DAGs: the only module that imports Airflow.
+
+One DAG per variant, one task (``stream``) running :class:`StreamOperator`, configured by
+``dag_run.conf`` over the params in :data:`harness.task.variants.PARAMS`. It works with Airflow 3
+(``airflow.sdk``) and 2.x (``airflow.models``), so the same variant logic runs on both.
+
+Task settings can be overridden when the DAG file is parsed, for experiments that need a
+short ``execution_timeout`` or few retries: ``STREAMSTALL_TASK_OVERRIDES='{"execution_timeout":
+5, "retries": 0, "retry_delay": 1}'`` (seconds). That suits ``airflow dags test``, where one
+process parses and runs. A long-lived Airflow (the ``standalone`` mode) parses in its
+dag-processor, scheduler and workers, so there each scenario gets a DAG of its own instead:
+:func:`scenario_dags` builds them from a JSON file written before Airflow starts.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+try:  # Airflow 3
+    from airflow.sdk import DAG, BaseOperator
+except ImportError:  # Airflow 2.x
+    from airflow.models import DAG, BaseOperator  # type: ignore[no-redef]
+
+from harness.task.variants import PARAMS, VARIANTS, TaskContext, run_variant
+
+__all__ = ["StreamOperator", "build_dag", "scenario_dags", "task_context"]
+
+_SECONDS = ("execution_timeout", "retry_delay")
+
+
+def task_context(context: Any, variant: str) -> TaskContext:
+    """The variant's view of Airflow's task context."""
+    ti = context["ti"]
+    logical_date = context.get("logical_date") or context.get("execution_date")
+    return TaskContext(
+        dag_id=ti.dag_id,
+        run_id=ti.run_id,
+        task_id=ti.task_id,
+        try_number=ti.try_number,
+        logical_date=logical_date,
+        params={**PARAMS, **dict(context["params"])},
+    )
+
+
+class StreamOperator(BaseOperator):
+    """Runs one variant for one try. ``on_kill`` (Airflow's SIGTERM and timeout hook) asks
+    the variant to stop; only variants that cooperate listen."""
+
+    def __init__(self, *, variant: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.variant = variant
+        self._ctx: TaskContext | None = None
+
+    def execute(self, context: Any) -> None:
+        self._ctx = task_context(context, self.variant)
+        run_variant(self.variant, self._ctx)
+
+    def on_kill(self) -> None:
+        if self._ctx is not None:
+            self._ctx.probe.mark("on_kill")
+            self._ctx.stop.set()
+
+
+def _task_settings(raw: dict[str, Any]) -> dict[str, Any]:
+    return {
+        k: dt.timedelta(seconds=v) if k in _SECONDS and v is not None else v for k, v in raw.items()
+    }
+
+
+def build_dag(
+    name: str,
+    doc_md: str | None = None,
+    *,
+    dag_id: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    triggered_only: bool = False,
+) -> DAG:
+    """The DAG of variant ``name``.
+
+    :param dag_id: its id (default: the variant's name).
+    :param overrides: task settings in seconds (default: ``$STREAMSTALL_TASK_OVERRIDES``).
+    :param triggered_only: no schedule, even for ``@continuous`` variants (a scheduler
+        would otherwise start runs without the scenario's conf).
+    """
+    variant = VARIANTS[name]
+    if overrides is None:
+        overrides = json.loads(os.environ.get("STREAMSTALL_TASK_OVERRIDES", "{}"))
+    dag_settings = {"schedule": None, **variant.dag}
+    if triggered_only:
+        dag_settings["schedule"] = None
+    with DAG(
+        dag_id=dag_id or name,
+        start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+        catchup=False,
+        params=dict(PARAMS),
+        doc_md=doc_md,
+        tags=["streamstall"],
+        **dag_settings,
+    ) as dag:
+        StreamOperator(
+            task_id="stream", variant=name, **{**variant.task, **_task_settings(overrides)}
+        )
+    return dag
+
+
+def scenario_dags(spec: Path) -> dict[str, DAG]:
+    """One triggered-only DAG per entry of ``spec``: ``{dag_id: {"variant": name,
+    "task": {setting: seconds or count}, "description": text}}``."""
+    entries = json.loads(spec.read_text())
+    return {
+        dag_id: build_dag(
+            entry["variant"],
+            entry.get("description"),
+            dag_id=dag_id,
+            overrides=entry.get("task", {}),
+            triggered_only=True,
+        )
+        for dag_id, entry in entries.items()
+    }

@@ -1,0 +1,169 @@
+"""Run DAG variants on a real Airflow: an AIRFLOW_HOME of our own, ``airflow dags test`` and
+``airflow tasks run --local``.
+
+``airflow dags test`` (the ``dagtest`` mode) runs one DAG run in one process: no scheduler,
+no API server; retries and ``retry_delay`` are honoured in-process. Restarting a task there
+means relaunching the command, which is what the harness does after killing it.
+``airflow tasks run --local`` (the ``localtask`` mode, Airflow 2.x) runs one try the way a
+2.x worker does: a ``LocalTaskJob`` that forks the task process and watches it.
+
+The same code drives Airflow 3.3 and 2.11 (``nox -s repro`` runs both): ``airflow db
+migrate`` exists on both (2.7+), and both keep earlier tries in ``task_instance_history``
+(2.10+) with the columns read here. :func:`airflow_version` is the installed release.
+
+Every Airflow command runs as an :class:`~harness.procs.OwnedProcess`. Task-instance
+history is read from Airflow's own database afterwards, so tests assert what Airflow
+recorded, not what we hoped.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from harness.procs import OwnedProcess
+
+__all__ = ["AIRFLOW_BIN", "DAGS_FOLDER", "AirflowHome", "airflow_major", "airflow_version"]
+
+DAGS_FOLDER = Path(__file__).resolve().parents[2] / "dags"
+AIRFLOW_BIN = Path(sys.executable).parent
+
+
+@functools.cache
+def airflow_version() -> str:
+    """The installed apache-airflow release, e.g. ``"3.3.2"`` or ``"2.11.2"``."""
+    return importlib.metadata.version("apache-airflow")
+
+
+def airflow_major() -> int:
+    """The installed Airflow's major version (3 or 2)."""
+    return int(airflow_version().split(".", 1)[0])
+
+
+class AirflowHome:
+    """A private AIRFLOW_HOME with a migrated SQLite database.
+
+    :param root: the folder to use (created).
+    :param template: an already migrated ``airflow.db`` to copy instead of migrating
+        (``airflow db migrate`` takes seconds; tests share one template).
+    """
+
+    def __init__(
+        self, root: Path, template: Path | None = None, dags_folder: Path = DAGS_FOLDER
+    ) -> None:
+        self.root = root.resolve()  # Airflow refuses a relative SQLite path
+        self.dags_folder = dags_folder
+        self.root.mkdir(parents=True, exist_ok=True)
+        if template is not None:
+            shutil.copy(template, self.database)
+        else:
+            self.migrate()
+
+    @property
+    def database(self) -> Path:
+        return self.root / "airflow.db"
+
+    def env(
+        self, overrides: dict[str, Any] | None = None, extra: dict[str, str] | None = None
+    ) -> dict[str, str]:
+        """The environment of every Airflow command we run (plus ``extra`` settings)."""
+        env = {
+            **os.environ,
+            # airflow spawns airflow
+            "PATH": f"{AIRFLOW_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+            "AIRFLOW_HOME": str(self.root),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.database}",
+            "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
+            "PYTHONWARNINGS": "ignore",
+            **(extra or {}),
+        }
+        if overrides:
+            env["STREAMSTALL_TASK_OVERRIDES"] = json.dumps(overrides)
+        return env
+
+    def migrate(self) -> None:
+        subprocess.run(
+            [str(AIRFLOW_BIN / "airflow"), "db", "migrate"],
+            env=self.env(),
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
+
+    def dags_test(
+        self,
+        dag_id: str,
+        conf: dict[str, Any],
+        overrides: dict[str, Any] | None = None,
+        log: Path | None = None,
+    ) -> OwnedProcess:
+        """Start ``airflow dags test <dag_id> -c <conf>``; its output goes to ``log``."""
+        out = open(log, "ab") if log is not None else subprocess.DEVNULL  # noqa: SIM115
+        try:
+            return OwnedProcess(
+                [str(AIRFLOW_BIN / "airflow"), "dags", "test", dag_id, "-c", json.dumps(conf)],
+                env=self.env(overrides),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        finally:
+            if log is not None:
+                out.close()  # the child has its own descriptor
+
+    def tasks_run(
+        self,
+        dag_id: str,
+        run_id: str,
+        overrides: dict[str, Any] | None = None,
+        log: Path | None = None,
+        task_id: str = "stream",
+    ) -> OwnedProcess:
+        """Start ``airflow tasks run <dag_id> <task_id> <run_id> --local`` (Airflow 2.x): a
+        ``LocalTaskJob`` forks the task process, as a 2.x worker does; output to ``log``."""
+        out = open(log, "ab") if log is not None else subprocess.DEVNULL  # noqa: SIM115
+        dag_file = self.dags_folder / f"{dag_id}.py"
+        argv = [str(AIRFLOW_BIN / "airflow"), "tasks", "run", dag_id, task_id, run_id, "--local"]
+        if dag_file.exists():  # parse that file only, not the whole folder
+            argv += ["-S", str(dag_file)]
+        try:
+            return OwnedProcess(argv, env=self.env(overrides), stdout=out, stderr=subprocess.STDOUT)
+        finally:
+            if log is not None:
+                out.close()
+
+    def task_state(self, dag_id: str, run_id: str, task_id: str = "stream") -> str | None:
+        """The state Airflow holds now for the task of one run (None: no such record)."""
+        db = sqlite3.connect(f"file:{self.database}?mode=ro", uri=True, timeout=30)
+        try:
+            row = db.execute(
+                "SELECT state FROM task_instance WHERE dag_id = ? AND run_id = ? AND task_id = ?",
+                (dag_id, run_id, task_id),
+            ).fetchone()
+        finally:
+            db.close()
+        return row[0] if row else None
+
+    def task_instances(self, dag_id: str) -> list[dict[str, Any]]:
+        """Every try Airflow recorded for ``dag_id``: earlier tries from
+        ``task_instance_history``, the latest from ``task_instance``."""
+        db = sqlite3.connect(f"file:{self.database}?mode=ro", uri=True, timeout=30)
+        db.row_factory = sqlite3.Row
+        columns = "dag_id, run_id, task_id, try_number, state, start_date, end_date, hostname, pid"
+        rows = []
+        for table in ("task_instance_history", "task_instance"):
+            rows += [
+                dict(r)
+                for r in db.execute(f"SELECT {columns} FROM {table} WHERE dag_id = ?", (dag_id,))
+            ]
+        db.close()
+        return sorted(rows, key=lambda r: (r["run_id"], r["try_number"]))

@@ -1,0 +1,256 @@
+"""``localtask``: each try runs the way an Airflow 2.x worker runs it (2.x only).
+
+``airflow tasks run <dag> stream <run_id> --local`` starts a ``LocalTaskJob``, which forks
+the task process and watches it: what a 2.x executor's worker runs for every try, so
+signals reach the task as they do in a deployment and 2.x's own SIGTERM handling shows.
+``dagtest`` would run the task inside ``airflow dags test`` instead, and ``standalone``
+needs Airflow 3 (2.x refuses LocalExecutor on SQLite); Airflow 3 has no ``tasks run``.
+
+With no scheduler, the harness does the scheduler's part for the one DAG run, with
+Airflow's own code in a helper process (:mod:`.localtask_scheduler`): trigger, zombie,
+retry delay, try number. Nothing here imports Airflow. How a try is launched and retried
+is in harness/README.md ("Modes").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from harness.airflow.base import (
+    Capability,
+    DagSpec,
+    Mode,
+    ModeError,
+    TaskHandle,
+    TaskSpec,
+    TaskStarts,
+    move_scratch_aside,
+    register_mode,
+    write_airflow_record,
+)
+from harness.airflow.home import AirflowHome, airflow_major, airflow_version
+from harness.procs import OwnedProcess, pid_alive, session_members
+
+__all__ = ["LocalTaskMode", "LocalTaskTask"]
+
+HELPER_TIMEOUT = 180.0  # seconds for the scheduler's part (an Airflow import on a busy machine)
+DEATH_TIMEOUT = 90.0  # seconds a signalled try gets to end (2.x escalates after 60 s)
+_HELPER = "harness.airflow.modes.localtask_scheduler"
+
+
+@register_mode
+class LocalTaskMode(Mode):
+    """Each scenario gets an AIRFLOW_HOME of its own, with a copy of the template."""
+
+    name = "localtask"
+    capabilities = frozenset({Capability.TASK_PROCESS})
+
+    def __init__(self, root: Path, dags: list[DagSpec], template: Path) -> None:
+        if airflow_major() >= 3:
+            raise ModeError(
+                f"mode 'localtask' runs `airflow tasks run --local`, which Airflow "
+                f"{airflow_version()} does not have (3.x runs tasks under an executor's "
+                f"supervisor): use mode 'standalone'"
+            )
+        super().__init__(root, dags, template)
+
+    def start(self, spec: TaskSpec) -> LocalTaskTask:
+        home = AirflowHome(spec.layout.root / "airflow-home", self.template)
+        return LocalTaskTask(home, spec)
+
+
+class LocalTaskTask(TaskHandle):
+    """One DAG run of the scenario's variant; each try a ``LocalTaskJob`` we start."""
+
+    def __init__(self, home: AirflowHome, spec: TaskSpec) -> None:
+        self.home = home
+        self.spec = spec
+        self.dag_id = spec.dag.variant
+        self.run_id = f"streamstall__{int(time.time() * 1000)}"
+        self.log = spec.layout.root / "airflow.log"
+        self.launches: list[dict[str, Any]] = []
+        self.moves = 0
+        self._lock = threading.Lock()
+        self._process: OwnedProcess | None = None  # the current try's LocalTaskJob
+        self._helper: OwnedProcess | None = None
+        self._stopping = threading.Event()
+        self._hold = threading.Event()  # after_kill is moving the scratch folder
+        self._over = threading.Event()  # no try runs and none will come
+        self._decided = threading.Condition()
+        self._decisions: dict[int, bool] = {}  # launch index -> whether a next try came
+        self._starts = TaskStarts(spec.layout)
+        self._scheduler_pass(
+            "trigger", "--conf", json.dumps(spec.conf), "--dag-file", str(self._dag_file())
+        )
+        self._launch()
+        self._supervisor = threading.Thread(target=self._supervise, daemon=True)
+        self._supervisor.start()
+
+    def _dag_file(self) -> Path:
+        return self.home.dags_folder / f"{self.dag_id}.py"
+
+    # The scheduler's part -----------------------------------------------------------------
+
+    def _scheduler_pass(self, *args: str) -> dict[str, Any]:
+        """Run the helper (``trigger`` or ``schedule``); its JSON answer."""
+        argv = [sys.executable, "-m", _HELPER, *args, self.dag_id, self.run_id]
+        with self.log.open("ab") as log:
+            helper = OwnedProcess(argv, env=self.home.env(self.spec.dag.task), stderr=log)
+        with self._lock:
+            self._helper = helper
+        try:
+            out, _ = helper.popen.communicate(timeout=HELPER_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            out = ""
+        finally:
+            code = helper.stop(grace=1.0)
+            with self._lock:
+                self._helper = None
+        if code != 0 or not out.strip():
+            raise ModeError(
+                f"localtask: `{' '.join(argv[2:])}` failed (exit {code}); see {self.log}"
+            )
+        answer: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+        return answer
+
+    def _launch(self) -> None:
+        with self._lock:
+            if self._stopping.is_set():
+                return
+            self._process = self.home.tasks_run(
+                self.dag_id, self.run_id, self.spec.dag.task, log=self.log
+            )
+            self.launches.append(
+                {"run_id": self.run_id, "pid": self._process.pid, "at": time.time()}
+            )
+
+    def _supervise(self) -> None:
+        """When a ``LocalTaskJob`` ends (and ``after_kill`` is done with the scratch folder),
+        do the scheduler's part: a try left ``running`` is a zombie (its job is over) and is
+        failed, one ``up_for_retry`` is queued once its retry delay has passed, and the next
+        try is launched. The decision for each launch is in ``self._decisions``; a helper
+        that fails ends the run (its error goes to ``launches.json``)."""
+        try:
+            while not self._stopping.is_set() and self._next_try():
+                pass
+        except ModeError as e:
+            if not self._stopping.is_set():
+                with self._lock:
+                    self.launches.append(
+                        {"run_id": self.run_id, "error": str(e), "at": time.time()}
+                    )
+        finally:
+            self._over.set()
+            self._decide(len(self.launches) - 1, False)
+
+    def _next_try(self) -> bool:
+        """Wait for the current try to end; launch the next if Airflow's state calls for
+        one. False once none will come."""
+        with self._lock:
+            process = self._process
+        if process is not None and process.alive():
+            self._stopping.wait(0.1)
+            return True
+        if process is not None:
+            with self._lock:
+                self.launches[-1]["exit"] = process.stop(grace=1.0)
+                self.launches[-1]["ended"] = time.time()
+                self._process = None
+        if self._hold.is_set():
+            self._stopping.wait(0.1)
+            return True
+        launched = len(self.launches) - 1
+        queued = False
+        if self.home.task_state(self.dag_id, self.run_id) in ("running", "up_for_retry"):
+            answer = self._scheduler_pass("schedule", "--wait", str(HELPER_TIMEOUT - 30))
+            queued = bool(answer.get("queued"))
+        if queued:
+            self._launch()
+        self._decide(launched, queued)
+        return queued
+
+    def _decide(self, launch: int, next_try: bool) -> None:
+        with self._decided:
+            self._decisions.setdefault(launch, next_try)
+            self._decided.notify_all()
+
+    # TaskHandle ------------------------------------------------------------------------
+
+    def _task_pids(self) -> list[int]:
+        return self._starts.pids()
+
+    def _ours(self, pid: int) -> bool:
+        """Whether ``pid`` is in the session of a ``LocalTaskJob`` we started."""
+        with self._lock:
+            process = self._process
+        return process is not None and pid in session_members(process.pid)
+
+    def task_pid(self) -> int | None:
+        alive = [pid for pid in self._task_pids() if pid_alive(pid) and self._ours(pid)]
+        return alive[-1] if alive else None
+
+    def signal(self, sig: int) -> int | None:
+        pid = self.task_pid()
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        return pid
+
+    def after_kill(self, pid: int | None, empty_disk: bool = False) -> bool:
+        """Wait for try ``pid`` and its ``LocalTaskJob`` to end; then, with ``empty_disk``,
+        move the scratch folder aside; then wait for the scheduler's part to decide. True
+        if Airflow's state led to a next try."""
+        self._hold.set()
+        try:
+            with self._lock:
+                process = self._process
+                launch = len(self.launches) - 1
+            deadline = time.monotonic() + DEATH_TIMEOUT
+            while time.monotonic() < deadline and (
+                (pid is not None and pid_alive(pid)) or (process is not None and process.alive())
+            ):
+                time.sleep(0.05)
+            if empty_disk:
+                self.moves += 1
+                move_scratch_aside(Path(self.spec.conf["scratch_dir"]), self.moves)
+        finally:
+            self._hold.clear()
+        with self._decided:
+            self._decided.wait_for(
+                lambda: launch in self._decisions or self._stopping.is_set(),
+                timeout=HELPER_TIMEOUT + self.spec.dag.retry_delay,
+            )
+            return self._decisions.get(launch, False) and not self._stopping.is_set()
+
+    def wait(self, timeout: float) -> bool:
+        return self._over.wait(timeout)
+
+    def stop(self) -> None:
+        """SIGKILL what still runs (the try, its ``LocalTaskJob``, a helper): the run is over,
+        and a SIGTERM now would make 2.x rewrite the try's record. A try still running keeps
+        Airflow's state ``running``."""
+        self._stopping.set()
+        with self._lock:
+            process, helper = self._process, self._helper
+        for owned in (process, helper):
+            if owned is None:
+                continue
+            for pid in session_members(owned.pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            owned.stop(grace=1.0)
+        if self._supervisor.is_alive():
+            self._supervisor.join(timeout=10)
+
+    def record(self) -> None:
+        tries = self.home.task_instances(self.dag_id)
+        write_airflow_record(self.spec.layout, tries, self.launches)

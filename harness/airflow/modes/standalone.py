@@ -1,0 +1,192 @@
+"""``standalone``: the scenario's DAG is triggered on a long-lived Airflow (scheduler,
+API server, dag-processor, LocalExecutor), started once per matrix.
+
+Here Airflow does everything a deployment does: the scheduler queues the try, a
+LocalExecutor worker supervises it (heartbeats, SIGTERM forwarding), a killed try is
+retried after ``retry_delay``, an orphaned one is failed after the heartbeat timeout.
+The harness only finds processes and signals them: the task's pid from the probe's start
+records in the run folder, its supervisor as that pid's parent in ``/proc``; before any
+signal it checks the pid is in a session we started (a scheduler's).
+
+``move_worker`` has one machine to work with: after the kill, the task's scratch folder
+is moved aside, so the retry finds an empty "local disk", as on another worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from harness.airflow.base import (
+    Capability,
+    DagSpec,
+    Mode,
+    ModeError,
+    TaskHandle,
+    TaskSpec,
+    TaskStarts,
+    move_scratch_aside,
+    register_mode,
+    write_airflow_record,
+)
+from harness.airflow.modes.standalone_airflow import StandaloneAirflow
+from harness.procs import parent_pid, pid_alive
+
+__all__ = ["StandaloneMode", "StandaloneTask", "dag_id"]
+
+
+def dag_id(scenario: str) -> str:
+    """The DAG id of a scenario (Airflow allows letters, digits, ``-``, ``_`` and ``.``)."""
+    return scenario.replace("@", "_at_")
+
+
+@register_mode
+class StandaloneMode(Mode):
+    """One Airflow for the matrix, with a DAG for each scenario that runs in it."""
+
+    name = "standalone"
+    capabilities = frozenset({Capability.TASK_PROCESS, Capability.SUPERVISOR, Capability.SCHEDULER})
+
+    def __init__(self, root: Path, dags: list[DagSpec], template: Path) -> None:
+        super().__init__(root, dags, template)
+        definitions = {
+            dag_id(d.name): {"variant": d.variant, "task": d.task, "description": d.description}
+            for d in dags
+        }
+        self.airflow = StandaloneAirflow(root / "airflow-standalone", definitions, template)
+
+    def start(self, spec: TaskSpec) -> StandaloneTask:
+        return StandaloneTask(self.airflow, spec)
+
+    def close(self) -> None:
+        self.airflow.stop()
+
+
+class StandaloneTask(TaskHandle):
+    """One scenario's DAG runs on :class:`StandaloneAirflow`.
+
+    Scenario DAGs are triggered only (a scheduler-made run would lack the scenario's conf),
+    so for ``@continuous`` variants the harness plays the schedule: when a run ends before
+    the stream does, it triggers the next with the same conf, as the scheduler would
+    (``max_active_runs=1``: one at a time). ``launches.json`` lists the runs.
+    """
+
+    def __init__(self, airflow: StandaloneAirflow, spec: TaskSpec) -> None:
+        self.airflow = airflow
+        self.spec = spec
+        self.dag_id = dag_id(spec.dag.name)
+        if self.dag_id not in airflow.dag_ids:
+            raise ModeError(f"{spec.dag.name}: Airflow was started without this scenario's DAG")
+        self.continuous = spec.dag.continuous
+        self.moves = 0
+        self.launches: list[dict[str, Any]] = []
+        self._starts = TaskStarts(spec.layout)
+        self._ending = threading.Event()  # the stream is over: no new runs
+        self._trigger()
+        self._scheduler = threading.Thread(target=self._play_continuous, daemon=True)
+        if self.continuous:
+            self._scheduler.start()
+
+    def _trigger(self) -> None:
+        run_id = f"streamstall__{int(time.time() * 1000)}"
+        self.airflow.trigger(self.dag_id, run_id, self.spec.conf)
+        self.launches.append({"dag_id": self.dag_id, "run_id": run_id, "at": time.time()})
+
+    @property
+    def run_id(self) -> str:
+        return self.launches[-1]["run_id"]
+
+    def _play_continuous(self) -> None:
+        while not self._ending.wait(0.5):
+            if self._state() in ("success", "failed") and not self._ending.is_set():
+                self._trigger()
+
+    def _end_continuous(self) -> None:
+        self._ending.set()
+        if self._scheduler.is_alive():
+            self._scheduler.join()
+
+    def _task_pids(self) -> list[int]:
+        return self._starts.pids()
+
+    def task_pid(self) -> int | None:
+        alive = [pid for pid in self._task_pids() if pid_alive(pid) and self.airflow.owns(pid)]
+        return alive[-1] if alive else None
+
+    def _ours(self, pid: int | None) -> int | None:
+        if pid is not None and not self.airflow.owns(pid):
+            raise ModeError(f"pid {pid} is not in a session we started; not signalling it")
+        return pid
+
+    def signal(self, sig: int) -> int | None:
+        pid = self._ours(self.task_pid())
+        if pid is not None:
+            _kill(pid, sig)
+        return pid
+
+    def kill_supervisor(self) -> int | None:
+        task = self.task_pid()
+        supervisor = self._ours(parent_pid(task)) if task is not None else None
+        if supervisor is not None:
+            _kill(supervisor, signal.SIGKILL)
+        return supervisor
+
+    def restart_scheduler(self) -> list[int]:
+        return self.airflow.restart_scheduler()
+
+    def after_kill(self, pid: int | None, empty_disk: bool = False) -> bool:
+        """Wait (up to 10 s) for try ``pid`` to die; then, with ``empty_disk``, move its
+        scratch folder aside. Airflow schedules the retry itself; True unless the run has
+        ended."""
+        deadline = time.monotonic() + 10.0
+        while pid is not None and pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if empty_disk:
+            self.moves += 1
+            move_scratch_aside(Path(self.spec.conf["scratch_dir"]), self.moves)
+        return self.continuous or self._state() not in ("success", "failed")
+
+    def _state(self) -> str:
+        return self.airflow.run_state(self.dag_id, self.run_id)
+
+    def wait(self, timeout: float) -> bool:
+        self._end_continuous()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._state() in ("success", "failed"):
+                return True
+            time.sleep(0.5)
+        return False
+
+    def stop(self) -> None:
+        """Mark the run failed (so no retry follows), then SIGKILL every try still alive
+        (the run is over: how a task dies now is not measured; an orphan has no supervisor
+        that would stop it)."""
+        self._end_continuous()
+        # Airflow may be gone already (the harness is being interrupted): kill the rest.
+        with contextlib.suppress(requests.RequestException, ModeError):
+            self.airflow.end_run(self.dag_id, self.run_id)
+        for pid in self._task_pids():
+            if pid_alive(pid) and self.airflow.owns(pid):
+                _kill(pid, signal.SIGKILL)
+
+    def record(self) -> None:
+        layout = self.spec.layout
+        tries = self.airflow.home.task_instances(self.dag_id)  # the scenario's DAG: its runs
+        write_airflow_record(layout, tries, self.launches)
+        logs = self.airflow.task_logs(self.dag_id)
+        if logs.exists():
+            shutil.copytree(logs, layout.root / "airflow" / "logs", dirs_exist_ok=True)
+
+
+def _kill(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):  # it died on its own meanwhile
+        os.kill(pid, sig)

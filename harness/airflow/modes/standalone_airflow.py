@@ -1,0 +1,189 @@
+"""A real, long-lived Airflow 3 on this machine: API server, scheduler, dag-processor and
+LocalExecutor on SQLite, in an AIRFLOW_HOME of its own, on a free loopback port.
+
+This is what ``airflow standalone`` starts, but as three processes we start ourselves, so
+each has a PID we know: the nemesis can kill and restart the scheduler alone. Each
+process leads its own process group (:class:`~harness.procs.OwnedProcess`); the
+LocalExecutor's workers and the task processes they supervise are in the scheduler's
+session, so stopping it (or the sessions of a killed scheduler) leaves nothing behind.
+
+Every scenario of a matrix gets its own triggered-only DAG (its id is the scenario's
+name), built by :func:`harness.airflow.dag_factory.scenario_dags` from ``dags/scenarios.json``, so
+scenario task settings (a short ``execution_timeout``, retries) reach every Airflow
+process that parses the DAG. Runs are triggered and watched through the REST API (the
+simple auth manager with every user an admin: loopback only).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from harness.airflow.base import ModeError
+from harness.airflow.home import AIRFLOW_BIN, AirflowHome
+from harness.procs import OwnedProcess, pid_alive
+
+__all__ = ["HEARTBEAT_TIMEOUT", "StandaloneAirflow"]
+
+#: ``[scheduler] task_instance_heartbeat_timeout``: short, so an orphaned task (its
+#: supervisor killed) is noticed within a scenario; the default is 300 s.
+HEARTBEAT_TIMEOUT = 20
+STARTUP_TIMEOUT = 180.0
+
+_DAG_FILE = '''"""Airflow DAG file written by streamstall: one DAG per scenario (scenarios.json)."""
+
+from pathlib import Path
+
+from harness.airflow.dag_factory import scenario_dags
+
+globals().update(scenario_dags(Path(__file__).with_name("scenarios.json")))
+'''
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on now (the server binds it a moment later)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class StandaloneAirflow:
+    """Start Airflow with one DAG per entry of ``dags``; stop it with :meth:`stop`.
+
+    :param root: its AIRFLOW_HOME (created).
+    :param dags: ``{dag_id: {"variant", "task", "description"}}``.
+    :param template: a migrated ``airflow.db`` to copy instead of migrating.
+    """
+
+    def __init__(
+        self, root: Path, dags: dict[str, dict[str, Any]], template: Path | None = None
+    ) -> None:
+        dags_folder = root / "dags"
+        dags_folder.mkdir(parents=True, exist_ok=True)
+        (dags_folder / "scenarios.json").write_text(json.dumps(dags, indent=2))
+        (dags_folder / "streamstall_scenarios.py").write_text(_DAG_FILE)
+        self.dag_ids = sorted(dags)
+        self.port = free_port()
+        self.api_url = f"http://127.0.0.1:{self.port}"
+        self.home = AirflowHome(root, template, dags_folder=dags_folder)
+        secret = secrets.token_hex(16)
+        self.env = self.home.env(extra={
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            # INFO, not the harness's WARNING: a task log then holds what the task printed.
+            "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+            "AIRFLOW__CORE__PARALLELISM": "4",  # an orphan and its retry, plus room
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",  # unpaused when run
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.api_url}/execution/",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(self.port),
+            "AIRFLOW__API__WORKERS": "1",
+            "AIRFLOW__API__SECRET_KEY": secret,
+            "AIRFLOW__API_AUTH__JWT_SECRET": secret,
+            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT),
+            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
+        })  # fmt: skip
+        self.logs = root / "process-logs"
+        self.logs.mkdir(exist_ok=True)
+        self._http = requests.Session()
+        self._retired: list[OwnedProcess] = []  # killed schedulers: their groups hold orphans
+        self.api = self._start("api-server")
+        self.scheduler = self._start("scheduler")
+        self.dag_processor = self._start("dag-processor")
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, component: str) -> OwnedProcess:
+        with open(self.logs / f"{component}.log", "ab") as log:
+            process = OwnedProcess(
+                [str(AIRFLOW_BIN / "airflow"), component], env=self.env, stdout=log, stderr=log
+            )
+        # Every process we start, for whoever checks afterwards that none is left.
+        with open(self.logs / "started.jsonl", "a") as started:
+            started.write(json.dumps({"component": component, "pid": process.pid}) + "\n")
+        return process
+
+    def _wait_ready(self) -> None:
+        """Until the API answers and the dag-processor has stored every scenario's DAG."""
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        missing = set(self.dag_ids)
+        while missing:
+            for process in (self.api, self.scheduler, self.dag_processor):
+                if not process.alive():
+                    raise ModeError(
+                        f"airflow {process.argv[1]} exited ({process.popen.returncode}); "
+                        f"see {self.logs / (process.argv[1] + '.log')}"
+                    )
+            if time.monotonic() > deadline:
+                raise ModeError(
+                    f"Airflow not ready after {STARTUP_TIMEOUT:.0f} s; DAGs missing: "
+                    f"{', '.join(sorted(missing))}; logs in {self.logs}"
+                )
+            try:
+                found = self.rest("GET", "/dags", params={"limit": 1000, "tags": "streamstall"})
+                missing -= {d["dag_id"] for d in found["dags"]}
+            except (requests.ConnectionError, ModeError):
+                pass
+            time.sleep(1.0)
+
+    def rest(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Call the REST API (``/api/v2`` + ``path``); its JSON answer."""
+        response = self._http.request(method, f"{self.api_url}/api/v2{path}", timeout=30, **kwargs)
+        if response.status_code >= 400:
+            raise ModeError(f"{method} {path}: {response.status_code} {response.text[:300]}")
+        return response.json()
+
+    def trigger(self, dag_id: str, run_id: str, conf: dict[str, Any]) -> None:
+        """Unpause ``dag_id`` and start a DAG run of it with ``conf``."""
+        self.rest("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
+        body = {"dag_run_id": run_id, "logical_date": None, "conf": conf}
+        self.rest("POST", f"/dags/{dag_id}/dagRuns", json=body)
+
+    def run_state(self, dag_id: str, run_id: str) -> str:
+        return self.rest("GET", f"/dags/{dag_id}/dagRuns/{run_id}")["state"]
+
+    def end_run(self, dag_id: str, run_id: str) -> None:
+        """Mark the run failed (Airflow then stops its task; no retry follows) and pause."""
+        if self.run_state(dag_id, run_id) not in ("success", "failed"):
+            self.rest("PATCH", f"/dags/{dag_id}/dagRuns/{run_id}", json={"state": "failed"})
+        self.rest("PATCH", f"/dags/{dag_id}", json={"is_paused": True})
+
+    def owns(self, pid: int) -> bool:
+        """Whether ``pid`` is one of ours: in the session of a scheduler we started (a
+        task leads a process group of its own, inside its scheduler's session)."""
+        sessions = {p.pid for p in (self.scheduler, *self._retired)}
+        try:
+            return pid_alive(pid) and os.getsid(pid) in sessions
+        except ProcessLookupError:
+            return False
+
+    def restart_scheduler(self) -> list[int]:
+        """SIGKILL the scheduler and the dag-processor (their children live on, as after a
+        crash), then start new ones; the killed pids."""
+        killed = []
+        for old in (self.scheduler, self.dag_processor):
+            killed.append(old.pid)
+            old.signal(9)
+            old.popen.wait()
+            self._retired.append(old)
+        self.scheduler = self._start("scheduler")
+        self.dag_processor = self._start("dag-processor")
+        return killed
+
+    def stop(self) -> None:
+        for process in (self.dag_processor, self.scheduler, *self._retired, self.api):
+            process.stop(grace=10.0)
+        self._http.close()
+
+    def task_logs(self, dag_id: str) -> Path:
+        return self.home.root / "logs" / f"dag_id={dag_id}"

@@ -1,0 +1,141 @@
+"""The headline metrics: one definition of each (its name, where ``metrics.json`` holds it,
+its heading and how it is written), used by hypotheses, ``summary.json`` /
+``summary.md``, the line printed after each scenario, the report and the comparison.
+
+A scenario's headline :func:`row` is a plain dict (it is what ``summary.json`` lists), so
+whoever reads a results folder reads the same thing the run wrote.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["BY_NAME", "COLUMNS", "METRICS", "MISSING", "Metric", "fault_label", "fmt", "row"]
+
+#: A value not measured (no metrics, no fault to recover from).
+MISSING = "-"
+
+
+def _at(path: str) -> Callable[[dict[str, Any]], Any]:
+    def read(metrics: dict[str, Any]) -> Any:
+        value: Any = metrics
+        for part in path.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        return value
+
+    return read
+
+
+def _slowest(metrics: dict[str, Any]) -> float | None:
+    seconds = [
+        r["recovery_seconds"]
+        for r in _at("timing.recovery")(metrics) or []
+        if r.get("recovery_seconds") is not None
+    ]
+    return max(seconds) if seconds else None
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One headline metric.
+
+    :param name: its name in hypotheses, ``summary.json`` and tables.
+    :param path: where ``metrics.json`` holds it (dotted), or how it is derived.
+    :param kind: how it is written: ``count``, ``rate``, ``seconds``, ``flag`` or ``text``.
+    :param column: whether it is a column of the summary tables (else: hypotheses only).
+    """
+
+    name: str
+    path: str
+    heading: str
+    kind: str
+    column: bool = True
+    read: Callable[[dict[str, Any]], Any] | None = None
+
+    def value(self, metrics: dict[str, Any]) -> Any:
+        return (self.read or _at(self.path))(metrics)
+
+
+#: In column order. ``recovery_s`` is the slowest recovery after any fault.
+METRICS: list[Metric] = [
+    Metric("verdict", "verdict", "verdict", "text"),
+    Metric("hypothesis_held", "hypothesis.held", "hypothesis", "flag"),
+    Metric("created", "queue.created", "created", "count"),
+    Metric("lost", "queue.lost", "lost", "count"),
+    Metric("duplicates", "queue.duplicates", "duplicates", "count"),
+    Metric("unexpected", "queue.unexpected", "unexpected", "count", column=False),
+    Metric("processed", "queue.processed_unique", "processed", "count", column=False),
+    Metric("throughput", "timing.throughput.mean", "throughput (tweets/s)", "rate"),
+    Metric("p50_latency_s", "timing.latency.p50", "p50 latency (s)", "seconds", column=False),
+    Metric("p99_latency_s", "timing.latency.p99", "p99 latency (s)", "seconds"),
+    Metric("max_latency_s", "timing.latency.max", "max latency (s)", "seconds", column=False),
+    Metric("downtime_s", "timing.downtime.seconds", "downtime (s)", "seconds", column=False),
+    Metric("recovery_s", "timing.recovery (slowest)", "recovery (s)", "seconds", True, _slowest),
+    Metric("silent_failure", "silent_failure", "silent failure", "flag"),
+]
+BY_NAME = {m.name: m for m in METRICS}
+
+#: ``(key, heading, right-aligned)`` of every summary table, identity columns first.
+COLUMNS: list[tuple[str, str, bool]] = [
+    ("scenario", "scenario", False),
+    ("variant", "variant", False),
+    ("fault", "fault", False),
+    *[(m.name, m.heading, m.kind in ("count", "rate", "seconds")) for m in METRICS if m.column],
+]
+
+
+def fault_label(name: str, scenario: dict[str, Any]) -> str:
+    """The fault set of a scenario: its name's part after ``<variant>-`` (matrix naming),
+    or the faults it injects."""
+    prefix = f"{scenario.get('variant', '?')}-"
+    if name.startswith(prefix) and len(name) > len(prefix):
+        return name[len(prefix) :]
+    types = [f["type"] for f in scenario.get("airflow_faults", [])]
+    types += [f"stream:{f['type']}" for f in scenario.get("stream_faults", [])]
+    if scenario.get("task", {}).get("execution_timeout"):
+        types.append("timeout")
+    return "+".join(types) or "none"
+
+
+def row(
+    name: str, scenario: dict[str, Any], metrics: dict[str, Any] | None, error: str | None = None
+) -> dict[str, Any]:
+    """One scenario's headline, from its ``scenario.json`` and ``metrics.json``.
+    ``never_recovered``: some fault had no commit after it."""
+    metrics = metrics or {}
+    error = error or metrics.get("error")
+    values = {m.name: m.value(metrics) for m in METRICS if m.column}
+    values["verdict"] = values["verdict"] or ("error" if error else "unknown")
+    recoveries = _at("timing.recovery")(metrics) or []
+    return {
+        "scenario": name,
+        "variant": scenario.get("variant", "?"),
+        "fault": fault_label(name, scenario),
+        **values,
+        "never_recovered": any(r.get("recovery_seconds") is None for r in recoveries),
+        "error": error,
+    }
+
+
+def fmt(headline: dict[str, Any], key: str) -> str:
+    """A cell as every table writes it: counts with thousands separators, seconds and
+    rates with fixed decimals, missing values as :data:`MISSING`."""
+    value = headline.get(key)
+    if key == "hypothesis_held":
+        return {True: "held", False: "FAILED"}.get(value, MISSING)
+    if key == "recovery_s" and headline.get("never_recovered"):
+        return "never"
+    if value is None:
+        return MISSING
+    kind = BY_NAME[key].kind if key in BY_NAME else "text"
+    if kind == "count":
+        return f"{int(value):,}"
+    if kind == "rate":
+        return f"{float(value):,.1f}"
+    if kind == "seconds":
+        return f"{float(value):.3f}" if key.endswith("latency_s") else f"{float(value):.2f}"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)

@@ -1,0 +1,157 @@
+"""Run one scenario: stream + Airflow + nemesis -> its run folder -> metrics.
+
+The steps (harness/README.md, "A run", has the why of each): the fake stream and an empty
+sink first, with the variant's services; then the task on the scenario's Airflow mode and
+the nemesis; ``duration`` seconds of stream after the first commit; the stream ends and
+the task may drain what it holds; then Airflow's records, ``run.json``, and the check with
+the hypothesis judged. Everything started is an :class:`~harness.procs.OwnedProcess`; a
+run interrupted by SIGINT/SIGTERM stops it all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.airflow.base import DagSpec, TaskHandle, TaskSpec
+from harness.airflow.modes import Airflows
+from harness.check.history import DEFAULT_GRACE, RunError
+from harness.check.metrics import check_run
+from harness.layout import RunLayout
+from harness.nemesis import Nemesis
+from harness.run.progress import SinkWatch
+from harness.run.services import StreamServerProcess, queue_for
+from harness.scenario import Scenario
+from harness.task.probe import create_sink
+from harness.task.variants import VARIANTS
+
+__all__ = ["Status", "dag_spec", "run_scenario"]
+
+FIRST_COMMIT_TIMEOUT = 90.0  # seconds: Airflow start-up on a loaded 2-core machine
+# After the stream ends, the task may finish what it holds (a queue, a backlog): the run
+# waits while it still commits, up to DRAIN_MAX seconds, and until DRAIN_QUIET seconds pass
+# without a commit (or the task ends on its own).
+DRAIN_QUIET = 2.0
+DRAIN_MAX = 20.0
+
+
+@dataclass
+class Status:
+    """What a live display shows about the scenario running now."""
+
+    scenario: str = ""
+    phase: str = ""
+    started: float = 0.0
+    committed: int = 0
+    faults_fired: int = 0
+
+
+def dag_spec(scenario: Scenario) -> DagSpec:
+    """What Airflow must know of the scenario's DAG, the variant's defaults filled in."""
+    variant = VARIANTS[scenario.variant]
+    defaults = variant.task
+    retries = int(scenario.task.get("retries", defaults.get("retries", 0)) or 0)
+    delay = scenario.task.get("retry_delay")
+    if delay is None:
+        delay = defaults["retry_delay"].total_seconds() if "retry_delay" in defaults else 1.0
+    return DagSpec(
+        name=scenario.name,
+        mode=scenario.mode,
+        variant=scenario.variant,
+        task=dict(scenario.task),
+        retries=retries,
+        retry_delay=float(delay),
+        continuous=variant.dag.get("schedule") == "@continuous",
+        description=scenario.description,
+    )
+
+
+def _server_args(scenario: Scenario) -> list[str]:
+    args = ["--seed", str(scenario.seed), "--profile", json.dumps(scenario.rate)]
+    for key, value in scenario.server.items():
+        args += [f"--{key.replace('_', '-')}", str(value)]
+    for fault in scenario.stream_faults:
+        args += ["--fault", json.dumps(fault)]
+    return args
+
+
+def run_scenario(
+    scenario: Scenario, out: Path, airflows: Airflows, status: Status | None = None
+) -> dict[str, Any]:
+    """Run one scenario into ``out/<name>`` on ``airflows.get(scenario.mode)``; return its
+    metrics (with the hypothesis judged)."""
+    status = status or Status()
+    status.scenario, status.started, status.phase = scenario.name, time.time(), "starting"
+    layout = RunLayout(out / scenario.name)
+    if layout.root.exists():
+        shutil.rmtree(layout.root)
+    layout.root.mkdir(parents=True)
+    layout.scenario.write_text(scenario.model_dump_json(indent=2, by_alias=True))
+    mode = airflows.get(scenario.mode)  # a shared Airflow starts before our clock does
+    with contextlib.ExitStack() as running:  # stopped in reverse: nemesis, task, services
+        server = StreamServerProcess(layout.ledger, _server_args(scenario))
+        running.callback(server.stop)
+        create_sink(layout.sink)
+        conf = {
+            "stream_url": server.stream_url,
+            "token": server.token,
+            "run_dir": str(layout.root),
+            "scratch_dir": str(layout.root / "scratch" / "worker-1"),
+            "run_seconds": None,
+            **scenario.params,
+        }
+        if VARIANTS[scenario.variant].queue:
+            conf.update(running.enter_context(queue_for(layout, server)))
+        progress = SinkWatch(layout.sink)
+        running.callback(progress.close)
+        task = mode.start(TaskSpec(dag_spec(scenario), layout, conf))
+        running.callback(task.stop)
+        nemesis = Nemesis(scenario.airflow_faults, task, progress, layout.airflow_faults)
+        running.callback(nemesis.stop)
+        nemesis.start()
+        status.phase = "waiting for the first commit"
+        deadline = time.monotonic() + FIRST_COMMIT_TIMEOUT
+        while progress.first_commit_at() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        status.phase = "streaming"
+        first_commit = progress.first_commit_at()
+        end = (first_commit or time.time()) + scenario.duration
+        while time.time() < end:
+            status.committed = progress.committed()
+            status.faults_fired = nemesis.fired()
+            time.sleep(0.25)
+        status.phase = "ending the stream"
+        stopped_at = time.time()
+        server.stop()
+        status.phase = "draining"
+        _drain(task, progress)
+    status.phase = "checking"
+    task.record()
+    layout.run.write_text(json.dumps({
+        "started_at": progress.started_at, "first_commit_at": first_commit,
+        "stopped_at": stopped_at, "grace": DEFAULT_GRACE, "mode": scenario.mode,
+        "seed": scenario.seed,
+    }, indent=2))  # fmt: skip
+    try:
+        return check_run(layout.root)
+    except RunError as e:
+        return {"error": str(e), "hypothesis": {"held": False, "results": []}}
+
+
+def _drain(task: TaskHandle, progress: SinkWatch) -> None:
+    """Let the task commit what it still holds: until it ends, or stops committing."""
+    deadline = time.monotonic() + DRAIN_MAX
+    last_count, last_change = progress.committed(), time.monotonic()
+    while time.monotonic() < deadline:
+        if task.wait(0.5):
+            return
+        count = progress.committed()
+        if count != last_count:
+            last_count, last_change = count, time.monotonic()
+        elif time.monotonic() - last_change >= DRAIN_QUIET:
+            return

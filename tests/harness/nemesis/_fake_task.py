@@ -1,0 +1,161 @@
+"""A fake of our own :class:`~harness.airflow.base.TaskHandle` with real processes, so every
+Airflow fault can be exercised without starting Airflow.
+
+Each try is a real process (``sleep``) under a real supervisor process that waits for it,
+so a killed supervisor really orphans it; the "scheduler" is a real process too. The fake
+has exactly the capabilities it is given: a method outside them raises, as a mode's would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from harness.airflow.base import Capability, ModeError, TaskHandle
+from harness.nemesis import Nemesis
+from harness.procs import OwnedProcess, pid_alive
+
+__all__ = ["FakeProgress", "FakeTask", "fire", "proc_state"]
+
+_SUPERVISOR = """
+import subprocess, sys
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+print(child.pid, flush=True)
+print(child.wait(), flush=True)  # how the try ended: -9 after a SIGKILL
+"""
+
+
+def proc_state(pid: int) -> str | None:
+    """The kernel's state letter of ``pid`` (``T``: stopped; None: gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+
+
+class FakeProgress:
+    """A run's progress the test sets by hand."""
+
+    def __init__(self) -> None:
+        self.started_at = time.time()
+        self.count = 0
+        self.first: float | None = None
+
+    def committed(self) -> int:
+        return self.count
+
+    def first_commit_at(self) -> float | None:
+        return self.first
+
+
+class FakeTask(TaskHandle):
+    """Tries as real processes; ``retries`` tries follow a kill; every call is logged."""
+
+    def __init__(self, capabilities: frozenset[Capability], retries: int = 5) -> None:
+        self.capabilities = capabilities
+        self.retries_left = retries
+        self.calls: list[tuple[str, object]] = []
+        self.supervisors: list[OwnedProcess] = []
+        self.tries: list[int] = []  # pids of every try, oldest first
+        self.empty_disks = 0
+        self.scheduler = OwnedProcess([sys.executable, "-c", "import time; time.sleep(300)"])
+        self.schedulers = [self.scheduler.pid]
+        self._lock = threading.Lock()
+        self._start_try()
+
+    def _start_try(self) -> None:
+        supervisor = OwnedProcess([sys.executable, "-c", _SUPERVISOR])
+        assert supervisor.popen.stdout is not None
+        self.supervisors.append(supervisor)
+        self.tries.append(int(supervisor.popen.stdout.readline()))
+
+    def exit_code(self, number: int) -> int:
+        """How try ``number`` (1 for the first) ended, as its supervisor saw it."""
+        supervisor = self.supervisors[number - 1]
+        assert supervisor.popen.stdout is not None
+        return int(supervisor.popen.stdout.readline())
+
+    def owned(self) -> set[int]:
+        """Every pid the fake started."""
+        return {*self.tries, *(s.pid for s in self.supervisors), *self.schedulers}
+
+    def _allowed(self, capability: Capability, call: str, arg: object = None) -> None:
+        with self._lock:
+            self.calls.append((call, arg))
+        if capability not in self.capabilities:
+            raise ModeError(f"the fault called {call} without declaring {capability.value}")
+
+    def task_pid(self) -> int | None:
+        self._allowed(Capability.TASK_PROCESS, "task_pid")
+        pid = self.tries[-1]
+        return pid if pid_alive(pid) else None
+
+    def signal(self, sig: int) -> int | None:
+        self._allowed(Capability.TASK_PROCESS, "signal", signal.Signals(sig).name)
+        pid = self.tries[-1]
+        if not pid_alive(pid):
+            return None
+        os.kill(pid, sig)
+        return pid
+
+    def after_kill(self, pid: int | None, empty_disk: bool = False) -> bool:
+        self._allowed(Capability.TASK_PROCESS, "after_kill", empty_disk)
+        deadline = time.monotonic() + 10
+        while pid is not None and pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if self.retries_left <= 0:
+            return False
+        self.retries_left -= 1
+        self.empty_disks += empty_disk
+        self._start_try()
+        return True
+
+    def kill_supervisor(self) -> int | None:
+        self._allowed(Capability.SUPERVISOR, "kill_supervisor")
+        supervisor = self.supervisors[-1]
+        supervisor.signal(signal.SIGKILL)
+        supervisor.popen.wait()
+        return supervisor.pid
+
+    def restart_scheduler(self) -> list[int]:
+        self._allowed(Capability.SCHEDULER, "restart_scheduler")
+        old = self.scheduler
+        old.signal(signal.SIGKILL)
+        old.popen.wait()
+        self.scheduler = OwnedProcess([sys.executable, "-c", "import time; time.sleep(300)"])
+        self.schedulers.append(self.scheduler.pid)
+        return [old.pid]
+
+    def wait(self, timeout: float) -> bool:
+        return False
+
+    def stop(self) -> None:
+        for pid in self.tries:  # orphans are not in a supervisor's group any more
+            if pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        for process in [*self.supervisors, self.scheduler]:
+            process.stop(grace=1.0)
+
+    def record(self) -> None:
+        pass
+
+
+def fire(fault: object, task: FakeTask, log: Path, stops: int = 1) -> list[dict]:
+    """Run ``fault`` (its trigger already due) against ``task`` until it records ``stops``
+    stops (or 30 s pass), then end the run; the records it wrote."""
+    progress = FakeProgress()
+    progress.count, progress.first = 10**9, time.time() - 3600
+    nemesis = Nemesis([fault], task, progress, log)  # type: ignore[list-item]
+    nemesis.start()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if log.exists() and log.read_text().count('"stop"') >= stops:
+            break
+        time.sleep(0.05)
+    nemesis.stop()
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
