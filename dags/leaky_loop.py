@@ -1,7 +1,7 @@
 """leaky_loop: naive_loop plus a cache that is never trimmed, as an Airflow DAG.
 
 The memory_limit fault's subject: a long-running task whose memory only grows. Logic:
-harness/variants/leaky_loop.py.
+harness/task/variants/leaky_loop.py.
 """
 
 from harness.airflow.dag_factory import build_dag

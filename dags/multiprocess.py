@@ -2,7 +2,7 @@
 
 One reader hands raw lines to `workers` worker processes through a bounded queue; each
 parses, scores and commits its own batches. Compare with `threaded`. Logic:
-harness/variants/multiprocess.py.
+harness/task/variants/multiprocess.py.
 """
 
 from harness.airflow.dag_factory import build_dag

@@ -1,8 +1,8 @@
 """queue_decoupled: the article's external-queue advice, as an Airflow DAG.
 
-An ingester outside Airflow (harness/ingester.py) feeds a Redis Stream; this task reads it
+An ingester outside Airflow (harness/task/ingester.py) feeds a Redis Stream; this task reads it
 in the consumer group `airflow`, commits idempotently, then `XACK`s, and first claims what
-a dead consumer left pending (`XAUTOCLAIM`). Logic: harness/variants/queue_decoupled.py.
+a dead consumer left pending (`XAUTOCLAIM`). Logic: harness/task/variants/queue_decoupled.py.
 """
 
 from harness.airflow.dag_factory import build_dag

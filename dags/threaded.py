@@ -1,7 +1,7 @@
 """threaded: `multiprocess` with threads instead of processes, as an Airflow DAG.
 
 The reader and the workers share one GIL: the control that shows what the GIL costs a
-stream reader. Logic: harness/variants/multiprocess.py.
+stream reader. Logic: harness/task/variants/multiprocess.py.
 """
 
 from harness.airflow.dag_factory import build_dag

@@ -3,7 +3,7 @@
 Sets `execution_timeout` and its own SIGTERM handler raising a custom `TimeoutError` that
 the loop catches before returning. Airflow's timeout is SIGALRM + `AirflowTaskTimeout`, which
 the handler never sees; a SIGTERM makes the task succeed. Logic:
-harness/variants/timeout_handling.py.
+harness/task/variants/timeout_handling.py.
 """
 
 from harness.airflow.dag_factory import build_dag

@@ -25,7 +25,7 @@ try:  # Airflow 3
 except ImportError:  # Airflow 2.x
     from airflow.models import DAG, BaseOperator  # type: ignore[no-redef]
 
-from harness.task.variants import PARAMS, VARIANTS, TaskContext, run_variant
+from harness.task.variants import PARAMS, VARIANTS, TaskContext, execute_try
 
 __all__ = ["StreamOperator", "build_dag", "scenario_dags", "task_context"]
 
@@ -57,7 +57,7 @@ class StreamOperator(BaseOperator):
 
     def execute(self, context: Any) -> None:
         self._ctx = task_context(context, self.variant)
-        run_variant(self.variant, self._ctx)
+        execute_try(self.variant, self._ctx)
 
     def on_kill(self) -> None:
         if self._ctx is not None:

@@ -117,7 +117,7 @@ class History:
     ops: list[Op]
     window: Window
     airflow_tries: list[dict[str, Any]] | None = None
-    #: Derived arrays computed once and shared by checkers (see harness/checker/_tweets.py).
+    #: Derived arrays computed once and shared by checkers (see harness/check/checker/_tweets.py).
     cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def faults(self) -> list[Op]:

@@ -56,7 +56,7 @@ def _overview(results: Results) -> list[Block]:
     failed = sum(r["hypothesis_held"] is False for r in rows)
     errors = [r for r in rows if r["error"]]
     lines = [
-        f"{len(rows)} scenarios ({len(results.variants)} variants x {len(results.faults)} "
+        f"{len(rows)} scenarios ({len(results.variants)} variants x {len(results.fault_sets)} "
         f"fault sets): the steady-state hypothesis held in {held}, failed in {failed}"
         + (f", {len(errors)} could not be checked" if errors else "")
         + "."
@@ -75,7 +75,7 @@ def _overview(results: Results) -> list[Block]:
     grid = []
     for variant in results.variants:
         cells = []
-        for fault in results.faults:
+        for fault in results.fault_sets:
             runs = results.cell(variant, fault)
             cells.append(
                 ", ".join(
@@ -84,7 +84,7 @@ def _overview(results: Results) -> list[Block]:
                 or "not run"
             )
         grid.append([variant, *cells])
-    blocks.append(Table(["variant", *[f"fault: {f}" for f in results.faults]], grid))
+    blocks.append(Table(["variant", *[f"fault: {f}" for f in results.fault_sets]], grid))
     blocks += [
         Heading(2, "Summary"),
         Paragraph(

@@ -43,7 +43,7 @@ class ScenarioRun:
     scenario: dict[str, Any]
     metrics: dict[str, Any] | None
     run: dict[str, Any]
-    faults: list[dict[str, Any]]
+    airflow_faults: list[dict[str, Any]]
     task_instances: list[dict[str, Any]]
     launches: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
@@ -86,7 +86,7 @@ class ScenarioRun:
         """Airflow faults as ``(name, start, stop)`` in UNIX s; ``stop`` None: no stop
         recorded. A stop closes the earliest open start of the same fault."""
         windows: list[list[Any]] = []
-        for record in sorted(self.faults, key=lambda r: r.get("time", 0.0)):
+        for record in sorted(self.airflow_faults, key=lambda r: r.get("time", 0.0)):
             name = str(record.get("fault", "?"))
             if record.get("f") == "stop":
                 open_ = [w for w in windows if w[0] == name and w[2] is None]
@@ -140,7 +140,7 @@ class Results:
         return order_variants({s.variant for s in self.scenarios})
 
     @property
-    def faults(self) -> list[str]:
+    def fault_sets(self) -> list[str]:
         """Fault sets in run order, ``none`` first."""
         seen = list(dict.fromkeys(s.fault for s in self.scenarios))
         return sorted(seen, key=lambda f: f != "none")
@@ -181,7 +181,7 @@ def _scenario(root: Path, summary_error: str | None) -> ScenarioRun:
         scenario=_json(layout.scenario, {}),
         metrics=metrics,
         run=_json(layout.run, {}),
-        faults=_jsonl(layout.airflow_faults),
+        airflow_faults=_jsonl(layout.airflow_faults),
         task_instances=_json(layout.task_instances, []) or [],
         launches=_json(layout.launches, []) or [],
         error=error,

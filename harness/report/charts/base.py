@@ -139,7 +139,7 @@ def grid(
     rows are labelled with the variant (in its colour) and ``ylabel``, the bottom row with
     ``xlabel``; ``subtitle`` gives each panel a line of its own (e.g. the verdict); cells
     without a scenario say so. Returns the axes of the cells that have a scenario."""
-    variants, faults = results.variants, results.faults
+    variants, faults = results.variants, results.fault_sets
     width, height = panel_size
     figure = Figure(figsize=(width * len(faults) + 0.8, height * len(variants) + 1.4))
     axes = figure.subplots(len(variants), len(faults), sharex=True, sharey=sharey, squeeze=False)

@@ -29,7 +29,7 @@ def _has_gil(run: ScenarioRun) -> bool:
 def _fault_free(run: ScenarioRun) -> bool:
     s = run.scenario
     return (
-        not s.get("faults")
+        not s.get("airflow_faults")
         and not s.get("stream_faults")
         and not (s.get("task", {}).get("execution_timeout"))
     )

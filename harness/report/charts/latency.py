@@ -37,7 +37,7 @@ def draw(results: Results) -> Drawn | Skipped:
     curves = {s.name: _curve(s) for s in results.scenarios if s.metrics is not None}
     if not any(curves.values()):
         return Skipped("no scenario committed a tweet of its window")
-    faults, variants = results.faults, results.variants
+    faults, variants = results.fault_sets, results.variants
     columns = min(len(faults), 3)
     rows = -(-len(faults) // columns)
     figure = Figure(figsize=(4.0 * columns + 1.8, 3.0 * rows + 1.0))

@@ -22,7 +22,7 @@ _MEASURES = [
 
 
 def _bars(ax: Axes, results: Results, key: str) -> None:
-    variants, faults = results.variants, results.faults
+    variants, faults = results.variants, results.fault_sets
     width = 0.8 / len(variants)
     values = []
     for i, variant in enumerate(variants):
@@ -61,7 +61,7 @@ def _bars(ax: Axes, results: Results, key: str) -> None:
 def draw(results: Results) -> Drawn | Skipped:
     if not any(s.metrics for s in results.scenarios):
         return Skipped("no scenario has metrics.json")
-    faults, variants = results.faults, results.variants
+    faults, variants = results.fault_sets, results.variants
     figure = Figure(figsize=(max(6.5, 1.1 * len(faults) * max(len(variants), 2) * 0.55 + 2), 6))
     axes = figure.subplots(len(_MEASURES), 1, sharex=True)
     for ax, (key, label) in zip(axes, _MEASURES, strict=True):

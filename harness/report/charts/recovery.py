@@ -34,7 +34,7 @@ def _worst(run: ScenarioRun) -> tuple[float, bool] | None:
 def draw(results: Results) -> Drawn | Skipped:
     variants = results.variants
     cells = {(s.variant, s.fault): _worst(s) for s in results.scenarios}
-    faults = [f for f in results.faults if any(cells.get((v, f)) for v in variants)]
+    faults = [f for f in results.fault_sets if any(cells.get((v, f)) for v in variants)]
     if not faults:
         return Skipped("no scenario recorded a fault with a recovery time (no injected faults)")
     figure = Figure(figsize=(max(6.5, 1.1 * len(faults) * max(len(variants), 2) * 0.55 + 2), 3.8))

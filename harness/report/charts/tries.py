@@ -58,7 +58,7 @@ def _processes(run: ScenarioRun) -> list[_Process]:
 
 
 def _killed_at(run: ScenarioRun, pid: int) -> float | None:
-    for record in run.faults:
+    for record in run.airflow_faults:
         if record.get("pid") == pid and record.get("f") == "start":
             return float(record["time"])
     return None

@@ -1,7 +1,7 @@
 """The DAG variants under test: name -> how it runs and how Airflow should schedule it.
 
 Each variant is a function of a :class:`~harness.task.variants.common.TaskContext` in its own
-module; ``dags/<name>.py`` turns it into a DAG through ``harness/dag_factory.py``. To add a
+module; ``dags/<name>.py`` turns it into a DAG through ``harness/airflow/dag_factory.py``. To add a
 variant: write its module, add a :class:`Variant` here, add a three-line file to ``dags/``
 and a row to ``dags/README.md``.
 """
@@ -24,16 +24,17 @@ from harness.task.variants import (
 )
 from harness.task.variants.common import PARAMS, TaskContext
 
-__all__ = ["PARAMS", "VARIANTS", "TaskContext", "Variant", "run_variant"]
+__all__ = ["PARAMS", "VARIANTS", "TaskContext", "Variant", "execute_try"]
 
 
 @dataclass(frozen=True)
 class Variant:
-    """A variant: its task function and the Airflow settings of its one task and DAG.
-    ``queue``: it reads a Redis Stream that an ingester fills (the runner starts both)."""
+    """A variant: what one try of its task executes, and the Airflow settings of its one
+    task and DAG. ``queue``: it reads a Redis Stream that an ingester fills (the runner
+    starts both)."""
 
     name: str
-    run: Callable[[TaskContext], None]
+    execute: Callable[[TaskContext], None]
     task: dict[str, Any] = field(default_factory=dict)
     dag: dict[str, Any] = field(default_factory=dict)
     queue: bool = False
@@ -76,10 +77,10 @@ VARIANTS: dict[str, Variant] = {
 }
 
 
-def run_variant(name: str, ctx: TaskContext) -> None:
-    """Run variant ``name`` for one try, recording in the probe how the try ended."""
+def execute_try(name: str, ctx: TaskContext) -> None:
+    """Execute one try of variant ``name``, recording in the probe how the try ended."""
     try:
-        VARIANTS[name].run(ctx)
+        VARIANTS[name].execute(ctx)
     except BaseException as error:
         if not ctx.probe.in_try:  # it failed before it could even say where it starts
             ctx.probe.started(logical_date=ctx.logical_date, resumed_from=None)

@@ -1,7 +1,7 @@
 """What every DAG variant shares: its run context, stream reading, and the CPU work.
 
 Variants are plain Python functions of a :class:`TaskContext`; they never import Airflow.
-``harness/dag_factory.py`` turns them into DAGs for Airflow 3 (``airflow.sdk``) or 2.x
+``harness/airflow/dag_factory.py`` turns them into DAGs for Airflow 3 (``airflow.sdk``) or 2.x
 (``airflow.decorators``), so the same logic runs on both.
 
 "Processing" a tweet is :func:`cpu_work` (a tokenising sentiment score costing about

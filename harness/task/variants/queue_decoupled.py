@@ -1,6 +1,6 @@
 """queue_decoupled: the article's "external queue" advice, done carefully.
 
-A standalone ingester outside Airflow (``harness/ingester.py``) reads the stream into a
+A standalone ingester outside Airflow (``harness/task/ingester.py``) reads the stream into a
 Redis Stream. The task reads it as a member of the consumer group ``airflow``
 (``XREADGROUP``), commits each batch to the sink idempotently, then acknowledges it
 (``XACK``). On start it first claims what a dead consumer left pending (``XAUTOCLAIM``):

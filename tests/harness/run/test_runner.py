@@ -66,7 +66,10 @@ def test_a_scenario_runs_and_is_judged(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert [r["scenario"] for r in summary["scenarios"]] == ["eo-kill"]
     assert summary["incomplete"] == []
-    assert "| eo-kill | exactly-once | False |" in (out / "summary.md").read_text()
+    assert (
+        "| eo-kill | exactly_once | kill_task | exactly-once | FAILED |"
+        in (out / "summary.md").read_text()
+    )
     # Nothing we started is left: every task process the runner launched is gone.
     launches = json.loads((run / "launches.json").read_text())
     assert len(launches) == 2
