@@ -10,7 +10,6 @@ loaded, from those declarations (``harness/scenario.py``).
 
 from __future__ import annotations
 
-import itertools
 import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -29,8 +28,6 @@ __all__ = [
     "ModeError",
     "TaskHandle",
     "TaskSpec",
-    "TaskStarts",
-    "move_scratch_aside",
     "register_mode",
     "write_airflow_record",
 ]
@@ -182,45 +179,6 @@ def register_mode(cls: M) -> M:
         raise ValueError(f"mode {cls.name!r} registered twice")
     MODES[cls.name] = cls
     return cls
-
-
-class TaskStarts:
-    """The task processes of a run folder, from the probe's start records: modes that do
-    not start the task process themselves find its pid here (never by name)."""
-
-    def __init__(self, layout: RunLayout) -> None:
-        self.layout = layout
-        self._starts: dict[Path, float | None] = {}  # probe file -> its task's start time
-
-    def pids(self) -> list[int]:
-        """Pids of the tries that started, oldest first."""
-        probe_dir = self.layout.probe_dir
-        for path in probe_dir.glob("*.jsonl") if probe_dir.exists() else []:
-            if self._starts.get(path) is None:
-                self._starts[path] = _started_at(path)
-        started = sorted((t, int(p.stem.rsplit("-", 1)[1])) for p, t in self._starts.items() if t)
-        return [pid for _, pid in started]
-
-
-def _started_at(path: Path) -> float | None:
-    """When the task start recorded in a probe file happened (None: none, e.g. a worker's)."""
-    with path.open() as f:
-        for line in itertools.islice(f, 20):  # a start is among a process's first records
-            if '"invoke"' in line:
-                try:
-                    record: dict[str, Any] = json.loads(line)
-                except ValueError:
-                    return None  # a line being written; read again next time
-                if record.get("type") == "invoke" and record.get("f") == "task":
-                    return float(record["time"])
-    return None
-
-
-def move_scratch_aside(scratch: Path, moves: int) -> None:
-    """Move a worker's scratch folder aside, so the next try finds its local disk empty,
-    as on another worker (this machine is the only one)."""
-    if scratch.exists():
-        scratch.rename(scratch.with_name(f"{scratch.name}.left-behind-{moves}"))
 
 
 def write_airflow_record(

@@ -14,9 +14,7 @@ is in harness/README.md ("Modes").
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -30,14 +28,12 @@ from harness.airflow.base import (
     DagSpec,
     Mode,
     ModeError,
-    TaskHandle,
     TaskSpec,
-    TaskStarts,
-    move_scratch_aside,
     register_mode,
     write_airflow_record,
 )
 from harness.airflow.home import AirflowHome, airflow_major, airflow_version
+from harness.airflow.probed import ProbedTask, kill
 from harness.procs import OwnedProcess, pid_alive, session_members
 
 __all__ = ["LocalTaskMode", "LocalTaskTask"]
@@ -68,17 +64,16 @@ class LocalTaskMode(Mode):
         return LocalTaskTask(home, spec)
 
 
-class LocalTaskTask(TaskHandle):
+class LocalTaskTask(ProbedTask):
     """One DAG run of the scenario's variant; each try a ``LocalTaskJob`` we start."""
 
     def __init__(self, home: AirflowHome, spec: TaskSpec) -> None:
+        super().__init__(spec)
         self.home = home
-        self.spec = spec
         self.dag_id = spec.dag.variant
         self.run_id = f"streamstall__{int(time.time() * 1000)}"
         self.log = spec.layout.root / "airflow.log"
         self.launches: list[dict[str, Any]] = []
-        self.moves = 0
         self._lock = threading.Lock()
         self._process: OwnedProcess | None = None  # the current try's LocalTaskJob
         self._helper: OwnedProcess | None = None
@@ -87,7 +82,6 @@ class LocalTaskTask(TaskHandle):
         self._over = threading.Event()  # no try runs and none will come
         self._decided = threading.Condition()
         self._decisions: dict[int, bool] = {}  # launch index -> whether a next try came
-        self._starts = TaskStarts(spec.layout)
         self._scheduler_pass(
             "trigger", "--conf", json.dumps(spec.conf), "--dag-file", str(self._dag_file())
         )
@@ -185,25 +179,11 @@ class LocalTaskTask(TaskHandle):
 
     # TaskHandle ------------------------------------------------------------------------
 
-    def _task_pids(self) -> list[int]:
-        return self._starts.pids()
-
-    def _ours(self, pid: int) -> bool:
-        """Whether ``pid`` is in the session of a ``LocalTaskJob`` we started."""
+    def owns(self, pid: int) -> bool:
+        """Whether ``pid`` is in the session of the ``LocalTaskJob`` we started last."""
         with self._lock:
             process = self._process
         return process is not None and pid in session_members(process.pid)
-
-    def task_pid(self) -> int | None:
-        alive = [pid for pid in self._task_pids() if pid_alive(pid) and self._ours(pid)]
-        return alive[-1] if alive else None
-
-    def signal(self, sig: int) -> int | None:
-        pid = self.task_pid()
-        if pid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-        return pid
 
     def after_kill(self, pid: int | None, empty_disk: bool = False) -> bool:
         """Wait for try ``pid`` and its ``LocalTaskJob`` to end; then, with ``empty_disk``,
@@ -220,8 +200,7 @@ class LocalTaskTask(TaskHandle):
             ):
                 time.sleep(0.05)
             if empty_disk:
-                self.moves += 1
-                move_scratch_aside(Path(self.spec.conf["scratch_dir"]), self.moves)
+                self.empty_disk()
         finally:
             self._hold.clear()
         with self._decided:
@@ -245,8 +224,7 @@ class LocalTaskTask(TaskHandle):
             if owned is None:
                 continue
             for pid in session_members(owned.pid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+                kill(pid, signal.SIGKILL)
             owned.stop(grace=1.0)
         if self._supervisor.is_alive():
             self._supervisor.join(timeout=10)

@@ -15,7 +15,6 @@ is moved aside, so the retry finds an empty "local disk", as on another worker.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import signal
 import threading
@@ -30,14 +29,12 @@ from harness.airflow.base import (
     DagSpec,
     Mode,
     ModeError,
-    TaskHandle,
     TaskSpec,
-    TaskStarts,
-    move_scratch_aside,
     register_mode,
     write_airflow_record,
 )
 from harness.airflow.modes.standalone_airflow import StandaloneAirflow
+from harness.airflow.probed import ProbedTask, kill
 from harness.procs import parent_pid, pid_alive
 
 __all__ = ["StandaloneMode", "StandaloneTask", "dag_id"]
@@ -70,7 +67,7 @@ class StandaloneMode(Mode):
         self.airflow.stop()
 
 
-class StandaloneTask(TaskHandle):
+class StandaloneTask(ProbedTask):
     """One scenario's DAG runs on :class:`StandaloneAirflow`.
 
     Scenario DAGs are triggered only (a scheduler-made run would lack the scenario's conf),
@@ -80,15 +77,13 @@ class StandaloneTask(TaskHandle):
     """
 
     def __init__(self, airflow: StandaloneAirflow, spec: TaskSpec) -> None:
+        super().__init__(spec)
         self.airflow = airflow
-        self.spec = spec
         self.dag_id = dag_id(spec.dag.name)
         if self.dag_id not in airflow.dag_ids:
             raise ModeError(f"{spec.dag.name}: Airflow was started without this scenario's DAG")
         self.continuous = spec.dag.continuous
-        self.moves = 0
         self.launches: list[dict[str, Any]] = []
-        self._starts = TaskStarts(spec.layout)
         self._ending = threading.Event()  # the stream is over: no new runs
         self._trigger()
         self._scheduler = threading.Thread(target=self._play_continuous, daemon=True)
@@ -114,29 +109,17 @@ class StandaloneTask(TaskHandle):
         if self._scheduler.is_alive():
             self._scheduler.join()
 
-    def _task_pids(self) -> list[int]:
-        return self._starts.pids()
-
-    def task_pid(self) -> int | None:
-        alive = [pid for pid in self._task_pids() if pid_alive(pid) and self.airflow.owns(pid)]
-        return alive[-1] if alive else None
-
-    def _ours(self, pid: int | None) -> int | None:
-        if pid is not None and not self.airflow.owns(pid):
-            raise ModeError(f"pid {pid} is not in a session we started; not signalling it")
-        return pid
-
-    def signal(self, sig: int) -> int | None:
-        pid = self._ours(self.task_pid())
-        if pid is not None:
-            _kill(pid, sig)
-        return pid
+    def owns(self, pid: int) -> bool:
+        return self.airflow.owns(pid)
 
     def kill_supervisor(self) -> int | None:
         task = self.task_pid()
-        supervisor = self._ours(parent_pid(task)) if task is not None else None
-        if supervisor is not None:
-            _kill(supervisor, signal.SIGKILL)
+        supervisor = parent_pid(task) if task is not None else None
+        if supervisor is None:
+            return None
+        if not self.owns(supervisor):
+            raise ModeError(f"pid {supervisor} is not in a session we started; not killing it")
+        kill(supervisor, signal.SIGKILL)
         return supervisor
 
     def restart_scheduler(self) -> list[int]:
@@ -150,8 +133,7 @@ class StandaloneTask(TaskHandle):
         while pid is not None and pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
         if empty_disk:
-            self.moves += 1
-            move_scratch_aside(Path(self.spec.conf["scratch_dir"]), self.moves)
+            self.empty_disk()
         return self.continuous or self._state() not in ("success", "failed")
 
     def _state(self) -> str:
@@ -174,9 +156,9 @@ class StandaloneTask(TaskHandle):
         # Airflow may be gone already (the harness is being interrupted): kill the rest.
         with contextlib.suppress(requests.RequestException, ModeError):
             self.airflow.end_run(self.dag_id, self.run_id)
-        for pid in self._task_pids():
-            if pid_alive(pid) and self.airflow.owns(pid):
-                _kill(pid, signal.SIGKILL)
+        for pid in self.starts.pids():
+            if pid_alive(pid) and self.owns(pid):
+                kill(pid, signal.SIGKILL)
 
     def record(self) -> None:
         layout = self.spec.layout
@@ -185,8 +167,3 @@ class StandaloneTask(TaskHandle):
         logs = self.airflow.task_logs(self.dag_id)
         if logs.exists():
             shutil.copytree(logs, layout.root / "airflow" / "logs", dirs_exist_ok=True)
-
-
-def _kill(pid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError):  # it died on its own meanwhile
-        os.kill(pid, sig)

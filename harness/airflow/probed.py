@@ -1,0 +1,88 @@
+"""Tasks whose try processes Airflow starts, not the harness: each try's pid is found from
+the probe's start record in the run folder, and signalled only if it is in a session the
+harness started (never found by name)."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+from abc import abstractmethod
+from pathlib import Path
+from typing import Any
+
+from harness.airflow.base import TaskHandle, TaskSpec
+from harness.layout import RunLayout
+from harness.procs import pid_alive
+
+__all__ = ["ProbedTask", "TaskStarts", "kill"]
+
+
+class ProbedTask(TaskHandle):
+    """A :class:`TaskHandle` finding its tries through :class:`TaskStarts`."""
+
+    def __init__(self, spec: TaskSpec) -> None:
+        self.spec = spec
+        self.moves = 0
+        self.starts = TaskStarts(spec.layout)
+
+    @abstractmethod
+    def owns(self, pid: int) -> bool:
+        """Whether ``pid`` is in a session the harness started (it may be signalled)."""
+
+    def task_pid(self) -> int | None:
+        alive = [pid for pid in self.starts.pids() if pid_alive(pid) and self.owns(pid)]
+        return alive[-1] if alive else None
+
+    def signal(self, sig: int) -> int | None:
+        pid = self.task_pid()
+        if pid is not None:
+            kill(pid, sig)
+        return pid
+
+    def empty_disk(self) -> None:
+        """Move the worker's scratch folder aside, so the next try finds its local disk
+        empty, as on another worker (this machine is the only one)."""
+        self.moves += 1
+        scratch = Path(self.spec.conf["scratch_dir"])
+        if scratch.exists():
+            scratch.rename(scratch.with_name(f"{scratch.name}.left-behind-{self.moves}"))
+
+
+def kill(pid: int, sig: int) -> None:
+    """Send ``sig`` to ``pid`` unless it has died meanwhile."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+
+
+class TaskStarts:
+    """The task processes of a run folder, from the probe's start records: modes that do
+    not start the task process themselves find its pid here (never by name)."""
+
+    def __init__(self, layout: RunLayout) -> None:
+        self.layout = layout
+        self._starts: dict[Path, float | None] = {}  # probe file -> its task's start time
+
+    def pids(self) -> list[int]:
+        """Pids of the tries that started, oldest first."""
+        probe_dir = self.layout.probe_dir
+        for path in probe_dir.glob("*.jsonl") if probe_dir.exists() else []:
+            if self._starts.get(path) is None:
+                self._starts[path] = _started_at(path)
+        started = sorted((t, int(p.stem.rsplit("-", 1)[1])) for p, t in self._starts.items() if t)
+        return [pid for _, pid in started]
+
+
+def _started_at(path: Path) -> float | None:
+    """When the task start recorded in a probe file happened (None: none, e.g. a worker's)."""
+    with path.open() as f:
+        for line in itertools.islice(f, 20):  # a start is among a process's first records
+            if '"invoke"' in line:
+                try:
+                    record: dict[str, Any] = json.loads(line)
+                except ValueError:
+                    return None  # a line being written; read again next time
+                if record.get("type") == "invoke" and record.get("f") == "task":
+                    return float(record["time"])
+    return None
