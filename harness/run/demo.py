@@ -1,4 +1,4 @@
-"""The main job for now: stream from a fake X server for a few seconds and check the
+"""``python -m harness demo``: stream from a fake X server for a few seconds and check the
 tweets received against the server's ground-truth ledger.
 
 The consumer is what most Airflow code does: ``requests`` with ``stream=True`` and

@@ -1,4 +1,4 @@
-"""The main job (``python -m harness demo``) runs, agrees with its ledger, leaves nothing behind."""
+"""The demo (``python -m harness demo``) runs, agrees with its ledger, leaves nothing behind."""
 
 from __future__ import annotations
 
