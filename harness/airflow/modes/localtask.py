@@ -7,9 +7,9 @@ signals reach the task as they do in a deployment and 2.x's own SIGTERM handling
 needs Airflow 3 (2.x refuses LocalExecutor on SQLite); Airflow 3 has no ``tasks run``.
 
 With no scheduler, the harness does the scheduler's part for the one DAG run, with
-Airflow's own code in a helper process (:mod:`.localtask_scheduler`): trigger, zombie,
-retry delay, try number. Nothing here imports Airflow. How a try is launched and retried
-is in harness/README.md ("Modes").
+Airflow's own code in a helper process (:mod:`harness.airflow.localtask_scheduler`):
+trigger, zombie, retry delay, try number. Nothing here imports Airflow. How a try is
+launched and retried is in harness/README.md ("Modes and what they can do").
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ __all__ = ["LocalTaskMode", "LocalTaskTask"]
 
 HELPER_TIMEOUT = 180.0  # seconds for the scheduler's part (an Airflow import on a busy machine)
 DEATH_TIMEOUT = 90.0  # seconds a signalled try gets to end (2.x escalates after 60 s)
-_HELPER = "harness.airflow.modes.localtask_scheduler"
+_HELPER = "harness.airflow.localtask_scheduler"
 
 
 @register_mode

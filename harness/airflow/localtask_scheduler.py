@@ -1,7 +1,7 @@
 """The scheduler's part for the ``localtask`` mode's one DAG run, in a short process of its
 own that imports Airflow 2.x (the harness itself never does).
 
-``python -m harness.airflow.modes.localtask_scheduler trigger|schedule [...] DAG_ID RUN_ID``
+``python -m harness.airflow.localtask_scheduler trigger|schedule [...] DAG_ID RUN_ID``
 syncs the DAG file to the database and triggers the run with the scenario's conf (what
 ``airflow dags reserialize`` and ``airflow dags trigger`` do), or makes the scheduler's
 decisions for that run before a try (``DagRun.update_state`` and ``schedule_tis``), and
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     """Trigger or schedule; print the DAG run's state and how many tries were queued."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m harness.airflow.modes.localtask_scheduler")
+    parser = argparse.ArgumentParser(prog="python -m harness.airflow.localtask_scheduler")
     parser.add_argument("action", choices=["trigger", "schedule"])
     parser.add_argument("dag_id")
     parser.add_argument("run_id")
