@@ -90,6 +90,15 @@ DAMAGE = {
         "airflow_faults.jsonl:1: not a fault record",
     ),
     "bad run.json": (lambda r: r.run.write_text("{"), "run.json: not readable JSON"),
+    # A folder from before the nemesis's file was renamed: its faults must not go unseen.
+    "old fault file name": (
+        lambda r: (r.root / "faults.jsonl").write_text('{"time": 1, "f": "start"}\n'),
+        "faults.jsonl: an older name of airflow_faults.jsonl",
+    ),
+    "bad scenario.json": (
+        lambda r: r.scenario.write_text('{"hypothesis": 3}'),
+        "scenario.json: no readable hypothesis list",
+    ),
 }
 
 
