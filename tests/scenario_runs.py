@@ -68,7 +68,8 @@ class ScenarioRun:
         return self.json("metrics.json")
 
     @property
-    def faults(self) -> list[dict[str, Any]]:
+    def airflow_faults(self) -> list[dict[str, Any]]:
+        """What the nemesis recorded, in order."""
         path = self.root / "airflow_faults.jsonl"
         return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
