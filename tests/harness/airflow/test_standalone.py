@@ -27,8 +27,11 @@ pytestmark = pytest.mark.timeout(1200)
 
 COMMON = 'seed = 11\nmode = "standalone"\nparams = {cpu_us = 20, batch = 50}\n'
 SCENARIOS = {
+    # Airflow notices the killed try, waits retry_delay (2 s) and starts the retry: 8 s on
+    # a 2-vCPU machine (2026-12-01). The run ends on the clock (issue 13), so the retry must
+    # start well inside it for the resume to be judged.
     "checkpoint-kill_task": (
-        'variant = "checkpoint"\nairflow_faults = [{type = "kill_task", at = 2}]'
+        'variant = "checkpoint"\nduration = 20\nairflow_faults = [{type = "kill_task", at = 2}]'
     ),
     "naive_loop-term_task": (
         'variant = "naive_loop"\nairflow_faults = [{type = "term_task", at = 2}]'
