@@ -284,9 +284,9 @@ def test_8_the_sigterm_handler_never_sees_execution_timeout(dagtest):
 
 WORKER = {
     # 1: execution_timeout on a task whose run has no logical date to go back to.
-    "timeout_gap": """variant = "naive_loop"
-duration = 16
-task = { execution_timeout = 4, retries = 1, retry_delay = 3 }""",
+    "timeout_gap": f"""variant = "naive_loop"
+duration = {16 + RETRY_START}
+task = {{ execution_timeout = 4, retries = 1, retry_delay = 3 }}""",
     # 8: SIGTERM (a cleared task, a worker shutting down) to the article's handler.
     "handler_vs_sigterm": """variant = "timeout_handling"
 duration = 10
