@@ -132,8 +132,11 @@ def test_queue_decoupled_keeps_every_tweet_across_a_sigkill(variant_run, tmp_pat
         first.signal(signal.SIGKILL)
         first.popen.wait(timeout=10)
         first.stop()
+        # The second try drains the backlog for run_seconds, then returns: its `dags test`
+        # takes ~15 s to start on a 2-vCPU machine (2026-12-01) and the drain a good part
+        # of 12 s, so it gets 25.
         second = run.dags_test(
-            "queue_decoupled", run_seconds=12, redis_url=broker.url, cpu_us=200, batch=200
+            "queue_decoupled", run_seconds=25, redis_url=broker.url, cpu_us=200, batch=200
         )
         time.sleep(6)  # start-up, then the backlog
         assert run.server.stop() == 0  # the end of the stream: the task drains Redis
