@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -109,6 +110,11 @@ class StreamSession:
                 if self.stall_warnings and fill >= level > self._warned_level:
                     self._warned_level = level
                     self._warnings_due.append(round(level * 100))
+        self._wake.set()
+
+    def keepalive_now(self) -> None:
+        """Send a keep-alive (the bare ``\\r\\n`` of a quiet stream) at the next tick."""
+        self._last_write = -math.inf
         self._wake.set()
 
     def end(self, why: EndConnection) -> None:

@@ -12,6 +12,7 @@ history loader, the checker) agree on these names and on nothing else.
       airflow_faults.jsonl  the Airflow faults the nemesis injected (optional)
       airflow/task_instances.json   Airflow's record of every try (optional)
       launches.json       what the harness triggered or launched on Airflow (optional)
+      stop-requested      the operator's stop: written when the run ends, read by the task
       history.jsonl       the merged history, written by the checker
       metrics.json        the checker's results
 """
@@ -57,6 +58,10 @@ class RunLayout:
     @property
     def launches(self) -> Path:
         return self.root / "launches.json"
+
+    @property
+    def stop_request(self) -> Path:
+        return self.root / "stop-requested"
 
     @property
     def task_instances(self) -> Path:

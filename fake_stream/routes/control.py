@@ -110,6 +110,16 @@ async def reset(request: web.Request) -> web.Response:
     return web.json_response({"removed": removed})
 
 
+@routes.post("/_control/keepalive")
+async def keepalive(request: web.Request) -> web.Response:
+    """A keep-alive on every open stream now, not after ``keepalive`` s of silence: a
+    reader blocked on a quiet stream wakes (the harness asks before it ends a run)."""
+    state = _state(request)
+    for session in list(state.sessions.values()):
+        session.keepalive_now()
+    return web.json_response({"connections": len(state.sessions)})
+
+
 @routes.post("/_control/ledger/flush")
 async def flush_ledger(request: web.Request) -> web.Response:
     state = _state(request)

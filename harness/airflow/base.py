@@ -94,6 +94,15 @@ class TaskHandle(ABC):
         """Wait up to ``timeout`` s for the task to end on its own; whether it did."""
 
     @abstractmethod
+    def ended(self) -> bool:
+        """Whether the task is over: no try runs and Airflow will start none (no retry
+        due, no run to re-trigger)."""
+
+    def request_stop(self) -> None:  # noqa: B027 (modes with nothing of their own to stop)
+        """The operator's stop (the runner writes the run's stop request first): start no
+        new run; the running try ends when it reads the request."""
+
+    @abstractmethod
     def stop(self) -> None:
         """End the task now, whatever it is doing; leave no process of it behind."""
 
@@ -153,6 +162,8 @@ class Mode(ABC):
     name: ClassVar[str]
     #: What its :class:`TaskHandle` can do (see :class:`Capability`).
     capabilities: ClassVar[frozenset[Capability]]
+    #: Seconds Airflow takes to notice a try whose supervisor died (0: no such check).
+    heartbeat_timeout: ClassVar[float] = 0.0
 
     def __init__(self, root: Path, dags: list[DagSpec], template: Path) -> None:
         self.root = root

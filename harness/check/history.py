@@ -61,7 +61,8 @@ class Op:
 class Window:
     """The judged tweets: created in ``[start, stop)`` (UNIX s), i.e. indexes
     ``[first_index, stop_index)``. ``start`` is the first successful stream connect;
-    ``stop`` is the end of the run minus ``grace``."""
+    ``stop`` is when the stream stopped creating (``run.json``'s ``created_until``), or
+    for older runs the server's stop minus ``grace``."""
 
     start: float
     stop: float
@@ -117,6 +118,9 @@ class History:
     ops: list[Op]
     window: Window
     airflow_tries: list[dict[str, Any]] | None = None
+    #: How the run ended (``run.json``'s ``ending``, see harness/run/ending.py); None for
+    #: runs that ended on the clock.
+    ending: dict[str, Any] | None = None
     #: Derived arrays computed once and shared by checkers (see harness/check/checker/_tweets.py).
     cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -157,7 +161,9 @@ def load_history(run_dir: Path) -> History:
     for run_ in [*deliveries, *drops]:
         if not 0 <= run_.first <= run_.stop <= total:
             raise RunError(f"{layout.ledger}: a run [{run_.first}, {run_.stop}) outside 0..{total}")
-    stop = run.get("stopped_at", books.meta["stopped_at"])
+    # Since the runs end on the ledger, the stream stops creating at ``created_until`` and
+    # serves on; before, it stopped at ``stopped_at`` and the last ``grace`` s were unjudged.
+    stop = run.get("created_until", run.get("stopped_at", books.meta["stopped_at"]))
     grace = float(run.get("grace", DEFAULT_GRACE))
     window = window_for(created_at, connections, run.get("window_start"), stop, grace)
     commits = _commits(layout.sink)
@@ -181,6 +187,7 @@ def load_history(run_dir: Path) -> History:
         ops,
         window,
         airflow,
+        run.get("ending"),
     )
 
 

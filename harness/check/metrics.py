@@ -19,7 +19,7 @@ from harness.layout import RunLayout
 
 __all__ = ["SCHEMA_VERSION", "check_run", "metrics_of"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: ending, pending_at_cut, incomplete, per-try silent failure
 
 
 def metrics_of(history: History) -> dict[str, Any]:
@@ -32,14 +32,15 @@ def metrics_of(history: History) -> dict[str, Any]:
         "valid": results["valid"],
         "verdict": queue.get("verdict"),
         "silent_failure": queue.get("silent_failure"),
+        "ending": history.ending,
         "window": {
             "start": window.start,
             "stop": window.stop,
             "grace_seconds": window.grace,
             "first_index": window.first_index,
             "stop_index": window.stop_index,
-            "definition": "tweets created from the first stream connect to the end of the "
-            "run minus grace_seconds",
+            "definition": "tweets created from the first stream connect until the stream "
+            "stopped creating (older runs: until the server stopped, minus grace_seconds)",
         },
         **{name: result for name, result in results.items() if name != "valid"},
     }

@@ -1,4 +1,5 @@
-"""How far a run has got, read from its sink: tweets committed and the first commit.
+"""How far a run has got: tweets committed and the first commit (from its sink), and
+whether a try is running now (from the probe's records).
 
 One :class:`SinkWatch` per run serves both the runner (when the stream ends) and the
 nemesis (when a fault fires), so both count from the same first commit: the sink's own
@@ -7,12 +8,15 @@ timestamp of it, not the moment someone polled.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
 from pathlib import Path
 
-__all__ = ["SinkWatch", "committed_count"]
+from harness.procs import pid_alive
+
+__all__ = ["SinkWatch", "TryWatch", "committed_count"]
 
 
 def committed_count(sink: Path) -> int:
@@ -68,3 +72,33 @@ class SinkWatch:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+class TryWatch:
+    """Which tries are running, from the probe's task records (read incrementally): a try
+    runs from its start record until its end record or its process's death."""
+
+    def __init__(self, probe_dir: Path) -> None:
+        self.probe_dir = probe_dir
+        self._offsets: dict[Path, int] = {}
+        self._open: dict[Path, int | None] = {}  # probe file -> pid of its open try
+
+    def running(self) -> list[int]:
+        """Pids of the tries started, not ended, and alive."""
+        for path in sorted(self.probe_dir.glob("*.jsonl")) if self.probe_dir.is_dir() else []:
+            self._read(path)
+        return [pid for pid in self._open.values() if pid is not None and pid_alive(pid)]
+
+    def _read(self, path: Path) -> None:
+        offset = self._offsets.get(path, 0)
+        with path.open("rb") as f:
+            f.seek(offset)
+            chunk = f.read()
+        complete = chunk.rfind(b"\n") + 1  # a line being written is read next time
+        self._offsets[path] = offset + complete
+        for line in chunk[:complete].splitlines():
+            if b'"task"' not in line:
+                continue
+            record = json.loads(line)
+            if record.get("f") == "task":
+                self._open[path] = record["pid"] if record["type"] == "invoke" else None

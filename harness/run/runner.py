@@ -2,10 +2,11 @@
 
 The steps (harness/README.md, "A run", has the why of each): the fake stream and an empty
 sink first, with the variant's services; then the task on the scenario's Airflow mode and
-the nemesis; ``duration`` seconds of stream after the first commit; the stream ends and
-the task may drain what it holds; then Airflow's records, ``run.json``, and the check with
-the hypothesis judged. Everything started is an :class:`~harness.procs.OwnedProcess`; a
-run interrupted by SIGINT/SIGTERM stops it all.
+the nemesis; ``duration`` seconds of stream after the first commit; then the stream stops
+creating tweets and the run ends on the ledger, not a clock (:mod:`harness.run.ending`);
+then Airflow's records, ``run.json``, and the check with the hypothesis judged. Everything
+started is an :class:`~harness.procs.OwnedProcess`; a run interrupted by SIGINT/SIGTERM
+stops it all.
 """
 
 from __future__ import annotations
@@ -14,17 +15,19 @@ import contextlib
 import json
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.airflow.base import DagSpec, TaskHandle, TaskSpec
+from harness.airflow.base import DagSpec, TaskSpec
 from harness.airflow.modes import Airflows
-from harness.check.history import DEFAULT_GRACE, RunError
+from harness.check.history import RunError
 from harness.check.metrics import check_run
 from harness.layout import RunLayout
 from harness.nemesis import Nemesis
-from harness.run.progress import SinkWatch
+from harness.run.ending import Ending, await_end, cap_seconds, request_stop, stop_creating
+from harness.run.progress import SinkWatch, TryWatch
 from harness.run.services import StreamServerProcess, queue_for
 from harness.scenario import Scenario
 from harness.task.probe import create_sink
@@ -33,11 +36,6 @@ from harness.task.variants import VARIANTS
 __all__ = ["Status", "dag_spec", "run_scenario"]
 
 FIRST_COMMIT_TIMEOUT = 90.0  # seconds: Airflow start-up on a loaded 2-core machine
-# After the stream ends, the task may finish what it holds (a queue, a backlog): the run
-# waits while it still commits, up to DRAIN_MAX seconds, and until DRAIN_QUIET seconds pass
-# without a commit (or the task ends on its own).
-DRAIN_QUIET = 2.0
-DRAIN_MAX = 20.0
 
 
 @dataclass
@@ -105,11 +103,14 @@ def run_scenario(
             "run_seconds": None,
             **scenario.params,
         }
+        queue_drained: Callable[[], bool] | None = None
         if VARIANTS[scenario.variant].queue:
-            conf.update(running.enter_context(queue_for(layout, server)))
+            queue_conf, queue_drained = running.enter_context(queue_for(layout, server))
+            conf.update(queue_conf)
         progress = SinkWatch(layout.sink)
         running.callback(progress.close)
-        task = mode.start(TaskSpec(dag_spec(scenario), layout, conf))
+        dag = dag_spec(scenario)
+        task = mode.start(TaskSpec(dag, layout, conf))
         running.callback(task.stop)
         nemesis = Nemesis(scenario.airflow_faults, task, progress, layout.airflow_faults)
         running.callback(nemesis.stop)
@@ -125,33 +126,26 @@ def run_scenario(
             status.committed = progress.committed()
             status.faults_fired = nemesis.fired()
             time.sleep(0.25)
-        status.phase = "ending the stream"
+        status.phase = "ending: until the ledger is quiet"
+        startup = (first_commit or time.time()) - progress.started_at
+        cap = cap_seconds(dag, scenario.duration, startup, mode.heartbeat_timeout)
+        ending = Ending(created_until=stop_creating(server), cap_seconds=round(cap, 1))
+        await_end(ending, server, task, progress, TryWatch(layout.probe_dir), queue_drained)
+        status.phase = "ending: the stop request"
+        request_stop(ending, layout.stop_request, server, task)
+        if ending.task_ended_by == "harness":
+            task.stop()  # it ignored the request
+        ending.ended_at = time.time()
         stopped_at = time.time()
         server.stop()
-        status.phase = "draining"
-        _drain(task, progress)
     status.phase = "checking"
     task.record()
     layout.run.write_text(json.dumps({
         "started_at": progress.started_at, "first_commit_at": first_commit,
-        "stopped_at": stopped_at, "grace": DEFAULT_GRACE, "mode": scenario.mode,
-        "seed": scenario.seed,
+        "created_until": ending.created_until, "stopped_at": stopped_at, "grace": 0.0,
+        "ending": ending.to_json(), "mode": scenario.mode, "seed": scenario.seed,
     }, indent=2))  # fmt: skip
     try:
         return check_run(layout.root)
     except RunError as e:
         return {"error": str(e), "hypothesis": {"held": False, "results": []}}
-
-
-def _drain(task: TaskHandle, progress: SinkWatch) -> None:
-    """Let the task commit what it still holds: until it ends, or stops committing."""
-    deadline = time.monotonic() + DRAIN_MAX
-    last_count, last_change = progress.committed(), time.monotonic()
-    while time.monotonic() < deadline:
-        if task.wait(0.5):
-            return
-        count = progress.committed()
-        if count != last_count:
-            last_count, last_change = count, time.monotonic()
-        elif time.monotonic() - last_change >= DRAIN_QUIET:
-            return

@@ -12,7 +12,7 @@ import select
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,8 @@ import requests
 from fake_stream.ledger import LedgerReader
 from harness.layout import RunLayout
 from harness.procs import OwnedProcess, free_port
+from harness.task.variants.common import PARAMS
+from harness.task.variants.queue_decoupled import GROUP
 
 __all__ = ["RedisServer", "StreamServerProcess", "queue_for"]
 
@@ -131,9 +133,27 @@ class RedisServer:
         return self.process.stop()
 
 
+def redis_drained(url: str, key: str = PARAMS["redis_stream"], group: str = GROUP) -> bool:
+    """Whether the consumer group has read every entry of the Redis Stream and acknowledged
+    it (an entry read by a consumer that died stays pending: not drained)."""
+    client = redis.Redis.from_url(url, socket_timeout=5)
+    try:
+        if not client.exists(key):
+            return True
+        last = client.xinfo_stream(key)["last-generated-id"]
+        groups = {g["name"]: g for g in client.xinfo_groups(key)}
+        mine = groups.get(group.encode())
+        return mine is not None and mine["pending"] == 0 and mine["last-delivered-id"] == last
+    finally:
+        client.close()
+
+
 @contextmanager
-def queue_for(layout: RunLayout, server: StreamServerProcess) -> Iterator[dict[str, Any]]:
-    """A Redis broker fed by the ingester from ``server``; yields the conf the task needs."""
+def queue_for(
+    layout: RunLayout, server: StreamServerProcess
+) -> Iterator[tuple[dict[str, Any], Callable[[], bool]]]:
+    """A Redis broker fed by the ingester from ``server``; yields the conf the task needs
+    and whether the queue is drained."""
     broker = RedisServer(layout.root / "redis")
     try:
         with open(layout.root / "ingester.log", "ab") as log:
@@ -145,7 +165,7 @@ def queue_for(layout: RunLayout, server: StreamServerProcess) -> Iterator[dict[s
                 stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip
         try:
-            yield {"redis_url": broker.url}
+            yield {"redis_url": broker.url}, lambda: redis_drained(broker.url)
         finally:
             ingester.stop()
     finally:

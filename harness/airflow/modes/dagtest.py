@@ -56,6 +56,7 @@ class DagTestTask(TaskHandle):
         self._lock = threading.Lock()
         self._process: OwnedProcess | None = None
         self._stopping = False
+        self._over = False  # no retry will be launched
         self._launch()
 
     def _launch(self) -> None:
@@ -85,11 +86,13 @@ class DagTestTask(TaskHandle):
                 self._process.stop()
                 self._process = None
             if self._stopping or self.retries_left <= 0:
+                self._over = True
                 return False
             self.retries_left -= 1
         time.sleep(self.spec.dag.retry_delay)
         with self._lock:
             if self._stopping:
+                self._over = True
                 return False
             if empty_disk:
                 self.moves += 1
@@ -98,12 +101,19 @@ class DagTestTask(TaskHandle):
             self._launch()
         return True
 
+    def ended(self) -> bool:
+        with self._lock:
+            process = self._process
+            return self._over or (process is not None and not process.alive())
+
+    def request_stop(self) -> None:
+        with self._lock:
+            self._stopping = True  # a try killed now is not relaunched
+
     def wait(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            with self._lock:
-                process = self._process
-            if process is not None and not process.alive():
+            if self.ended():
                 return True
             time.sleep(0.1)
         return False

@@ -210,6 +210,9 @@ class LocalTaskTask(ProbedTask):
             )
             return self._decisions.get(launch, False) and not self._stopping.is_set()
 
+    def ended(self) -> bool:
+        return self._over.is_set()
+
     def wait(self, timeout: float) -> bool:
         return self._over.wait(timeout)
 

@@ -33,7 +33,7 @@ from harness.airflow.base import (
     register_mode,
     write_airflow_record,
 )
-from harness.airflow.modes.standalone_airflow import StandaloneAirflow
+from harness.airflow.modes.standalone_airflow import HEARTBEAT_TIMEOUT, StandaloneAirflow
 from harness.airflow.probed import ProbedTask, kill
 from harness.procs import parent_pid, pid_alive
 
@@ -51,6 +51,7 @@ class StandaloneMode(Mode):
 
     name = "standalone"
     capabilities = frozenset({Capability.TASK_PROCESS, Capability.SUPERVISOR, Capability.SCHEDULER})
+    heartbeat_timeout = HEARTBEAT_TIMEOUT + 5.0  # and its detection interval
 
     def __init__(self, root: Path, dags: list[DagSpec], template: Path) -> None:
         super().__init__(root, dags, template)
@@ -139,11 +140,17 @@ class StandaloneTask(ProbedTask):
     def _state(self) -> str:
         return self.airflow.run_state(self.dag_id, self.run_id)
 
-    def wait(self, timeout: float) -> bool:
+    def ended(self) -> bool:
+        over = not self.continuous or self._ending.is_set()
+        return over and self._state() in ("success", "failed")
+
+    def request_stop(self) -> None:
         self._end_continuous()
+
+    def wait(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self._state() in ("success", "failed"):
+            if self.ended():
                 return True
             time.sleep(0.5)
         return False

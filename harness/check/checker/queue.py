@@ -13,13 +13,20 @@ tweets (created between the first stream connect and the end of the run minus th
 - ``unexpected``: committed ids the stream never created (0 unless something is broken).
 
 Verdict: ``exactly-once`` (nothing lost or repeated), ``at-least-once`` (repeats, no
-loss), ``at-most-once`` (loss, no repeats), ``broken`` (both, or unexpected ids).
-``silent_failure``: the task was reported successful although tweets were lost (Airflow's
-recorded states when the run has them, the probe's exit records otherwise).
+loss), ``at-most-once`` (loss, no repeats), ``broken`` (both, or unexpected ids);
+``incomplete`` when the run was cut at its cap (harness/run/ending.py) before it was quiet:
+``verdict_so_far`` is the verdict of what happened until then, and the tweets the cut
+caught queued or in flight are ``pending_at_cut``, not ``lost``.
+
+``silent_failure``: a try ended on its own (before the harness's stop request) with the
+state *success* (Airflow's record when the run has one, the probe's otherwise), and tweets
+created after its end, before the next try started, were lost: ``silent_failure_tries``
+lists them. The end of the run never makes a try "succeed".
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from typing import Any
 
@@ -50,17 +57,26 @@ class TotalQueueChecker:
     def check(self, history: History) -> Result:
         tweets = window_tweets(history)
         window = history.window
-        lost_mask = tweets.processed == 0
+        uncommitted = tweets.processed == 0
+        pending_mask = uncommitted & _caught_by_cut(history, tweets)
+        lost_mask = uncommitted & ~pending_mask
         extra = np.maximum(tweets.processed - 1, 0)
         lost, duplicates = int(lost_mask.sum()), int(extra.sum())
         unexpected = len(tweets.unexpected_ids)
-        verdict = verdict_of(lost, duplicates, unexpected)
-        silent, silent_source = _silent_failure(history, lost)
+        verdict = so_far = verdict_of(lost, duplicates, unexpected)
+        cut = (history.ending or {}).get("how") == "cap"
+        if cut:
+            verdict = "incomplete"
+        silent_tries, silent_source = _silent_tries(history, lost_mask)
         return {
-            "valid": "unknown" if window.size == 0 else verdict == "exactly-once",
+            "valid": "unknown" if window.size == 0 or cut else verdict == "exactly-once",
             "verdict": verdict,
-            "silent_failure": silent,
+            "verdict_so_far": so_far,
+            "silent_failure": bool(silent_tries) if silent_source else "unknown",
             "silent_failure_source": silent_source,
+            "silent_failure_tries": silent_tries,
+            "ended_by": (history.ending or {}).get("task_ended_by"),
+            "pending_at_cut": int(pending_mask.sum()),
             "created": window.size,
             "delivered": int((tweets.acked > 0).sum()),
             "processed_unique": int((tweets.processed > 0).sum()),
@@ -147,10 +163,57 @@ def _duplicate_samples(history: History, tweets: Any, offsets: np.ndarray) -> li
     return out
 
 
-def _silent_failure(history: History, lost: int) -> tuple[bool | str, str | None]:
-    if history.airflow_tries:
-        succeeded = any(t.get("state") == "success" for t in history.airflow_tries)
-        return bool(lost and succeeded), "airflow"
-    if history.tries:
-        return bool(lost and any(t.outcome == "ok" for t in history.tries)), "probe"
-    return "unknown", None
+def _caught_by_cut(history: History, tweets: Any) -> np.ndarray:
+    """Window tweets a cut run still held somewhere: queued for a connection when the
+    server stopped, or written to one that ended with their fate unknown."""
+    caught = np.zeros(len(tweets.processed), dtype=bool)
+    if (history.ending or {}).get("how") != "cap":
+        return caught
+    lo, hi = history.window.first_index, history.window.stop_index
+    for drop in history.drops:
+        if drop.reason == "server_shutdown" and max(drop.first, lo) < min(drop.stop, hi):
+            caught[max(drop.first, lo) - lo : min(drop.stop, hi) - lo] = True
+    return caught | ((tweets.acked == 0) & (tweets.unknown > 0))
+
+
+def _silent_tries(
+    history: History, lost_mask: np.ndarray
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Tries that succeeded on their own while tweets after them were lost."""
+    if not history.tries:
+        return [], None
+    source = "airflow" if history.airflow_tries else "probe"
+    states = {
+        (t.get("run_id"), t.get("try_number")): t.get("state") for t in history.airflow_tries or []
+    }
+    stopped = {
+        op.process
+        for op in history.ops
+        if op.f == "mark" and op.value.get("name") == "stop_request"
+    }
+    requested = (history.ending or {}).get("stop_requested_at")
+    lo = history.window.first_index
+    created = history.created_at[lo : lo + len(lost_mask)]
+    starts = sorted(t.started_at for t in history.tries)
+    out = []
+    for t in history.tries:
+        state = states.get((t.start.get("run_id"), t.try_number))
+        succeeded = state == "success" if state is not None else t.outcome == "ok"
+        if not succeeded or t.ended_at is None or str(t.pid) in stopped:
+            continue
+        if requested is not None and t.ended_at >= requested:
+            continue
+        following = [s for s in starts if s > t.ended_at]
+        until = following[0] if following else math.inf
+        after = lost_mask & (created >= t.ended_at) & (created < until)
+        if after.any():
+            lost_after = int(after.sum())
+            out.append(
+                {
+                    "try": t.try_number,
+                    "pid": t.pid,
+                    "ended_at": t.ended_at,
+                    "lost_after": lost_after,
+                }
+            )
+    return out, source

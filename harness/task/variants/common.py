@@ -23,6 +23,7 @@ from typing import Any
 
 import requests
 
+from harness.layout import RunLayout
 from harness.task.gil import READER
 from harness.task.probe import Probe
 
@@ -44,6 +45,8 @@ PARAMS: dict[str, Any] = {
     "gil_interval": 1.0,  # seconds between GIL samples of each process (0: no sampling)
 }
 
+STOP_CHECK_INTERVAL = 0.2  # seconds: a stat per line would cost the reader at 10,000/s
+
 
 @dataclass
 class TaskContext:
@@ -60,6 +63,8 @@ class TaskContext:
     #: that cooperate look at it.
     stop: threading.Event = field(default_factory=threading.Event)
     _probe: Probe | None = None
+    _stop_checked: float = 0.0
+    _stop_requested: bool = False
 
     @property
     def run_dir(self) -> Path:
@@ -84,9 +89,22 @@ class TaskContext:
         return self.params.get(name, PARAMS[name])
 
     def keep_running(self) -> bool:
-        """True until the harness's ``run_seconds`` bound (never, by default)."""
+        """True until the run's stop request (the operator ending the run: the harness
+        writes it when the run is over) or the ``run_seconds`` bound (none by default)."""
         limit = self.param("run_seconds")
-        return limit is None or time.monotonic() - self.started < float(limit)
+        if limit is not None and time.monotonic() - self.started >= float(limit):
+            return False
+        return not self.stop_requested()
+
+    def stop_requested(self) -> bool:
+        """Whether the run folder holds the stop request (looked at most every 0.2 s)."""
+        now = time.monotonic()
+        if not self._stop_requested and now - self._stop_checked >= STOP_CHECK_INTERVAL:
+            self._stop_checked = now
+            if RunLayout(self.run_dir).stop_request.exists():
+                self._stop_requested = True
+                self.probe.mark("stop_request")
+        return self._stop_requested
 
 
 def read_stream(

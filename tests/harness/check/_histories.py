@@ -110,8 +110,9 @@ def history_of(spec: Spec) -> History:
         pid=np.array([f[1] for f in flat], dtype=np.int64),
         try_number=np.array([f[2] for f in flat], dtype=np.int64),
     )
-    tries = [
-        TaskTry(pid, t, T0_WALL, None, outcome, None, None, {}) for pid, t, outcome in spec.tries
+    tries = [  # each starts and, unless killed (info), ends at T0
+        TaskTry(pid, t, T0_WALL, None if outcome == "info" else T0_WALL, outcome, None, None, {})
+        for pid, t, outcome in spec.tries
     ]
     window = window_for(created_at, connections, None, spec.stopped_at, spec.grace)
     return History(

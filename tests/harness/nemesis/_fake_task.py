@@ -131,6 +131,9 @@ class FakeTask(TaskHandle):
         self.schedulers.append(self.scheduler.pid)
         return [old.pid]
 
+    def ended(self) -> bool:
+        return False
+
     def wait(self, timeout: float) -> bool:
         return False
 

@@ -1,0 +1,130 @@
+"""How a run ends: on what the ledger, the sink and Airflow show, not on a clock.
+
+At ``duration`` the stream stops *creating* tweets (its rate becomes 0) but keeps serving:
+open connections get their backlog, a reconnect its ``since_id`` or backfill. The judged
+tweets are those created until then. The run then ends at the first of:
+
+- **quiescent**: every open connection has been sent everything it asked for, the
+  variant's queue (if it has one) is drained, a try is running or the task is over (none
+  queued, up for retry or about to be re-triggered), and the sink did not grow; all of it
+  for ``QUIET`` s on end;
+- **cap**: :func:`cap_seconds` after the stream stopped creating, computed from the
+  scenario; tweets not committed then were cut off, not lost (the checker says
+  ``incomplete``).
+
+Then the operator's stop: the stop request is written into the run folder, the streams get
+a keep-alive so a blocked reader wakes, and a running try ends on its own when it reads
+it. Only a try that ignores it for ``STOP_WAIT`` s is ended by force; :class:`Ending` says
+who ended what (``run.json``'s ``ending``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.airflow.base import DagSpec, TaskHandle
+from harness.run.progress import SinkWatch, TryWatch
+from harness.run.services import StreamServerProcess
+
+__all__ = [
+    "QUIET",
+    "STOP_WAIT",
+    "Ending",
+    "await_end",
+    "cap_seconds",
+    "request_stop",
+    "stop_creating",
+]
+
+QUIET = 2.0  # seconds every quiescence condition must hold on end
+STOP_WAIT = 30.0  # seconds a try has to honour the stop request
+MARGIN = 15.0  # seconds the cap allows beyond what the scenario accounts for
+POLL = 0.25
+
+
+@dataclass
+class Ending:
+    """How a run ended (``run.json``'s ``ending``). Times are UNIX s.
+
+    ``how``: ``quiescent`` or ``cap``. ``task_ended_by``: ``itself`` (the task was over
+    before the stop request), ``stop_request`` (its try ended on reading it) or ``harness``
+    (it ignored it and was ended by force)."""
+
+    created_until: float
+    cap_seconds: float
+    how: str = ""
+    stop_requested_at: float | None = None
+    task_ended_by: str = ""
+    ended_at: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def cap_seconds(dag: DagSpec, duration: float, startup: float, heartbeat: float) -> float:
+    """The longest a run may take after the stream stops creating: a consumer at half the
+    rate catches up in ``duration``; each retry costs its delay and a start-up (measured:
+    the task's start to its first commit); an orphan is noticed after ``heartbeat``."""
+    return duration + (dag.retries + 1) * (dag.retry_delay + startup) + heartbeat + MARGIN
+
+
+def stop_creating(server: StreamServerProcess) -> float:
+    """Rate 0 from now on; the UNIX time after which no tweet is created."""
+    server.control("PUT", "rate", {"kind": "constant", "rate": 0})
+    return time.time()
+
+
+def stream_idle(server: StreamServerProcess) -> bool:
+    """Every open connection has been sent everything it asked for."""
+    return all(c["backlog"] <= 0 for c in server.control("GET", "stats")["connections"])
+
+
+def await_end(
+    ending: Ending,
+    server: StreamServerProcess,
+    task: TaskHandle,
+    sink: SinkWatch,
+    tries: TryWatch,
+    queue_drained: Callable[[], bool] | None = None,
+) -> None:
+    """Wait for quiescence or the cap (``ending.how``)."""
+    deadline = time.monotonic() + ending.cap_seconds
+    quiet_since: float | None = None
+    last = sink.committed()
+    while time.monotonic() < deadline:
+        time.sleep(POLL)
+        count = sink.committed()
+        idle = (
+            count == last
+            and stream_idle(server)
+            and (queue_drained is None or queue_drained())
+            and (bool(tries.running()) or task.ended())
+        )
+        last = count
+        now = time.monotonic()
+        if not idle:
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = now
+        elif now - quiet_since >= QUIET:
+            ending.how = "quiescent"
+            return
+    ending.how = "cap"
+
+
+def request_stop(
+    ending: Ending, stop_file: Path, server: StreamServerProcess, task: TaskHandle
+) -> None:
+    """The operator's stop; ``ending.task_ended_by`` says who ended the task."""
+    if task.ended():
+        ending.task_ended_by = "itself"
+    ending.stop_requested_at = time.time()
+    stop_file.write_text(f'{{"at": {ending.stop_requested_at}, "why": "{ending.how}"}}\n')
+    task.request_stop()
+    server.control("POST", "keepalive")
+    if not ending.task_ended_by:
+        ending.task_ended_by = "stop_request" if task.wait(STOP_WAIT) else "harness"
