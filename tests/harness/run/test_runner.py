@@ -65,7 +65,8 @@ def test_a_scenario_runs_and_is_judged(tmp_path):
     # The run ended once everything was quiet, and the relaunched try ended on the stop
     # request: no state of it was written by the harness.
     assert (record["ending"]["how"], record["ending"]["task_ended_by"]) == (
-        "quiescent", "stop_request"
+        "quiescent",
+        "stop_request",
     )
     assert 1.5 <= faults[0]["time"] - first_commit <= 4  # polling, and a loaded machine
     assert faults[1]["retry"] is True
