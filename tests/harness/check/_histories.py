@@ -11,13 +11,13 @@ from hypothesis import strategies as st
 
 from fake_stream import snowflake
 from fake_stream.ledger import Delivery, Drop, LedgerWriter
-from harness.check.history import Commits, History, TaskTry, window_for
+from harness.check.history import Commits, History, Op, TaskTry, window_for
 from harness.layout import RunLayout
 from harness.task.probe import Sink, create_sink
 
 T0_MS = 1_790_000_000_000
 T0_WALL = T0_MS / 1000
-REASONS = ["no_consumer", "queue_overflow", "client_closed", "fault:cut"]
+REASONS = ["no_consumer", "queue_overflow", "client_closed", "fault:cut", "server_shutdown"]
 
 
 @dataclass
@@ -32,7 +32,11 @@ class Spec:
     opened_at: list[float]  # per connection
     stopped_at: float
     grace: float
-    tries: list[tuple[int, int, str]] = field(default_factory=list)  # (pid, try, outcome)
+    # (pid, try, outcome) starting and (unless killed: info) ending at T0, or
+    # (pid, try, outcome, started_at, ended_at)
+    tries: list[tuple] = field(default_factory=list)
+    ending: dict | None = None  # run.json's: {"how", "stop_requested_at"}
+    stop_marks: list[int] = field(default_factory=list)  # pids that read the stop request
 
     def created(self) -> tuple[list[int], list[float]]:
         ids, times = [], []
@@ -76,10 +80,22 @@ def specs(draw: st.DrawFn, max_slots: int = 40) -> Spec:
         commits.append((at, draw(st.integers(100, 103)), draw(st.integers(1, 3)), batch))
     opened = sorted(T0_WALL + draw(st.floats(0, duration)) for _ in range(connections))
     stopped = T0_WALL + duration + draw(st.floats(0, 0.02))
-    tries = [
-        (100 + i, i + 1, draw(st.sampled_from(["ok", "fail", "info"])))
-        for i in range(draw(st.integers(0, 3)))
-    ]
+    moment = st.floats(T0_WALL, T0_WALL + duration + 0.01)
+    tries = []
+    for i in range(draw(st.integers(0, 3))):
+        outcome = draw(st.sampled_from(["ok", "fail", "info"]))
+        started = draw(moment)
+        ended = None if outcome == "info" else max(started, draw(moment))
+        tries.append((100 + i, i + 1, outcome, started, ended))
+    ending = draw(
+        st.one_of(
+            st.none(),
+            st.fixed_dictionaries(
+                {"how": st.sampled_from(["quiescent", "cap"]), "stop_requested_at": moment}
+            ),
+        )
+    )
+    marks = draw(st.lists(st.sampled_from([t[0] for t in tries]), max_size=2)) if tries else []
     return Spec(
         counts,
         deliveries,
@@ -89,6 +105,8 @@ def specs(draw: st.DrawFn, max_slots: int = 40) -> Spec:
         stopped,
         draw(st.sampled_from([0.0, 0.005, 0.02])),
         tries,
+        ending,
+        marks,
     )
 
 
@@ -110,14 +128,34 @@ def history_of(spec: Spec) -> History:
         pid=np.array([f[1] for f in flat], dtype=np.int64),
         try_number=np.array([f[2] for f in flat], dtype=np.int64),
     )
-    tries = [  # each starts and, unless killed (info), ends at T0
-        TaskTry(pid, t, T0_WALL, None if outcome == "info" else T0_WALL, outcome, None, None, {})
-        for pid, t, outcome in spec.tries
+    tries = [
+        TaskTry(pid, t, started, ended, outcome, None, None, {})
+        for pid, t, outcome, started, ended in map(try_times, spec.tries)
+    ]
+    marks = [
+        Op(T0_WALL, str(pid), "info", "mark", {"name": "stop_request"}) for pid in spec.stop_marks
     ]
     window = window_for(created_at, connections, None, spec.stopped_at, spec.grace)
     return History(
-        created_ids, created_at, deliveries, drops, connections, commits, tries, [], window
+        created_ids,
+        created_at,
+        deliveries,
+        drops,
+        connections,
+        commits,
+        tries,
+        marks,
+        window,
+        ending=spec.ending,
     )
+
+
+def try_times(entry: tuple) -> tuple:
+    """(pid, try, outcome, started_at, ended_at) of a Spec's try."""
+    if len(entry) == 5:
+        return entry
+    pid, number, outcome = entry
+    return pid, number, outcome, T0_WALL, None if outcome == "info" else T0_WALL
 
 
 def write_run(spec: Spec, run_dir: Path) -> None:
@@ -134,18 +172,22 @@ def write_run(spec: Spec, run_dir: Path) -> None:
     for conn_id, first, stop, reason in spec.drops:
         ledger.dropped(conn_id, first, stop, reason, "queued")
     ledger.close()
-    layout.run.write_text(json.dumps({"stopped_at": spec.stopped_at, "grace": spec.grace}))
+    run = {"stopped_at": spec.stopped_at, "grace": spec.grace, "ending": spec.ending}
+    layout.run.write_text(json.dumps(run))
     create_sink(layout.sink)
     for _, pid, try_number, batch in spec.commits:
         sink = Sink(layout.sink, pid, try_number)
         sink.commit([(tweet_id, None) for tweet_id in batch])
         sink.close()
     layout.probe_dir.mkdir(exist_ok=True)
-    for pid, try_number, outcome in spec.tries:
+    for pid, try_number, outcome, started, ended in map(try_times, spec.tries):
         base = {"pid": pid, "try": try_number, "f": "task"}
-        lines = [{**base, "time": T0_WALL, "type": "invoke", "value": {}}]
+        lines = [{**base, "time": started, "type": "invoke", "value": {}}]
+        if pid in spec.stop_marks:
+            mark = {"name": "stop_request"}
+            lines.append({**base, "f": "mark", "time": started, "type": "info", "value": mark})
         if outcome != "info":
             how = "returned" if outcome == "ok" else "raised"
-            lines.append({**base, "time": T0_WALL + 1, "type": outcome, "value": {"how": how}})
+            lines.append({**base, "time": ended, "type": outcome, "value": {"how": how}})
         with (layout.probe_dir / f"host-{pid}.jsonl").open("a") as f:
             f.write("".join(json.dumps(line) + "\n" for line in lines))

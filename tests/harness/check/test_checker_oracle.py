@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 
 from harness.check.checker import SequenceChecker, TimingChecker, TotalQueueChecker
 from harness.check.history import load_history
-from tests.harness.check._histories import Spec, history_of, specs, write_run
+from tests.harness.check._histories import Spec, history_of, specs, try_times, write_run
 
 
 def oracle(spec: Spec) -> dict:
@@ -33,7 +33,15 @@ def oracle(spec: Spec) -> dict:
                 committed[index_of[tweet_id]] += 1
     acked = {i for _, a, b, status in spec.deliveries if status == "acked" for i in range(a, b)}
     unknown = {i for _, a, b, status in spec.deliveries if status == "unknown" for i in range(a, b)}
-    lost = [i for i in window if committed[i] == 0]
+    cut = (spec.ending or {}).get("how") == "cap"
+    queued_at_stop = {i for _, a, b, r in spec.drops if r == "server_shutdown" for i in range(a, b)}
+    # A cut run: what was still queued or in flight is pending, not lost.
+    pending = [
+        i
+        for i in window
+        if cut and committed[i] == 0 and (i in queued_at_stop or (i in unknown and i not in acked))
+    ]
+    lost = [i for i in window if committed[i] == 0 and i not in pending]
     never = [i for i in lost if i not in acked and i not in unknown]
     by_reason = Counter()
     for i in never:
@@ -62,6 +70,9 @@ def oracle(spec: Spec) -> dict:
     gaps = _runs([i for i in window if committed[i] == 0])
     repeats = _runs([i for i in window if committed[i] > 1])
     return {
+        "verdict_so_far": verdict,
+        "pending_at_cut": len(pending),
+        "silent_failure_tries": _silent(spec, times, set(lost)),
         "created": len(window),
         "delivered": len(in_window & acked),
         "processed_unique": len(committed),
@@ -69,7 +80,7 @@ def oracle(spec: Spec) -> dict:
         "lost": len(lost),
         "duplicates": duplicates,
         "unexpected": unexpected,
-        "verdict": verdict,
+        "verdict": "incomplete" if cut else verdict,
         "lost_by_cause": {
             "delivered_not_processed": sum(1 for i in lost if i in acked),
             "in_flight_unknown": sum(1 for i in lost if i not in acked and i in unknown),
@@ -82,6 +93,24 @@ def oracle(spec: Spec) -> dict:
         "gaps": (len(gaps), sum(len(g) for g in gaps)),
         "repeats": (len(repeats), sum(len(r) for r in repeats)),
     }
+
+
+def _silent(spec: Spec, times: list[float], lost: set[int]) -> list[dict]:
+    """Tries that returned before the stop request, not having read it, with tweets
+    created after their end (until the next start) lost."""
+    requested = (spec.ending or {}).get("stop_requested_at")
+    tries = [try_times(t) for t in spec.tries]
+    out = []
+    for pid, number, outcome, _, ended in tries:
+        if outcome != "ok" or ended is None or pid in spec.stop_marks:
+            continue
+        if requested is not None and ended >= requested:
+            continue
+        until = min((t[3] for t in tries if t[3] > ended), default=float("inf"))
+        after = sum(1 for i in lost if ended <= times[i] < until)
+        if after:
+            out.append({"try": number, "pid": pid, "ended_at": ended, "lost_after": after})
+    return out
 
 
 def _runs(indexes: list[int]) -> list[list[int]]:
@@ -100,7 +129,8 @@ def _checked(history) -> dict:
     return {
         **{k: queue[k] for k in ("created", "delivered", "processed_unique", "processed_total",
                                  "lost", "duplicates", "unexpected", "verdict", "lost_by_cause",
-                                 "duplicates_by_try")},
+                                 "duplicates_by_try", "verdict_so_far", "pending_at_cut",
+                                 "silent_failure_tries")},
         "gaps": (sequence["gaps"]["count"], sequence["gaps"]["tweets"]),
         "repeats": (sequence["repeats"]["count"], sequence["repeats"]["tweets"]),
     }  # fmt: skip

@@ -122,3 +122,42 @@ def test_metrics_json_holds_window_and_every_checker():
     assert {"queue", "sequence", "timing", "window"} <= set(metrics)
     assert metrics["window"]["first_index"] == 0
     assert metrics["window"]["stop_index"] == 10
+
+
+def test_a_try_is_a_silent_failure_only_for_what_was_lost_after_its_own_end():
+    # Tweet i is created at T0 + i ms; 0-4 committed, 5-9 lost.
+    def silent(tries, ending=None, marks=()):
+        s = spec([(1, 1, IDS[:5])], tries=tries)
+        s.ending, s.stop_marks = ending, list(marks)
+        return queue(s)["silent_failure_tries"]
+
+    ends_at_5ms = [(1, 1, "ok", T0_WALL, T0_WALL + 0.005)]
+    assert silent(ends_at_5ms) == [
+        {"try": 1, "pid": 1, "ended_at": T0_WALL + 0.005, "lost_after": 5}
+    ]
+    # A next try started at 7 ms: try 1 answers only for tweets 5 and 6.
+    assert silent([*ends_at_5ms, (2, 2, "info", T0_WALL + 0.007, None)])[0]["lost_after"] == 2
+    # Ended after the loss it is blamed for? No: tweets 5-9 were lost before it ended.
+    assert silent([(1, 1, "ok", T0_WALL, T0_WALL + 0.011)]) == []
+    # Ended because the harness asked (after the request, or having read it): not silent.
+    assert silent(ends_at_5ms, ending={"how": "quiescent", "stop_requested_at": T0_WALL}) == []
+    assert silent(ends_at_5ms, marks=[1]) == []
+
+
+def test_a_cut_run_is_incomplete_and_what_it_held_is_pending_not_lost():
+    s = spec(
+        [(1, 1, IDS[:4])],
+        deliveries=[(1, 0, 6, "acked"), (1, 6, 7, "unknown")],
+        drops=[(1, 7, 10, "server_shutdown")],
+    )
+    s.ending = {"how": "cap", "stop_requested_at": T0_WALL + 1}
+    result = queue(s)
+    assert (result["verdict"], result["verdict_so_far"], result["valid"]) == (
+        "incomplete", "at-most-once", "unknown"
+    )  # fmt: skip
+    # 4 and 5 were read by a try and never committed: lost; 6-9 were in flight or queued.
+    assert (result["lost"], result["pending_at_cut"]) == (2, 4)
+    s.ending = {"how": "quiescent", "stop_requested_at": T0_WALL + 1}
+    assert (queue(s)["verdict"], queue(s)["lost"], queue(s)["pending_at_cut"]) == (
+        "at-most-once", 6, 0
+    )  # fmt: skip
