@@ -30,6 +30,10 @@ class WindowTweets:
     commit_at: np.ndarray
     is_first_copy: np.ndarray  # bool: the first commit of its tweet
     unexpected_ids: np.ndarray  # committed ids the stream never created
+    # Tweets created before the window (a retry re-reading from an earlier point commits
+    # them again): extra copies, per tweet and by (try, pid) of the copy.
+    before_extra: np.ndarray  # copies after the first, per repeated tweet
+    before_extra_by: list[tuple[int, int]]  # (try, pid) of each extra copy
 
 
 def window_tweets(history: History) -> WindowTweets:
@@ -69,6 +73,10 @@ def _compute(history: History) -> WindowTweets:
         _, first_positions = np.unique(offset, return_index=True)
         is_first[first_positions] = True
         first_commit_at[offset[first_positions]] = commit_at[first_positions]
+    before = known & (position < lo)
+    before_extra, before_by = _extra_copies(
+        position[before], commits.try_number[before], commits.pid[before]
+    )
     acked = [(d.first, d.stop) for d in history.deliveries if d.status == "acked"]
     unknown = [(d.first, d.stop) for d in history.deliveries if d.status == "unknown"]
     return WindowTweets(
@@ -82,4 +90,19 @@ def _compute(history: History) -> WindowTweets:
         commit_at=commit_at,
         is_first_copy=is_first,
         unexpected_ids=commits.tweet_ids[~known],
+        before_extra=before_extra,
+        before_extra_by=before_by,
     )
+
+
+def _extra_copies(
+    position: np.ndarray, try_number: np.ndarray, pid: np.ndarray
+) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """Per tweet committed more than once, its extra copies; and who made each."""
+    if not len(position):
+        return np.zeros(0, dtype=np.int64), []
+    _, first, counts = np.unique(position, return_index=True, return_counts=True)
+    later = np.ones(len(position), dtype=bool)
+    later[first] = False  # commit order is time order: the first occurrence came first
+    by = list(zip(try_number[later].tolist(), pid[later].tolist(), strict=True))
+    return counts[counts > 1] - 1, by

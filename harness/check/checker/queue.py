@@ -9,7 +9,8 @@ tweets (created between the first stream connect and the end of the run minus th
   ``never_delivered`` (by the server's drop reason: no consumer connected, queue overflow,
   the connection ending, a fault, ...).
 - ``duplicates``: extra commits of tweets committed more than once, with which try and
-  process made each extra copy.
+  process made each extra copy: the window's tweets and those created before it (a retry
+  that re-reads from an earlier point), the latter also as ``duplicates_before_window``.
 - ``unexpected``: committed ids the stream never created (0 unless something is broken).
 
 Verdict: ``exactly-once`` (nothing lost or repeated), ``at-least-once`` (repeats, no
@@ -61,7 +62,8 @@ class TotalQueueChecker:
         pending_mask = uncommitted & _caught_by_cut(history, tweets)
         lost_mask = uncommitted & ~pending_mask
         extra = np.maximum(tweets.processed - 1, 0)
-        lost, duplicates = int(lost_mask.sum()), int(extra.sum())
+        before = int(tweets.before_extra.sum())
+        lost, duplicates = int(lost_mask.sum()), int(extra.sum()) + before
         unexpected = len(tweets.unexpected_ids)
         verdict = so_far = verdict_of(lost, duplicates, unexpected)
         cut = (history.ending or {}).get("how") == "cap"
@@ -84,7 +86,8 @@ class TotalQueueChecker:
             "lost": lost,
             "lost_by_cause": _lost_by_cause(history, tweets, lost_mask),
             "duplicates": duplicates,
-            "duplicated_tweets": int((extra > 0).sum()),
+            "duplicated_tweets": int((extra > 0).sum()) + len(tweets.before_extra),
+            "duplicates_before_window": before,
             "duplicates_by_try": _extra_copies_by_try(tweets),
             "unexpected": unexpected,
             "samples": {
@@ -143,6 +146,7 @@ def _extra_copies_by_try(tweets: Any) -> list[dict[str, int]]:
     pairs = Counter(
         zip(tweets.commit_try[extra].tolist(), tweets.commit_pid[extra].tolist(), strict=True)
     )
+    pairs.update(tweets.before_extra_by)
     return [{"try": t, "pid": p, "copies": n} for (t, p), n in sorted(pairs.items())]
 
 

@@ -49,7 +49,14 @@ def oracle(spec: Spec) -> dict:
         by_reason[
             min(reasons, key=lambda r: (r == "no_consumer", r)) if reasons else "unrecorded"
         ] += 1
-    duplicates = sum(n - 1 for n in committed.values())
+    before = Counter(  # commits of tweets created before the window
+        index_of[tweet_id]
+        for _, _, _, batch in spec.commits
+        for tweet_id in batch
+        if tweet_id in index_of and times[index_of[tweet_id]] < start
+    )
+    before_dups = sum(n - 1 for n in before.values())
+    duplicates = sum(n - 1 for n in committed.values()) + before_dups
     if unexpected or (lost and duplicates):
         verdict = "broken"
     elif lost:
@@ -63,7 +70,7 @@ def oracle(spec: Spec) -> dict:
     for _, pid, try_number, batch in spec.commits:
         for tweet_id in batch:
             i = index_of.get(tweet_id)
-            if i in in_window:
+            if i in in_window or i in before:
                 if i in seen:
                     extra[(try_number, pid)] += 1
                 seen.add(i)
@@ -79,6 +86,7 @@ def oracle(spec: Spec) -> dict:
         "processed_total": sum(committed.values()),
         "lost": len(lost),
         "duplicates": duplicates,
+        "duplicates_before_window": before_dups,
         "unexpected": unexpected,
         "verdict": "incomplete" if cut else verdict,
         "lost_by_cause": {
@@ -129,8 +137,8 @@ def _checked(history) -> dict:
     return {
         **{k: queue[k] for k in ("created", "delivered", "processed_unique", "processed_total",
                                  "lost", "duplicates", "unexpected", "verdict", "lost_by_cause",
-                                 "duplicates_by_try", "verdict_so_far", "pending_at_cut",
-                                 "silent_failure_tries")},
+                                 "duplicates_by_try", "duplicates_before_window",
+                                 "verdict_so_far", "pending_at_cut", "silent_failure_tries")},
         "gaps": (sequence["gaps"]["count"], sequence["gaps"]["tweets"]),
         "repeats": (sequence["repeats"]["count"], sequence["repeats"]["tweets"]),
     }  # fmt: skip
