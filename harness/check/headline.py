@@ -74,8 +74,13 @@ METRICS: list[Metric] = [
     Metric("downtime_s", "timing.downtime.seconds", "downtime (s)", "seconds", column=False),
     Metric("recovery_s", "timing.recovery (slowest)", "recovery (s)", "seconds", True, _slowest),
     Metric("silent_failure", "silent_failure", "silent failure", "flag"),
+    Metric("pending_at_cut", "queue.pending_at_cut", "pending at cut", "count", column=False),
+    Metric("verdict_so_far", "queue.verdict_so_far", "verdict so far", "text", column=False),
+    Metric("ended_by", "queue.ended_by", "task ended by", "text", column=False),
 ]
 BY_NAME = {m.name: m for m in METRICS}
+#: Not columns, but in every row: how the run ended (the report's verdict grid shows them).
+_ENDING = ("pending_at_cut", "verdict_so_far", "ended_by")
 
 #: ``(key, heading, right-aligned)`` of every summary table, identity columns first.
 COLUMNS: list[tuple[str, str, bool]] = [
@@ -106,7 +111,7 @@ def row(
     ``never_recovered``: some fault had no commit after it."""
     metrics = metrics or {}
     error = error or metrics.get("error")
-    values = {m.name: m.value(metrics) for m in METRICS if m.column}
+    values = {m.name: m.value(metrics) for m in METRICS if m.column or m.name in _ENDING}
     values["verdict"] = values["verdict"] or ("error" if error else "unknown")
     recoveries = _at("timing.recovery")(metrics) or []
     return {

@@ -34,6 +34,8 @@ class Table:
     header: list[str]
     rows: list[list[str]]
     numeric: set[int] = field(default_factory=set)  # right-aligned columns
+    #: Per row, a CSS class per cell ("" for none): e.g. a verdict's colour in HTML.
+    classes: list[list[str]] | None = None
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,11 @@ def to_markdown(blocks: list[Block]) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+def _td(text: str, classes: list[str]) -> str:
+    attribute = f' class="{" ".join(classes)}"' if classes else ""
+    return f"<td{attribute}>{_inline_html(text)}</td>"
+
+
 _CSS = """
 body { font: 15px/1.5 system-ui, sans-serif; max-width: 1300px; margin: 2em auto;
        padding: 0 1em; color: #222; }
@@ -98,6 +105,9 @@ table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 13px; }
 th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: left; }
 th { background: #f3f3f3; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.exactly-once { background: #d9f2d9; } td.at-least-once { background: #fff0c2; }
+td.at-most-once { background: #f9d0c8; } td.broken { background: #e8a0a0; }
+td.incomplete { background: #e6e6e6; }
 img { max-width: 100%; border: 1px solid #eee; }
 code { background: #f5f5f5; padding: 0 3px; }
 h2 { border-bottom: 1px solid #ddd; margin-top: 2em; }
@@ -116,16 +126,17 @@ def to_html(blocks: list[Block], title: str) -> str:
             body.append("</ul>")
         elif isinstance(block, Table):
             head = "".join(f"<th>{_inline_html(h)}</th>" for h in block.header)
+            classes = block.classes or [[] for _ in block.rows]
             rows = [
                 "<tr>"
                 + "".join(
-                    f'<td class="num">{_inline_html(c)}</td>'
-                    if i in block.numeric
-                    else f"<td>{_inline_html(c)}</td>"
+                    _td(
+                        c, ["num"] * (i in block.numeric) + [k for k in row_classes[i : i + 1] if k]
+                    )
                     for i, c in enumerate(row)
                 )
                 + "</tr>"
-                for row in block.rows
+                for row, row_classes in zip(block.rows, classes, strict=True)
             ]
             body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody>")
             body.append("</table>")

@@ -68,23 +68,23 @@ def _overview(results: Results) -> list[Block]:
         Paragraph(" ".join(lines)),
         Heading(2, "Verdicts"),
         Paragraph(
-            "Variant (rows) under each fault (columns): the verdict of the judged window, "
-            "and whether the scenario's steady-state hypothesis held (✓) or not (✗)."
+            "Variant (rows) under each fault (columns): what happened to the data (the "
+            "verdict of the judged window, with what was lost or repeated; `incomplete`: the "
+            "run hit its cap before it was quiet), and whether the scenario's steady-state "
+            "hypothesis held (✓) or not (✗)."
         ),
     ]
-    grid = []
+    grid, classes = [], []
     for variant in results.variants:
-        cells = []
+        cells, colours = [], [""]
         for fault in results.fault_sets:
             runs = results.cell(variant, fault)
-            cells.append(
-                ", ".join(
-                    f"{r.headline['verdict']} {_MARK[r.headline['hypothesis_held']]}" for r in runs
-                )
-                or "not run"
-            )
+            cells.append(", ".join(_verdict_cell(r.headline) for r in runs) or "not run")
+            colours.append(str(runs[0].headline["verdict"]) if len(runs) == 1 else "")
         grid.append([variant, *cells])
-    blocks.append(Table(["variant", *[f"fault: {f}" for f in results.fault_sets]], grid))
+        classes.append(colours)
+    header = ["variant", *[f"fault: {f}" for f in results.fault_sets]]
+    blocks.append(Table(header, grid, classes=classes))
     blocks += [
         Heading(2, "Summary"),
         Paragraph(
@@ -103,6 +103,21 @@ def _overview(results: Results) -> list[Block]:
         ),
     ]
     return blocks
+
+
+def _verdict_cell(headline: dict) -> str:
+    """``at-most-once: lost 1,988 ✗``: the verdict, what made it, the hypothesis."""
+    verdict = headline["verdict"]
+    counts = []
+    if verdict == "incomplete":
+        counts.append(f"so far {headline['verdict_so_far']}")
+        counts.append(f"pending {fmt(headline, 'pending_at_cut')}")
+    if headline.get("lost"):
+        counts.append(f"lost {fmt(headline, 'lost')}")
+    if headline.get("duplicates"):
+        counts.append(f"{fmt(headline, 'duplicates')} dup")
+    detail = f": {', '.join(counts)}" if counts else ""
+    return f"{verdict}{detail} {_MARK[headline['hypothesis_held']]}"
 
 
 def _failures(results: Results) -> list[Block]:

@@ -196,6 +196,9 @@ def write_scenario(out: Path, plan: Plan, t0: float) -> dict[str, Any]:
                 "started_at": t0 - 3,
                 "stopped_at": t0 + SECONDS + 1,
                 "grace": 1.0,
+                # As the runner writes it (harness/run/ending.py); the window still ends
+                # at stopped_at - grace: no created_until.
+                "ending": {"how": "quiescent", "task_ended_by": "stop_request"},
                 "mode": "dagtest",
                 "seed": 1,
             }

@@ -88,7 +88,14 @@ def test_the_verdict_grid_has_every_scenario_in_its_cell(built):
     grid = {r["variant"]: r for r in _table((out / "report.md").read_text(), "variant")}
     for name, metrics in written.items():
         variant, fault = name.split("-", 1)
-        assert grid[variant][f"fault: {fault}"].startswith(metrics["verdict"])
+        cell = grid[variant][f"fault: {fault}"]
+        assert cell.startswith(metrics["verdict"])
+        # What made the verdict is in the cell: the counts lost and repeated.
+        assert ("lost " in cell) == (metrics["queue"]["lost"] > 0), cell
+        assert (" dup" in cell) == (metrics["queue"]["duplicates"] > 0), cell
+    html = (out / "index.html").read_text()
+    for name, metrics in written.items():  # coloured by verdict in the page
+        assert f'<td class="{metrics["verdict"]}">{metrics["verdict"]}' in html
     cells = sum(len(r) - 1 for r in grid.values())
     assert sum(v == "not run" for r in grid.values() for v in r.values()) == cells - len(written)
 
