@@ -1,11 +1,16 @@
 """harness/run/progress.py: the committed count and the first commit, read from a sink the
-probe writes, as the runner and the nemesis both see them."""
+probe writes, as the runner and the nemesis both see them; the tries running, from the
+probe's records."""
 
 from __future__ import annotations
 
+import json
+import signal
 import sqlite3
+import sys
 
-from harness.run.progress import SinkWatch, committed_count
+from harness.procs import OwnedProcess
+from harness.run.progress import SinkWatch, TryWatch, committed_count
 from harness.task.probe import Sink, create_sink
 
 
@@ -28,3 +33,30 @@ def test_the_watch_counts_what_the_probe_committed(tmp_path):
     for sink in (first, second):
         sink.close()
     watch.close()
+
+
+def test_a_try_runs_from_its_start_record_to_its_end_record_or_its_death(tmp_path):
+    probe_dir = tmp_path / "probe"
+    probe_dir.mkdir()
+    watch = TryWatch(probe_dir)
+    assert watch.running() == []
+    alive = OwnedProcess([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        path = probe_dir / f"host-{alive.pid}.jsonl"
+        record = {"time": 1.0, "pid": alive.pid, "try": 1, "f": "task", "value": {}}
+        line = json.dumps({**record, "type": "invoke"}) + "\n"
+        path.write_text(line[:20])  # a record being written is not read yet
+        assert watch.running() == []
+        path.write_text(line)
+        assert watch.running() == [alive.pid]
+        with path.open("a") as f:
+            f.write(json.dumps({**record, "type": "ok"}) + "\n")
+        assert watch.running() == []  # ended, though its process lives on
+        with path.open("a") as f:
+            f.write(line)  # the next try in the same process
+        assert watch.running() == [alive.pid]
+        alive.signal(signal.SIGKILL)
+        alive.popen.wait()
+        assert watch.running() == []  # killed: no end record, but gone
+    finally:
+        alive.stop()

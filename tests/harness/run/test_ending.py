@@ -1,0 +1,138 @@
+"""harness/run/ending.py on a real fake stream and a real reader: the stream stops creating
+and serves on; the run waits for quiescence or its cap; the stop request ends a reader
+blocked on a quiet stream, and the record says who ended what."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from harness.layout import RunLayout
+from harness.procs import OwnedProcess
+from harness.run.ending import Ending, await_end, request_stop, stop_creating, stream_idle
+from harness.run.progress import SinkWatch, TryWatch
+from harness.run.services import StreamServerProcess
+from harness.task.probe import create_sink
+
+# A try as a variant runs one: read the stream until keep_running() says stop, then return.
+READER = """
+import sys
+from harness.task.variants.common import TaskContext, read_stream
+params = {"stream_url": sys.argv[1], "token": sys.argv[2], "run_dir": sys.argv[3],
+          "gil_interval": 0}
+ctx = TaskContext("dag", "run", "stream", 1, None, params)
+ctx.probe.started()
+read = sum(1 for _ in read_stream(ctx))
+ctx.probe.exited("returned")
+print(read, flush=True)
+"""
+
+
+class Task:
+    """A stand-in for a mode's TaskHandle: one try process (or none), over when it exits."""
+
+    def __init__(self, process: OwnedProcess | None = None, over: bool = False) -> None:
+        self.process, self.over, self.stop_requested = process, over, False
+
+    def ended(self) -> bool:
+        return self.over or (self.process is not None and not self.process.alive())
+
+    def request_stop(self) -> None:
+        self.stop_requested = True
+
+    def wait(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not self.ended() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self.ended()
+
+
+def _run(tmp_path: Path) -> tuple[RunLayout, StreamServerProcess, SinkWatch]:
+    layout = RunLayout(tmp_path)
+    create_sink(layout.sink)
+    server = StreamServerProcess(layout.ledger, ["--rate", "1000", "--seed", "5"])
+    return layout, server, SinkWatch(layout.sink)
+
+
+def test_the_stream_stops_creating_and_serves_on(tmp_path):
+    _, server, sink = _run(tmp_path)
+    try:
+        time.sleep(0.3)
+        created_until = stop_creating(server)
+        created = server.control("GET", "stats")["created"]
+        time.sleep(0.5)
+        assert server.control("GET", "stats")["created"] == created > 0
+        assert created_until <= time.time()
+        assert stream_idle(server)  # no connection: nobody is owed anything
+    finally:
+        server.stop()
+        sink.close()
+
+
+def test_a_pending_retry_holds_the_run_open_until_the_cap(tmp_path):
+    """No try runs and the task is not over (a retry is due): never quiescent."""
+    layout, server, sink = _run(tmp_path)
+    try:
+        ending = Ending(created_until=stop_creating(server), cap_seconds=3.0)
+        started = time.monotonic()
+        await_end(ending, server, Task(), sink, TryWatch(layout.probe_dir))
+        assert ending.how == "cap"
+        assert time.monotonic() - started >= 3.0
+        ending = Ending(created_until=time.time(), cap_seconds=30.0)
+        await_end(ending, server, Task(over=True), sink, TryWatch(layout.probe_dir))
+        assert ending.how == "quiescent"
+    finally:
+        server.stop()
+        sink.close()
+
+
+def test_the_stop_request_wakes_a_reader_on_a_quiet_stream_and_it_returns(tmp_path):
+    layout, server, sink = _run(tmp_path)
+    argv = [sys.executable, "-c", READER, server.stream_url, server.token, str(layout.root)]
+    reader = OwnedProcess(argv)
+    try:
+        task = Task(reader)
+        tries = TryWatch(layout.probe_dir)
+        deadline = time.monotonic() + 30
+        while not tries.running() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.0)  # a second of tweets read
+        ending = Ending(created_until=stop_creating(server), cap_seconds=60.0)
+        await_end(ending, server, task, sink, tries)
+        assert ending.how == "quiescent"  # the reader runs, owed nothing, committing nothing
+        (connection,) = server.control("GET", "stats")["connections"]
+        assert connection["backlog"] == 0
+        requested = time.monotonic()
+        request_stop(ending, layout.stop_request, server, task)
+        # The server's keep-alive interval is 20 s (X's): it was the stop's keep-alive that
+        # woke the reader, which then read the request and returned.
+        assert time.monotonic() - requested < 10
+        assert (ending.task_ended_by, task.stop_requested) == ("stop_request", True)
+        assert reader.popen.wait(timeout=10) == 0
+        assert reader.popen.stdout is not None
+        assert int(reader.popen.stdout.read()) == connection["tweets_sent"] > 500
+        marks = (layout.probe_dir / f"{_host()}-{reader.pid}.jsonl").read_text()
+        assert '"stop_request"' in marks
+    finally:
+        reader.stop()
+        server.stop()
+        sink.close()
+
+
+def test_a_task_over_before_the_request_ended_itself(tmp_path):
+    layout, server, sink = _run(tmp_path)
+    try:
+        ending = Ending(created_until=stop_creating(server), cap_seconds=10.0)
+        request_stop(ending, layout.stop_request, server, Task(over=True))
+        assert ending.task_ended_by == "itself"
+        assert layout.stop_request.exists()
+    finally:
+        server.stop()
+        sink.close()
+
+
+def _host() -> str:
+    import socket
+
+    return socket.gethostname()
