@@ -7,7 +7,8 @@ tweets (created between the first stream connect and the end of the run minus th
   client's TCP acknowledged it: the task read it, or could have, and died or exited before
   committing), ``in_flight_unknown`` (written when its connection ended, fate unknown),
   ``never_delivered`` (by the server's drop reason: no consumer connected, queue overflow,
-  the connection ending, a fault, ...).
+  the connection ending, a fault, ...); of those, ``skipped_by_resume``: a later connection
+  started past them without asking for them.
 - ``duplicates``: extra commits of tweets committed more than once, with which try and
   process made each extra copy: the window's tweets and those created before it (a retry
   that re-reads from an earlier point), the latter also as ``duplicates_before_window``.
@@ -117,7 +118,22 @@ def _lost_by_cause(history: History, tweets: Any, lost_mask: np.ndarray) -> dict
         "in_flight_unknown": int(unknown.sum()),
         "never_delivered": int(never.sum()),
         "never_delivered_by_reason": {k: v for k, v in by_reason.items() if v},
+        "skipped_by_resume": int((never & _skipped_by_resume(history, len(lost_mask))).sum()),
     }
+
+
+def _skipped_by_resume(history: History, n: int) -> np.ndarray:
+    """Window tweets some connection opened after their creation did not ask for (it
+    started past them: live, or a ``since_id`` beyond them): the variant could have read
+    them and chose a resume point that skips them."""
+    lo = history.window.first_index
+    created = history.created_at[lo : lo + n]
+    index = np.arange(lo, lo + n)
+    skipped = np.zeros(n, dtype=bool)
+    for c in history.connections:
+        if c.get("start_index") is not None and c.get("opened_at") is not None:
+            skipped |= (created < c["opened_at"]) & (index < c["start_index"])
+    return skipped
 
 
 def cause_rank(reason: str) -> tuple[bool, str]:

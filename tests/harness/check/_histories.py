@@ -37,6 +37,7 @@ class Spec:
     tries: list[tuple] = field(default_factory=list)
     ending: dict | None = None  # run.json's: {"how", "stop_requested_at"}
     stop_marks: list[int] = field(default_factory=list)  # pids that read the stop request
+    start_index: list[int] = field(default_factory=list)  # per connection: where it started
 
     def created(self) -> tuple[list[int], list[float]]:
         ids, times = [], []
@@ -96,6 +97,7 @@ def specs(draw: st.DrawFn, max_slots: int = 40) -> Spec:
         )
     )
     marks = draw(st.lists(st.sampled_from([t[0] for t in tries]), max_size=2)) if tries else []
+    starts = [draw(index) for _ in range(connections)]
     return Spec(
         counts,
         deliveries,
@@ -107,6 +109,7 @@ def specs(draw: st.DrawFn, max_slots: int = 40) -> Spec:
         tries,
         ending,
         marks,
+        starts,
     )
 
 
@@ -115,7 +118,8 @@ def history_of(spec: Spec) -> History:
     created_ids = np.array(ids, dtype=np.int64)
     created_at = np.array(times, dtype=np.float64)
     connections = [
-        {"conn_id": i + 1, "opened_at": t, "closed_at": None} for i, t in enumerate(spec.opened_at)
+        {"conn_id": i + 1, "opened_at": t, "closed_at": None, "start_index": start}
+        for i, (t, start) in enumerate(zip(spec.opened_at, _starts(spec), strict=True))
     ]
     deliveries = [
         Delivery(c, seq, a, b, status) for seq, (c, a, b, status) in enumerate(spec.deliveries)
@@ -150,6 +154,10 @@ def history_of(spec: Spec) -> History:
     )
 
 
+def _starts(spec: Spec) -> list[int | None]:
+    return spec.start_index or [None] * len(spec.opened_at)
+
+
 def try_times(entry: tuple) -> tuple:
     """(pid, try, outcome, started_at, ended_at) of a Spec's try."""
     if len(entry) == 5:
@@ -165,8 +173,8 @@ def write_run(spec: Spec, run_dir: Path) -> None:
     layout = RunLayout(run_dir)
     ledger = LedgerWriter(layout.ledger, {"seed": 0, "t0_ms": T0_MS, "t0_wall": T0_WALL})
     ledger.created(0, np.array(spec.slot_counts, dtype=np.int64), 0)
-    for conn_id, opened in enumerate(spec.opened_at, start=1):
-        ledger.connection_opened(conn_id, token="t", opened_at=opened)
+    for conn_id, (opened, start) in enumerate(zip(spec.opened_at, _starts(spec), strict=True), 1):
+        ledger.connection_opened(conn_id, token="t", opened_at=opened, start_index=start)
     for conn_id, first, stop, status in spec.deliveries:
         ledger.delivered(conn_id, first, stop, status)
     for conn_id, first, stop, reason in spec.drops:

@@ -94,6 +94,15 @@ def oracle(spec: Spec) -> dict:
             "in_flight_unknown": sum(1 for i in lost if i not in acked and i in unknown),
             "never_delivered": len(never),
             "never_delivered_by_reason": dict(by_reason),
+            # A connection opened after the tweet was created that started past it.
+            "skipped_by_resume": sum(
+                1
+                for i in never
+                if any(
+                    start is not None and times[i] < opened and i < start
+                    for opened, start in zip(spec.opened_at, spec.start_index or [], strict=False)
+                )
+            ),
         },
         "duplicates_by_try": [
             {"try": t, "pid": p, "copies": n} for (t, p), n in sorted(extra.items())

@@ -65,7 +65,19 @@ def test_at_most_once_splits_loss_by_cause():
         "in_flight_unknown": 1,  # 5
         "never_delivered": 1,  # 6
         "never_delivered_by_reason": {"queue_overflow": 1},
+        "skipped_by_resume": 0,
     }
+
+
+def test_a_reconnect_that_starts_past_lost_tweets_skipped_them():
+    """Tweets 5-9 dropped when connection 1 ended; connection 2, opened at 8 ms, starts
+    live (at tweet 8): 5, 6, 7 were created before it and not asked for, 8 and 9 were."""
+    s = spec(
+        [(1, 1, IDS[:5])], deliveries=[(1, 0, 5, "acked")], drops=[(1, 5, 10, "client_closed")]
+    )
+    s.opened_at, s.start_index = [T0_WALL, T0_WALL + 0.008], [0, 8]
+    causes = queue(s)["lost_by_cause"]
+    assert (causes["never_delivered"], causes["skipped_by_resume"]) == (5, 3)
     gaps = SequenceChecker().check(history_of(spec([(1, 1, IDS[:3] + IDS[7:])])))["gaps"]
     assert gaps["ranges"] == [{"first_id": str(IDS[3]), "last_id": str(IDS[6]), "count": 4}]
 
