@@ -50,6 +50,13 @@ def repro(session: nox.Session, airflow: str) -> None:
     session.run("pytest", "-m", "repro", *session.posargs)
 
 
+@nox.session(python=PYTHON, default=False)
+def load(session: nox.Session) -> None:
+    """The clock-sensitive scenarios on a quiet, then a busy machine: the same verdicts."""
+    install(session)
+    session.run("pytest", "-m", "long", "-s", "tests/harness/run/test_load.py", *session.posargs)
+
+
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     """ruff check and ruff format --check."""

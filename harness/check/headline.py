@@ -64,6 +64,7 @@ METRICS: list[Metric] = [
     Metric("hypothesis_held", "hypothesis.held", "hypothesis", "flag"),
     Metric("created", "queue.created", "created", "count"),
     Metric("lost", "queue.lost", "lost", "count"),
+    Metric("lost_seconds", "queue.lost_seconds", "lost (s of stream)", "seconds", column=False),
     Metric("duplicates", "queue.duplicates", "duplicates", "count"),
     Metric("unexpected", "queue.unexpected", "unexpected", "count", column=False),
     Metric("processed", "queue.processed_unique", "processed", "count", column=False),
@@ -79,8 +80,9 @@ METRICS: list[Metric] = [
     Metric("ended_by", "queue.ended_by", "task ended by", "text", column=False),
 ]
 BY_NAME = {m.name: m for m in METRICS}
-#: Not columns, but in every row: how the run ended (the report's verdict grid shows them).
-_ENDING = ("pending_at_cut", "verdict_so_far", "ended_by")
+#: Not columns, but in every row: how the run ended (the report's verdict grid shows them)
+#: and the loss as seconds of stream.
+_IN_EVERY_ROW = ("pending_at_cut", "verdict_so_far", "ended_by", "lost_seconds")
 
 #: ``(key, heading, right-aligned)`` of every summary table, identity columns first.
 COLUMNS: list[tuple[str, str, bool]] = [
@@ -111,7 +113,7 @@ def row(
     ``never_recovered``: some fault had no commit after it."""
     metrics = metrics or {}
     error = error or metrics.get("error")
-    values = {m.name: m.value(metrics) for m in METRICS if m.column or m.name in _ENDING}
+    values = {m.name: m.value(metrics) for m in METRICS if m.column or m.name in _IN_EVERY_ROW}
     values["verdict"] = values["verdict"] or ("error" if error else "unknown")
     recoveries = _at("timing.recovery")(metrics) or []
     return {

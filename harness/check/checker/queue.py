@@ -85,6 +85,7 @@ class TotalQueueChecker:
             "processed_unique": int((tweets.processed > 0).sum()),
             "processed_total": int(tweets.processed.sum()),
             "lost": lost,
+            "lost_seconds": _seconds_of_stream(history, lost),
             "lost_by_cause": _lost_by_cause(history, tweets, lost_mask),
             "duplicates": duplicates,
             "duplicated_tweets": int((extra > 0).sum()) + len(tweets.before_extra),
@@ -97,6 +98,15 @@ class TotalQueueChecker:
                 "unexpected": tweets.unexpected_ids[:SAMPLE].tolist(),
             },
         }
+
+
+def _seconds_of_stream(history: History, tweets: int) -> float:
+    """``tweets`` as seconds of the window's stream (at its mean rate): a loss that
+    follows a downtime grows with it, and this says how long a stretch it was."""
+    window = history.window
+    if window.size == 0:
+        return 0.0
+    return round(tweets / window.size * (window.stop - window.start), 3)
 
 
 def _ids(history: History, offsets: np.ndarray) -> list[str]:
