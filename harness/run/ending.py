@@ -20,6 +20,7 @@ who ended what (``run.json``'s ``ending``).
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -123,7 +124,7 @@ def request_stop(
     if task.ended():
         ending.task_ended_by = "itself"
     ending.stop_requested_at = time.time()
-    stop_file.write_text(f'{{"at": {ending.stop_requested_at}, "why": "{ending.how}"}}\n')
+    stop_file.write_text(json.dumps({"at": ending.stop_requested_at, "why": ending.how}) + "\n")
     task.request_stop()
     server.control("POST", "keepalive")
     if not ending.task_ended_by:
