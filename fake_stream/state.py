@@ -7,6 +7,8 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from fake_stream.config import ServerConfig
 from fake_stream.faults import FaultSpec, build
 from fake_stream.ledger import LedgerWriter
@@ -162,12 +164,20 @@ class StreamState:
             await asyncio.sleep(self.config.flush_interval)
             self.ledger.flush()
 
+    def _newest_id(self) -> str | None:
+        """The id of the last tweet created (a string, as X writes ids); None: none yet."""
+        if not self.timeline.total:
+            return None
+        ids, _ = self.timeline.locate(np.array([self.timeline.total - 1], dtype=np.int64))
+        return str(int(ids[0]))
+
     def stats(self) -> dict[str, Any]:
         timeline = self.timeline
         return {
             "stream_time": self.clock.stream_time(),
             "t0_ms": self.clock.t0_ms,
             "created": timeline.total,
+            "newest_id": self._newest_id(),
             "rate": timeline.profile.rate_at(self.clock.stream_time()),
             "connections": [
                 {

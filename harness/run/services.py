@@ -133,13 +133,20 @@ class RedisServer:
         return self.process.stop()
 
 
-def redis_drained(url: str, key: str = PARAMS["redis_stream"], group: str = GROUP) -> bool:
-    """Whether the consumer group has read every entry of the Redis Stream and acknowledged
-    it (an entry read by a consumer that died stays pending: not drained)."""
+def redis_drained(
+    url: str, newest_id: str | None, key: str = PARAMS["redis_stream"], group: str = GROUP
+) -> bool:
+    """Whether the Redis Stream holds every tweet up to ``newest_id`` (the stream's newest:
+    the ingester caught up) and the consumer group has read and acknowledged every entry
+    (an entry read by a consumer that died stays pending: not drained)."""
     client = redis.Redis.from_url(url, socket_timeout=5)
     try:
         if not client.exists(key):
-            return True
+            return newest_id is None
+        entries = client.xrevrange(key, count=1)
+        newest_queued = json.loads(entries[0][1][b"line"])["data"]["id"] if entries else None
+        if newest_id is not None and (newest_queued is None or int(newest_queued) < int(newest_id)):
+            return False
         last = client.xinfo_stream(key)["last-generated-id"]
         groups = {g["name"]: g for g in client.xinfo_groups(key)}
         mine = groups.get(group.encode())
@@ -165,7 +172,10 @@ def queue_for(
                 stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip
         try:
-            yield {"redis_url": broker.url}, lambda: redis_drained(broker.url)
+            yield (
+                {"redis_url": broker.url},
+                lambda: redis_drained(broker.url, server.control("GET", "stats")["newest_id"]),
+            )
         finally:
             ingester.stop()
     finally:
