@@ -8,9 +8,11 @@ tweets are those created until then. The run then ends at the first of:
   variant's queue (if it has one) is drained, a try is running or the task is over (none
   queued, up for retry or about to be re-triggered), and the sink did not grow; all of it
   for ``QUIET`` s on end;
-- **cap**: :func:`cap_seconds` after the stream stopped creating, computed from the
-  scenario; tweets not committed then were cut off, not lost (the checker says
-  ``incomplete``).
+- **cap**: :func:`cap_seconds` (computed from the scenario) without a commit, counted
+  from the stream's end of creation or the last commit, whichever is later: a consumer
+  still working through its backlog is never cut, one that stalls is; and at most
+  ``CEILING`` x that since the end of creation. Tweets not committed then were cut off,
+  not lost (the checker says ``incomplete``).
 
 Then the operator's stop: the stop request is written into the run folder, the streams get
 a keep-alive so a blocked reader wakes, and a running try ends on its own when it reads
@@ -45,6 +47,7 @@ QUIET = 2.0  # seconds every quiescence condition must hold on end
 STOP_WAIT = 30.0  # seconds a try has to honour the stop request
 MARGIN = 15.0  # seconds the cap allows beyond what the scenario accounts for
 POLL = 0.25
+CEILING = 10  # a run still committing after 10 caps (a variant re-reading for ever) is cut
 
 
 @dataclass
@@ -93,12 +96,15 @@ def await_end(
     queue_drained: Callable[[], bool] | None = None,
 ) -> None:
     """Wait for quiescence or the cap (``ending.how``)."""
-    deadline = time.monotonic() + ending.cap_seconds
+    started = time.monotonic()
+    deadline, ceiling = started + ending.cap_seconds, started + CEILING * ending.cap_seconds
     quiet_since: float | None = None
     last = sink.committed()
-    while time.monotonic() < deadline:
+    while time.monotonic() < min(deadline, ceiling):
         time.sleep(POLL)
         count = sink.committed()
+        if count != last:
+            deadline = time.monotonic() + ending.cap_seconds
         idle = (
             count == last
             and stream_idle(server)

@@ -194,16 +194,28 @@ def _duplicate_samples(history: History, tweets: Any, offsets: np.ndarray) -> li
 
 
 def _caught_by_cut(history: History, tweets: Any) -> np.ndarray:
-    """Window tweets a cut run still held somewhere: queued for a connection when the
-    server stopped, or written to one that ended with their fate unknown."""
+    """Window tweets a cut run still held somewhere: queued for, in flight to, or read by
+    a connection still open when the harness asked the task to stop (a live try's
+    memory, a queue's ingester), or queued when the server stopped."""
     caught = np.zeros(len(tweets.processed), dtype=bool)
-    if (history.ending or {}).get("how") != "cap":
+    ending = history.ending or {}
+    if ending.get("how") != "cap":
         return caught
+    cut = ending.get("stop_requested_at")
+    open_at_cut = {
+        c["conn_id"]
+        for c in history.connections
+        if c.get("closed_at") is None or cut is None or c["closed_at"] >= cut
+    }
     lo, hi = history.window.first_index, history.window.stop_index
-    for drop in history.drops:
-        if drop.reason == "server_shutdown" and max(drop.first, lo) < min(drop.stop, hi):
-            caught[max(drop.first, lo) - lo : min(drop.stop, hi) - lo] = True
-    return caught | ((tweets.acked == 0) & (tweets.unknown > 0))
+    runs = [(d.conn_id, d.first, d.stop, "") for d in history.deliveries]
+    runs += [(d.conn_id, d.first, d.stop, d.reason) for d in history.drops]
+    for conn_id, first, stop, reason in runs:
+        if (conn_id in open_at_cut or reason == "server_shutdown") and max(first, lo) < min(
+            stop, hi
+        ):
+            caught[max(first, lo) - lo : min(stop, hi) - lo] = True
+    return caught
 
 
 def _silent_tries(

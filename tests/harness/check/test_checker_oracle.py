@@ -34,13 +34,11 @@ def oracle(spec: Spec) -> dict:
     acked = {i for _, a, b, status in spec.deliveries if status == "acked" for i in range(a, b)}
     unknown = {i for _, a, b, status in spec.deliveries if status == "unknown" for i in range(a, b)}
     cut = (spec.ending or {}).get("how") == "cap"
-    queued_at_stop = {i for _, a, b, r in spec.drops if r == "server_shutdown" for i in range(a, b)}
-    # A cut run: what was still queued or in flight is pending, not lost.
-    pending = [
-        i
-        for i in window
-        if cut and committed[i] == 0 and (i in queued_at_stop or (i in unknown and i not in acked))
-    ]
+    # A cut run: what a connection open at the cut was owed or had read (every connection
+    # of a Spec stays open), or the server still queued when it stopped, is pending.
+    held = {i for c, a, b, _ in spec.deliveries for i in range(a, b) if c is not None}
+    held |= {i for c, a, b, r in spec.drops for i in range(a, b) if c or r == "server_shutdown"}
+    pending = [i for i in window if cut and committed[i] == 0 and i in held]
     lost = [i for i in window if committed[i] == 0 and i not in pending]
     never = [i for i in lost if i not in acked and i not in unknown]
     by_reason = Counter()
