@@ -211,10 +211,9 @@ def _caught_by_cut(history: History, tweets: Any) -> np.ndarray:
     runs = [(d.conn_id, d.first, d.stop, "") for d in history.deliveries]
     runs += [(d.conn_id, d.first, d.stop, d.reason) for d in history.drops]
     for conn_id, first, stop, reason in runs:
-        if (conn_id in open_at_cut or reason == "server_shutdown") and max(first, lo) < min(
-            stop, hi
-        ):
-            caught[max(first, lo) - lo : min(stop, hi) - lo] = True
+        a, b = max(first, lo) - lo, min(stop, hi) - lo
+        if a < b and (conn_id in open_at_cut or reason == "server_shutdown"):
+            caught[a:b] = True
     return caught
 
 

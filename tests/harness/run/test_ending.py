@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from harness.layout import RunLayout
 from harness.procs import OwnedProcess
@@ -48,47 +51,44 @@ class Task:
         return self.ended()
 
 
-def _run(tmp_path: Path) -> tuple[RunLayout, StreamServerProcess, SinkWatch]:
+@pytest.fixture
+def run(tmp_path: Path) -> Iterator[tuple[RunLayout, StreamServerProcess, SinkWatch]]:
+    """A run folder with its sink, and a fake stream at 1,000 tweets/s; stopped after."""
     layout = RunLayout(tmp_path)
     create_sink(layout.sink)
     server = StreamServerProcess(layout.ledger, ["--rate", "1000", "--seed", "5"])
-    return layout, server, SinkWatch(layout.sink)
+    sink = SinkWatch(layout.sink)
+    yield layout, server, sink
+    server.stop()
+    sink.close()
 
 
-def test_the_stream_stops_creating_and_serves_on(tmp_path):
-    _, server, sink = _run(tmp_path)
-    try:
-        time.sleep(0.3)
-        created_until = stop_creating(server)
-        created = server.control("GET", "stats")["created"]
-        time.sleep(0.5)
-        assert server.control("GET", "stats")["created"] == created > 0
-        assert created_until <= time.time()
-        assert stream_idle(server)  # no connection: nobody is owed anything
-    finally:
-        server.stop()
-        sink.close()
+def test_the_stream_stops_creating_and_serves_on(run):
+    _, server, _ = run
+    time.sleep(0.3)
+    created_until = stop_creating(server)
+    created = server.control("GET", "stats")["created"]
+    time.sleep(0.5)
+    assert server.control("GET", "stats")["created"] == created > 0
+    assert created_until <= time.time()
+    assert stream_idle(server)  # no connection: nobody is owed anything
 
 
-def test_a_pending_retry_holds_the_run_open_until_the_cap(tmp_path):
+def test_a_pending_retry_holds_the_run_open_until_the_cap(run):
     """No try runs and the task is not over (a retry is due): never quiescent."""
-    layout, server, sink = _run(tmp_path)
-    try:
-        ending = Ending(created_until=stop_creating(server), cap_seconds=3.0)
-        started = time.monotonic()
-        await_end(ending, server, Task(), sink, TryWatch(layout.probe_dir))
-        assert ending.how == "cap"
-        assert time.monotonic() - started >= 3.0
-        ending = Ending(created_until=time.time(), cap_seconds=30.0)
-        await_end(ending, server, Task(over=True), sink, TryWatch(layout.probe_dir))
-        assert ending.how == "quiescent"
-    finally:
-        server.stop()
-        sink.close()
+    layout, server, sink = run
+    ending = Ending(created_until=stop_creating(server), cap_seconds=3.0)
+    started = time.monotonic()
+    await_end(ending, server, Task(), sink, TryWatch(layout.probe_dir))
+    assert ending.how == "cap"
+    assert time.monotonic() - started >= 3.0
+    ending = Ending(created_until=time.time(), cap_seconds=30.0)
+    await_end(ending, server, Task(over=True), sink, TryWatch(layout.probe_dir))
+    assert ending.how == "quiescent"
 
 
-def test_the_stop_request_wakes_a_reader_on_a_quiet_stream_and_it_returns(tmp_path):
-    layout, server, sink = _run(tmp_path)
+def test_the_stop_request_wakes_a_reader_on_a_quiet_stream_and_it_returns(run):
+    layout, server, sink = run
     argv = [sys.executable, "-c", READER, server.stream_url, server.token, str(layout.root)]
     reader = OwnedProcess(argv)
     try:
@@ -116,20 +116,14 @@ def test_the_stop_request_wakes_a_reader_on_a_quiet_stream_and_it_returns(tmp_pa
         assert '"stop_request"' in marks
     finally:
         reader.stop()
-        server.stop()
-        sink.close()
 
 
-def test_a_task_over_before_the_request_ended_itself(tmp_path):
-    layout, server, sink = _run(tmp_path)
-    try:
-        ending = Ending(created_until=stop_creating(server), cap_seconds=10.0)
-        request_stop(ending, layout.stop_request, server, Task(over=True))
-        assert ending.task_ended_by == "itself"
-        assert layout.stop_request.exists()
-    finally:
-        server.stop()
-        sink.close()
+def test_a_task_over_before_the_request_ended_itself(run):
+    layout, server, _ = run
+    ending = Ending(created_until=stop_creating(server), cap_seconds=10.0)
+    request_stop(ending, layout.stop_request, server, Task(over=True))
+    assert ending.task_ended_by == "itself"
+    assert layout.stop_request.exists()
 
 
 def _host() -> str:
