@@ -82,9 +82,23 @@ def stop_creating(server: StreamServerProcess) -> float:
     return time.time()
 
 
-def stream_idle(server: StreamServerProcess) -> bool:
-    """Every open connection has been sent everything it asked for."""
-    return all(c["backlog"] <= 0 for c in server.control("GET", "stats")["connections"])
+def stream_idle(stats: dict[str, Any]) -> bool:
+    """Every open connection has been sent everything it asked for (``GET /_control/stats``)."""
+    return all(c["backlog"] <= 0 for c in stats["connections"])
+
+
+def _quiet(
+    server: StreamServerProcess,
+    task: TaskHandle,
+    tries: TryWatch,
+    queue_drained: Callable[[str | None], bool] | None,
+) -> bool:
+    stats = server.control("GET", "stats")  # once per poll: the backlogs and the newest id
+    return (
+        stream_idle(stats)
+        and (queue_drained is None or queue_drained(stats["newest_id"]))
+        and (bool(tries.running()) or task.ended())
+    )
 
 
 def await_end(
@@ -93,9 +107,10 @@ def await_end(
     task: TaskHandle,
     sink: SinkWatch,
     tries: TryWatch,
-    queue_drained: Callable[[], bool] | None = None,
+    queue_drained: Callable[[str | None], bool] | None = None,
 ) -> None:
-    """Wait for quiescence or the cap (``ending.how``)."""
+    """Wait for quiescence or the cap (``ending.how``). ``queue_drained(newest_id)``: the
+    variant's queue holds the stream's newest tweet and has been read and acknowledged."""
     started = time.monotonic()
     deadline, ceiling = started + ending.cap_seconds, started + CEILING * ending.cap_seconds
     quiet_since: float | None = None
@@ -105,12 +120,7 @@ def await_end(
         count = sink.committed()
         if count != last:
             deadline = time.monotonic() + ending.cap_seconds
-        idle = (
-            count == last
-            and stream_idle(server)
-            and (queue_drained is None or queue_drained())
-            and (bool(tries.running()) or task.ended())
-        )
+        idle = count == last and _quiet(server, task, tries, queue_drained)
         last = count
         now = time.monotonic()
         if not idle:

@@ -103,7 +103,7 @@ def run_scenario(
             "run_seconds": None,
             **scenario.params,
         }
-        queue_drained: Callable[[], bool] | None = None
+        queue_drained: Callable[[str | None], bool] | None = None
         if VARIANTS[scenario.variant].queue:
             queue_conf, queue_drained = running.enter_context(queue_for(layout, server))
             conf.update(queue_conf)

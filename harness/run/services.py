@@ -158,9 +158,9 @@ def redis_drained(
 @contextmanager
 def queue_for(
     layout: RunLayout, server: StreamServerProcess
-) -> Iterator[tuple[dict[str, Any], Callable[[], bool]]]:
+) -> Iterator[tuple[dict[str, Any], Callable[[str | None], bool]]]:
     """A Redis broker fed by the ingester from ``server``; yields the conf the task needs
-    and whether the queue is drained."""
+    and whether the queue is drained up to a newest tweet id (:func:`redis_drained`)."""
     broker = RedisServer(layout.root / "redis")
     try:
         with open(layout.root / "ingester.log", "ab") as log:
@@ -174,7 +174,7 @@ def queue_for(
         try:
             yield (
                 {"redis_url": broker.url},
-                lambda: redis_drained(broker.url, server.control("GET", "stats")["newest_id"]),
+                lambda newest_id: redis_drained(broker.url, newest_id),
             )
         finally:
             ingester.stop()
