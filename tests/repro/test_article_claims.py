@@ -7,15 +7,18 @@ its docstring says how that differs.
 
 Two groups, each one harness run (one results folder) shared by its tests:
 
-- ``dagtest``: ``airflow dags test``, which runs on Airflow 3 and 2 alike: the fast subset
-  that ``nox -s tests`` runs too (claims 3, 4, 5, 8; claims 2 and 6 take longer runs and
-  are ``long``). On 2.x the scenarios whose claim is about a retry run in ``localtask``
-  mode instead: 2.11's ``dags test`` does not retry.
+- ``dagtest``: ``airflow dags test``, which runs on Airflow 3 and 2 alike (claims 3, 4, 5,
+  8; claims 2 and 6 take longer runs, a second folder). On 2.x the scenarios whose claim
+  is about a retry run in ``localtask`` mode instead: 2.11's ``dags test`` does not retry.
 - ``worker``: tries run as a worker runs them: a real scheduler + LocalExecutor on Airflow
   3 (``standalone``), ``airflow tasks run --local`` on 2.x (``localtask``: 2.x refuses
-  LocalExecutor on SQLite). Marked ``long``, run by ``nox -s repro`` (the same mechanisms
-  are tested briefly in ``tests/harness/airflow/test_standalone.py``). A killed worker needs a
-  scheduler to notice it: those scenarios are skipped on 2.x.
+  LocalExecutor on SQLite). A killed worker needs a scheduler to notice it: those scenarios
+  are skipped on 2.x.
+
+Every claim test is ``long``: ``nox -s repro`` runs them (5-6 min of the dagtest group alone
+would take CI's ``nox -s tests`` past its budget). The same mechanisms are tested briefly
+in ``tests/harness/airflow/test_standalone.py``, ``test_versions.py`` and
+``test_crash_schedules.py``, which ``nox -s tests`` runs.
 
 Bounds on times are tolerant (a two-core machine; Airflow polls); counts are exact where
 the logic is.
@@ -160,7 +163,7 @@ def test_2_when_retries_are_used_up_the_stream_stops_for_good(dagtest_long):
 
 
 @pytest.mark.repro
-@pytest.mark.slow
+@pytest.mark.long
 def test_3_a_retry_restarts_from_the_logical_date_and_reads_again(dagtest):
     """naive_loop derives its start from the run's logical date: the retry after a timeout
     reads again from there (a ``since_id`` is a lower bound, as on X, within the stream's
@@ -183,7 +186,7 @@ def test_3_a_retry_restarts_from_the_logical_date_and_reads_again(dagtest):
 
 
 @pytest.mark.repro
-@pytest.mark.slow
+@pytest.mark.long
 def test_4_a_leaking_task_dies_under_a_memory_limit_and_stops_the_stream(dagtest):
     """The article: a task holding memory ends in worker failures. Under an address-space
     limit the allocation that crosses it raises ``MemoryError``, an ``Exception``: when the
@@ -211,7 +214,7 @@ def test_4_a_leaking_task_dies_under_a_memory_limit_and_stops_the_stream(dagtest
 
 
 @pytest.mark.repro
-@pytest.mark.slow
+@pytest.mark.long
 def test_5_gil_contention_makes_the_threaded_reader_fall_behind(dagtest):
     """At 400 µs of CPU per tweet and 3,000 tweets/s, two worker threads share one GIL
     with the reader: it waits for the GIL, falls behind, the server's queue overflows, the
@@ -268,7 +271,7 @@ def test_6_a_tmp_checkpoint_survives_a_retry_on_the_same_worker_only(dagtest_lon
 
 
 @pytest.mark.repro
-@pytest.mark.slow
+@pytest.mark.long
 def test_8_the_sigterm_handler_never_sees_execution_timeout(dagtest):
     """Example 3 installs a SIGTERM handler to catch a timeout, but Airflow's
     ``execution_timeout`` is SIGALRM raising ``AirflowTaskTimeout``: the handler does not

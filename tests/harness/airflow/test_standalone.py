@@ -158,21 +158,34 @@ def test_restart_scheduler_mid_run(results):
 
 
 @pytest.mark.slow
-def test_memory_limit_ends_the_leaking_try_and_hides_it(results):
-    """An address-space limit on leaky_loop: the allocation that crosses it raises
-    ``MemoryError``, an ``Exception``, which the naive loop catches and returns on: the
-    try ends early in *success*, the rest of the stream is lost, a silent failure."""
+def test_memory_limit_ends_the_leaking_try_early(results):
+    """An address-space limit on leaky_loop ends the try long before the stream ends. Where
+    the allocation that crosses it fails decides how: inside the naive loop, whose
+    ``except Exception`` catches the ``MemoryError`` and returns, the try *succeeds* early
+    and hides the loss (a silent failure; the usual case); in code the limit shares with
+    it (Airflow's log forwarding of the loop's ``print``, the probe's own write: seen in
+    CI) the try fails or dies unrecorded and Airflow retries it. Each way is checked
+    against Airflow's record and the checker's."""
     run = scenario(results, "leaky_loop-memory_limit")
     limit, died = run.airflow_faults
     assert died["died"] is True
-    exit_record = [r for r in run.probe(limit["pid"]) if r["f"] == "task" and r["type"] == "ok"]
-    assert exit_record
-    assert exit_record[0]["time"] < run.json("run.json")["stopped_at"] - 2
-    (only,) = run.tries
-    assert only["state"] == "success"
+    created_until = run.json("run.json")["created_until"]
+    assert died["time"] < created_until - 2
+    assert not [t for t in run.commit_times(limit["pid"]) if t > died["time"]]
+    ended = [
+        r["type"] for r in run.probe(limit["pid"]) if r["f"] == "task" and r["type"] != "invoke"
+    ]
+    first, *retries = run.tries
     metrics = run.metrics
     assert metrics["queue"]["lost"] > 0
-    assert metrics["silent_failure"] is True
+    if ended == ["ok"]:
+        assert (first["state"], retries) == ("success", [])
+        assert [t["try"] for t in metrics["queue"]["silent_failure_tries"]] == [1]
+    else:
+        assert ended in (["fail"], [])
+        assert first["state"] == "failed"
+        assert retries
+        assert metrics["silent_failure"] is False
 
 
 @pytest.mark.slow
