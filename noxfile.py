@@ -57,6 +57,17 @@ def load(session: nox.Session) -> None:
     session.run("pytest", "-m", "long", "-s", "tests/harness/run/test_load.py", *session.posargs)
 
 
+@nox.session(python=PYTHON, default=False)
+def fuzz(session: nox.Session) -> None:
+    """The fuzz tests (hostile HTTP, scenario files, run folders), each many examples."""
+    install(session)
+    examples = session.env.get("STREAMSTALL_FUZZ_EXAMPLES", "2000")
+    session.run(
+        "pytest", "-m", "fuzz", "--timeout", "3600", *session.posargs,
+        env={"STREAMSTALL_FUZZ_EXAMPLES": examples},
+    )  # fmt: skip
+
+
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     """ruff check and ruff format --check."""
