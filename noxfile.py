@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import nox
@@ -61,7 +62,7 @@ def load(session: nox.Session) -> None:
 def fuzz(session: nox.Session) -> None:
     """The fuzz tests (hostile HTTP, scenario files, run folders), each many examples."""
     install(session)
-    examples = session.env.get("STREAMSTALL_FUZZ_EXAMPLES", "2000")
+    examples = os.environ.get("STREAMSTALL_FUZZ_EXAMPLES", "2000")
     session.run(
         "pytest", "-m", "fuzz", "--timeout", "3600", *session.posargs,
         env={"STREAMSTALL_FUZZ_EXAMPLES": examples},
