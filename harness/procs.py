@@ -7,17 +7,27 @@ period, then SIGKILL. Children that made process groups of their own (Airflow's 
 supervisor puts each task in one) are still in our session: whatever of the session is
 left after the group is SIGKILLed by PID, found in ``/proc``. :func:`stop_all` stops every
 live one; it is called at interpreter exit, and :func:`install_signal_handlers` makes
-Ctrl-C / SIGTERM of the harness call it too.
+Ctrl-C / SIGTERM / SIGHUP of the harness call it too.
+
+For the deaths no handler sees (SIGKILL, a crash), each harness process has a watchdog
+(:mod:`harness.watchdog`) that holds a pipe from it and stops every session still
+registered when the pipe closes without a goodbye; and :func:`record_into` keeps a file of
+the sessions started, which :func:`stop_leftovers` reads to stop what a run that died with
+its watchdog left behind. Both check a pid's start time before any signal.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import os
 import signal
 import socket
 import subprocess
+import sys
+import threading
+import time
 import weakref
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,11 +40,66 @@ __all__ = [
     "install_signal_handlers",
     "parent_pid",
     "pid_alive",
+    "record_into",
     "session_members",
+    "start_time",
     "stop_all",
+    "stop_leftovers",
+    "stop_sessions",
 ]
 
 _LIVE: weakref.WeakSet[OwnedProcess] = weakref.WeakSet()
+
+
+class _Watchdog:
+    """This process's :mod:`harness.watchdog`, told of every session we start and stop."""
+
+    def __init__(self) -> None:
+        self.owner = os.getpid()
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "harness.watchdog"],
+            stdin=subprocess.PIPE,
+            text=True,
+            start_new_session=True,  # out of reach of the terminal's signals to the harness
+        )
+        self.lock = threading.Lock()
+
+    def tell(self, line: str) -> None:
+        stdin = self.popen.stdin
+        assert stdin is not None
+        with self.lock, contextlib.suppress(BrokenPipeError, ValueError):
+            stdin.write(line + "\n")
+            stdin.flush()
+
+    def bye(self) -> None:
+        self.tell("bye")
+        with contextlib.suppress(BrokenPipeError):
+            if self.popen.stdin is not None:
+                self.popen.stdin.close()
+        self.popen.wait()
+
+
+_WATCHDOG: _Watchdog | None = None
+_RECORD: Path | None = None
+
+
+def _watchdog() -> _Watchdog:
+    global _WATCHDOG
+    # A forked child inherits the parent's pipe, not its watchdog: it starts its own.
+    if _WATCHDOG is None or _WATCHDOG.owner != os.getpid():
+        _WATCHDOG = _Watchdog()
+    return _WATCHDOG
+
+
+def _register(pid: int, argv: Sequence[str]) -> None:
+    started = start_time(pid)
+    if started is None:
+        return  # gone already: nothing to stop later
+    _watchdog().tell(f"+ {pid} {started}")
+    if _RECORD is not None:
+        line = json.dumps({"pid": pid, "start": started, "argv": list(argv)[:4]}) + "\n"
+        with _RECORD.open("a") as f:
+            f.write(line)
 
 
 class OwnedProcess:
@@ -67,6 +132,7 @@ class OwnedProcess:
         self.pid = self.popen.pid
         self.pgid = self.pid
         _LIVE.add(self)
+        _register(self.pid, self.argv)
 
     def signal(self, sig: int) -> None:
         """Send ``sig`` to the child alone (not its group)."""
@@ -93,6 +159,8 @@ class OwnedProcess:
         if code is None:
             self.popen.wait()
         _LIVE.discard(self)
+        if _WATCHDOG is not None and _WATCHDOG.owner == os.getpid():
+            _WATCHDOG.tell(f"- {self.pid}")
         for stream in (self.popen.stdout, self.popen.stderr):
             if stream is not None:
                 stream.close()
@@ -127,6 +195,17 @@ def parent_pid(pid: int) -> int | None:
     return int(stat.rsplit(") ", 1)[1].split()[1])
 
 
+def start_time(pid: int) -> int | None:
+    """When ``pid`` started, in clock ticks since boot (``/proc``); None if it is gone.
+
+    A pid and its start time name one process: a pid reused later has a later start."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return int(stat.rsplit(") ", 1)[1].split()[19])  # field 22 of proc(5)
+
+
 def session_members(sid: int) -> list[int]:
     """The pids of the live processes in session ``sid``, read from ``/proc``."""
     members = []
@@ -149,15 +228,74 @@ def stop_all() -> None:
         proc.stop(grace=5.0)
 
 
+#: Seconds from SIGTERM to SIGKILL for a dead harness's sessions (Airflow exits in ~1-3 s).
+GRACE = 5.0
+
+
+def _members(sessions: dict[int, int]) -> list[int]:
+    """Live pids of the registered sessions. A session whose id is now a live process of
+    another start time is someone else's (the pid was reused); while any member of ours
+    lives, the kernel keeps its session id from being reused."""
+    pids = []
+    for sid, started in sessions.items():
+        leader = start_time(sid)
+        if leader is not None and leader != started:
+            continue
+        pids += session_members(sid)
+    return pids
+
+
+def stop_sessions(sessions: dict[int, int], grace: float = GRACE) -> list[int]:
+    """SIGTERM every member of ``sessions`` (sid -> leader's start time), SIGKILL what is
+    left after ``grace`` seconds; the pids signalled."""
+    signalled = _members(sessions)
+    for pid in signalled:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while _members(sessions) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for pid in _members(sessions):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return signalled
+
+
+def record_into(path: Path | None) -> None:
+    """From now on, append each session started to ``path`` (JSON lines: pid, start, argv),
+    for :func:`stop_leftovers` after a death no watchdog saw; None stops recording."""
+    global _RECORD
+    _RECORD = path
+
+
+def stop_leftovers(path: Path) -> list[int]:
+    """Stop the sessions recorded in ``path`` that are still the processes recorded (pid
+    and start time); the pids signalled. A missing file means nothing was left."""
+    if not path.exists():
+        return []
+    sessions = {}
+    for line in path.read_text().splitlines():
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            entry = json.loads(line)
+            sessions[int(entry["pid"])] = int(entry["start"])
+    return stop_sessions(sessions)
+
+
 def install_signal_handlers() -> None:
-    """On SIGTERM or SIGINT, stop our children, then exit with the usual code."""
+    """On SIGTERM, SIGINT or SIGHUP, stop our children, then exit with the usual code."""
 
     def handler(signum: int, frame: FrameType | None) -> None:
         stop_all()
         raise SystemExit(128 + signum)
 
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, handler)
 
 
-atexit.register(stop_all)
+def _at_exit() -> None:
+    stop_all()
+    if _WATCHDOG is not None and _WATCHDOG.owner == os.getpid():
+        _WATCHDOG.bye()
+
+
+atexit.register(_at_exit)

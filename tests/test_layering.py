@@ -17,6 +17,7 @@ ALLOWED = {
     "fake_stream": set(),
     "harness.layout": set(),
     "harness.procs": set(),
+    "harness.watchdog": {"harness.procs"},
     "harness.task": {"harness.layout", "fake_stream"},
     "harness.check": {"harness.layout", "fake_stream"},
     "harness.report": {"harness.layout", "harness.check"},
