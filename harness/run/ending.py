@@ -4,15 +4,21 @@ At ``duration`` the stream stops *creating* tweets (its rate becomes 0) but keep
 open connections get their backlog, a reconnect its ``since_id`` or backfill. The judged
 tweets are those created until then. The run then ends at the first of:
 
-- **quiescent**: every open connection has been sent everything it asked for, the
-  variant's queue (if it has one) is drained, a try is running or the task is over (none
-  queued, up for retry or about to be re-triggered), and the sink did not grow; all of it
-  for ``QUIET`` s on end;
+- **quiescent**: every open connection has been sent everything it asked for, nobody's
+  connect was refused, the variant's queue (if it has one) is drained, a try is running
+  or the task is over (none queued, up for retry or about to be re-triggered), and the
+  sink did not grow; all of it for ``QUIET`` s on end;
 - **cap**: :func:`cap_seconds` (computed from the scenario) without a commit, counted
   from the stream's end of creation or the last commit, whichever is later: a consumer
   still working through its backlog is never cut, one that stalls is; and at most
   ``CEILING`` x that since the end of creation. Tweets not committed then were cut off,
   not lost (the checker says ``incomplete``).
+
+While it waits, the streams get a keep-alive every ``KEEPALIVE`` s. A live stream never
+goes silent (X creates tweets and sends keep-alives): a server notices a client that has
+gone on its next write. With nothing created, a connection whose try died unnoticed would
+hold the token's one connection and refuse the retry (429) until the server's own 20-s
+keep-alive: the harness's end of creation, not the variant, would decide the verdict.
 
 Then the operator's stop: the stop request is written into the run folder, the streams get
 a keep-alive so a blocked reader wakes, and a running try ends on its own when it reads
@@ -29,11 +35,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from fake_stream.ledger import LedgerReader
 from harness.airflow.base import DagSpec, TaskHandle
 from harness.run.progress import SinkWatch, TryWatch
 from harness.run.services import StreamServerProcess
 
 __all__ = [
+    "KEEPALIVE",
     "QUIET",
     "STOP_WAIT",
     "Ending",
@@ -47,6 +55,7 @@ QUIET = 2.0  # seconds every quiescence condition must hold on end
 STOP_WAIT = 30.0  # seconds a try has to honour the stop request
 MARGIN = 15.0  # seconds the cap allows beyond what the scenario accounts for
 POLL = 0.25
+KEEPALIVE = 1.0  # seconds between the keep-alives a quiet stream gets while the run waits
 CEILING = 10  # a run still committing after 10 caps (a variant re-reading for ever) is cut
 
 
@@ -82,6 +91,12 @@ def stop_creating(server: StreamServerProcess) -> float:
     return time.time()
 
 
+def refused_connects(ledger: Path) -> int:
+    """How many connects the server has refused so far (the ledger's ``refused`` events;
+    it flushes every 0.2 s)."""
+    return len(LedgerReader(ledger).events("refused"))
+
+
 def stream_idle(stats: dict[str, Any]) -> bool:
     """Every open connection has been sent everything it asked for (``GET /_control/stats``)."""
     return all(c["backlog"] <= 0 for c in stats["connections"])
@@ -114,14 +129,18 @@ def await_end(
     started = time.monotonic()
     deadline, ceiling = started + ending.cap_seconds, started + CEILING * ending.cap_seconds
     quiet_since: float | None = None
-    last = sink.committed()
+    last, refused = sink.committed(), refused_connects(server.ledger)
+    keepalive = started
     while time.monotonic() < min(deadline, ceiling):
         time.sleep(POLL)
-        count = sink.committed()
+        if time.monotonic() - keepalive >= KEEPALIVE:
+            server.control("POST", "keepalive")
+            keepalive = time.monotonic()
+        count, refusals = sink.committed(), refused_connects(server.ledger)
         if count != last:
             deadline = time.monotonic() + ending.cap_seconds
-        idle = count == last and _quiet(server, task, tries, queue_drained)
-        last = count
+        idle = count == last and refusals == refused and _quiet(server, task, tries, queue_drained)
+        last, refused = count, refusals
         now = time.monotonic()
         if not idle:
             quiet_since = None

@@ -5,12 +5,14 @@ blocked on a quiet stream, and the record says who ended what."""
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from fake_stream.ledger import LedgerReader
 from harness.layout import RunLayout
 from harness.procs import OwnedProcess
 from harness.run.ending import Ending, await_end, request_stop, stop_creating, stream_idle
@@ -116,6 +118,73 @@ def test_the_stop_request_wakes_a_reader_on_a_quiet_stream_and_it_returns(run):
         assert '"stop_request"' in marks
     finally:
         reader.stop()
+
+
+# A retry as the careful variants run one: reconnect on an error (here: 429 while another
+# connection holds the token's one slot) until the stop request.
+RETRY = """
+import sys, time
+import requests
+from harness.task.variants.common import TaskContext, read_stream
+params = {"stream_url": sys.argv[1], "token": sys.argv[2], "run_dir": sys.argv[3],
+          "gil_interval": 0}
+ctx = TaskContext("dag", "run", "stream", 2, None, params)
+ctx.probe.started()
+while ctx.keep_running():
+    try:
+        for _ in read_stream(ctx):
+            pass
+    except requests.HTTPError:
+        time.sleep(0.2)
+ctx.probe.exited("returned")
+"""
+
+
+# Holds the token's one connection, reading, until it is stopped (a try that outlives its
+# timeout, as exactly_once's second try did under Airflow 3.3.2 in the main job).
+HOLDER = """
+import sys, requests
+with requests.get(sys.argv[1], headers={"Authorization": "Bearer " + sys.argv[2]},
+                  stream=True, timeout=60) as response:
+    print(response.status_code, flush=True)
+    for _ in response.iter_lines():
+        pass
+"""
+
+
+def test_a_refused_retry_holds_the_run_open_until_it_gets_in(run):
+    """While another process holds the token's one connection the retry's connects are
+    refused (429): the run is not quiescent, however quiet the stream and the sink. Once
+    the holder is gone the retry gets in, and only then does the run end."""
+    layout, server, sink = run
+    created_until = stop_creating(server)
+    token = server.token
+    holder = OwnedProcess([sys.executable, "-c", HOLDER, server.stream_url, token])
+    retry = None
+    try:
+        assert holder.popen.stdout is not None
+        assert holder.popen.stdout.readline().strip() == "200"
+        argv = [sys.executable, "-c", RETRY, server.stream_url, token, str(layout.root)]
+        retry = OwnedProcess(argv)
+        tries = TryWatch(layout.probe_dir)
+        deadline = time.monotonic() + 30
+        while not tries.running() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        release = threading.Timer(6.0, holder.stop)  # longer than QUIET, shorter than the cap
+        release.start()
+        ending = Ending(created_until=created_until, cap_seconds=60.0)
+        await_end(ending, server, Task(retry), sink, tries)
+        ended = time.time()
+        release.join()
+        assert ending.how == "quiescent"
+        books = LedgerReader(layout.ledger)
+        held, got_in = books.connections()
+        assert books.events("refused")
+        assert held["closed_at"] <= got_in["opened_at"] < ended
+    finally:
+        holder.stop()
+        if retry is not None:
+            retry.stop()
 
 
 def test_a_task_over_before_the_request_ended_itself(run):
