@@ -11,158 +11,118 @@ import argparse
 import asyncio
 import json
 import logging
+import re
+import resource
 import secrets
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from fake_stream.config import ServerConfig
-from fake_stream.faults import FaultError, build
-from fake_stream.rates import PRESETS, parse_profile
+from fake_stream.config import (
+    ServerConfig,
+    remote_addresses,
+    server_config,
+    validate_server_options,
+)
+from fake_stream.ledger import LedgerError
+from fake_stream.logs import Throttle
+from fake_stream.rates import PRESETS
 from fake_stream.server import FakeStreamServer
 
-
-def _json_arg(text: str) -> Any:
-    if text.startswith("@"):
-        text = Path(text[1:]).read_text()
-    return json.loads(text)
+_D = ServerConfig  # defaults, for the help
 
 
 def parser() -> argparse.ArgumentParser:
+    """Every option is read as text and checked by ``validate_server_options``."""
     p = argparse.ArgumentParser(prog="python -m fake_stream", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("serve", help="run a fake X API v2 stream server")
-    s.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
-    s.add_argument("--port", type=int, default=0, help="port (default 0: a free one)")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--rate", type=float, help="constant tweets/s (default 100)")
-    s.add_argument(
-        "--profile", help=f"rate profile: JSON, @file.json or a preset ({', '.join(PRESETS)})"
-    )
-    s.add_argument(
-        "--token", action="append", help="accepted bearer token (repeatable; default: a random one)"
-    )
-    s.add_argument(
-        "--ledger",
-        type=Path,
-        help="ledger file to create (default results/fake_stream/<time>.sqlite)",
-    )
-    s.add_argument("--t0-ms", type=int, help="UNIX ms of stream start (pin for identical ids)")
-    s.add_argument(
-        "--queue-size",
-        type=int,
-        default=ServerConfig.queue_size,
-        help="slow-consumer backlog limit, tweets (0: none)",
-    )
-    s.add_argument(
-        "--keepalive",
-        type=float,
-        default=ServerConfig.keepalive,
-        help="seconds of silence before a keep-alive",
-    )
-    s.add_argument(
-        "--retention",
-        type=float,
-        default=ServerConfig.retention,
-        help="seconds of replayable history",
-    )
-    s.add_argument(
-        "--connect-limit",
-        type=int,
-        default=ServerConfig.connect_limit,
-        help="connects per token per 15 min (0: none)",
-    )
-    s.add_argument(
-        "--rules-limit",
-        type=int,
-        default=ServerConfig.rules_limit,
-        help="rule requests per token per 15 min (0: none)",
-    )
-    s.add_argument("--send-buffer", type=int, default=0, help="SO_SNDBUF of stream sockets, bytes")
-    s.add_argument(
-        "--max-batch",
-        type=int,
-        default=ServerConfig.max_batch,
-        help="tweets per HTTP chunk at most",
-    )
-    s.add_argument("--settle-timeout", type=float, default=ServerConfig.settle_timeout)
-    s.add_argument(
-        "--fault",
+    add = s.add_argument
+    add("--host", help="address to bind (default 127.0.0.1; others need --allow-remote)")
+    add("--allow-remote", action="store_true", default=None, help="bind a non-loopback --host")
+    add("--port", help="port (default 0: a free one)")
+    add("--seed", help="seed of every random choice (default 0)")
+    add("--rate", help="constant tweets/s (default 100)")
+    add("--profile", help=f"rate profile: JSON, @file.json or a preset ({', '.join(PRESETS)})")
+    add(
+        "--token",
         action="append",
-        default=[],
-        type=_json_arg,
-        help="fault definition, JSON or @file (repeatable)",
+        help="accepted bearer token (repeatable; visible to every local user in ps: prefer "
+        "--token-file)",
     )
-    s.add_argument("--faults", type=_json_arg, help="a JSON list of fault definitions, or @file")
-    s.add_argument(
-        "--rule",
-        action="append",
-        type=_json_arg,
-        help='initial rule, JSON {"value":..,"tag":..} (repeatable)',
-    )
-    s.add_argument("--log-level", default="WARNING")
+    add("--token-file", help="file of accepted bearer tokens, one per line")
+    add("--ledger", help="ledger file to create (default results/fake_stream/<time>.sqlite)")
+    add("--t0-ms", help="UNIX ms of stream start (pin for identical ids)")
+    add("--queue-size", help=f"slow-consumer backlog limit, tweets (0: none; {_D.queue_size})")
+    add("--keepalive", help=f"seconds of silence before a keep-alive ({_D.keepalive})")
+    add("--retention", help=f"seconds of replayable history ({_D.retention})")
+    add("--connect-limit", help=f"connects per token per 15 min (0: none; {_D.connect_limit})")
+    add("--rules-limit", help=f"rule requests per token per 15 min (0: none; {_D.rules_limit})")
+    add("--send-buffer", help="SO_SNDBUF of stream sockets, bytes (0: the kernel's)")
+    add("--max-batch", help=f"tweets per HTTP chunk at most ({_D.max_batch})")
+    add("--settle-timeout", help=f"seconds to wait for acknowledgements ({_D.settle_timeout})")
+    add("--max-connections", help=f"open connections per client address ({_D.max_connections})")
+    add("--request-timeout", help=f"seconds to send a request head or body ({_D.request_timeout})")
+    add("--fault", action="append", help="fault definition, JSON or @file (repeatable)")
+    add("--faults", help="a JSON list of fault definitions, or @file")
+    add("--rule", action="append", help='initial rule, JSON {"value":..,"tag":..} (repeatable)')
+    add("--log-level", help="DEBUG, INFO, WARNING (default), ERROR or CRITICAL")
     return p
 
 
-def config_from(args: argparse.Namespace, p: argparse.ArgumentParser) -> ServerConfig:
-    if args.rate is not None and args.profile is not None:
-        p.error("--rate and --profile are exclusive")
+def options_from(args: argparse.Namespace, p: argparse.ArgumentParser) -> dict[str, Any]:
+    """The validated options; a bad one exits 2 naming it as given (``--max-batch``)."""
+    given = {k: v for k, v in vars(args).items() if k != "command" and v is not None}
     try:
-        spec = (
-            args.profile
-            if args.profile is not None
-            else (args.rate if args.rate is not None else 100)
-        )
-        if isinstance(spec, str) and spec.startswith("@"):
-            spec = Path(spec[1:]).read_text()
-        profile = parse_profile(spec)
-    except (ValueError, OSError) as e:
-        p.error(f"{'--profile' if args.profile is not None else '--rate'}: {e}")
-    faults = list(args.fault) + list(args.faults or [])
-    for i, definition in enumerate(faults):
-        try:
-            build(definition)
-        except FaultError as e:
-            p.error(f"--fault #{i + 1}: {e}")
-    ledger = (
-        args.ledger
-        or Path("results/fake_stream")
-        / f"{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}.sqlite"
-    )
-    if ledger.exists():
-        p.error(f"--ledger: {ledger} exists; give every run a new ledger file")
-    config = ServerConfig(
-        seed=args.seed,
-        profile=profile,
-        tokens=tuple(args.token or [secrets.token_urlsafe(24)]),
-        ledger=ledger,
-        t0_ms=args.t0_ms,
-        queue_size=args.queue_size,
-        keepalive=args.keepalive,
-        retention=args.retention,
-        connect_limit=args.connect_limit,
-        rules_limit=args.rules_limit,
-        send_buffer=args.send_buffer,
-        max_batch=args.max_batch,
-        settle_timeout=args.settle_timeout,
-        faults=faults,
-    )
-    if args.rule:
-        config.rules = args.rule
-    return config
+        options = validate_server_options(given)
+    except ValueError as e:
+        message = str(e)
+        name = re.match(r"[a-z0-9_]*", message).group()  # type: ignore[union-attr]
+        p.error(f"--{name.replace('_', '-')}{message[len(name) :]}")
+    if "ledger" not in options:
+        stamp = f"{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}"
+        options["ledger"] = str(Path("results/fake_stream") / f"{stamp}.sqlite")
+    if "token" not in options and "token_file" not in options:
+        options["token"] = [secrets.token_urlsafe(24)]
+    return options
+
+
+def _more_descriptors() -> None:
+    """Raise the soft open-file limit to the hard one: each stream holds two descriptors."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def main(argv: list[str] | None = None) -> int:
     p = parser()
-    args = p.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr)
-    config = config_from(args, p)
+    options = options_from(p.parse_args(argv), p)
+    logging.basicConfig(level=options.get("log_level", "WARNING"), stream=sys.stderr)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(Throttle())
+    host = options.get("host", "127.0.0.1")
+    if remote_addresses(host):  # allowed: validate_server_options checked allow_remote
+        print(
+            f"python -m fake_stream: warning: binding {host} (--allow-remote): anyone who can "
+            "reach it and holds a token can read the stream and change faults and rates",
+            file=sys.stderr,
+        )
+    _more_descriptors()
+    server = FakeStreamServer(server_config(options), host, options.get("port", 0))
+    announced = False
 
     def announce(info: dict[str, Any]) -> None:
+        nonlocal announced
+        announced = True
         print(json.dumps(info), flush=True)
 
-    asyncio.run(FakeStreamServer(config, args.host, args.port).run_until_signal(announce))
+    try:
+        asyncio.run(server.run_until_signal(announce))
+    except (OSError, LedgerError) as e:
+        if announced:
+            raise
+        p.error(f"cannot start: {e}")  # the port is taken, the ledger's folder unwritable...
     return 0
 
 

@@ -19,6 +19,7 @@ __all__ = [
     "falling_behind",
     "invalid_request",
     "problem_response",
+    "rules_cap_exceeded",
 ]
 
 _PROBLEMS = "https://api.twitter.com/2/problems/"
@@ -69,6 +70,16 @@ def invalid_request(errors: list[dict[str, Any]]) -> Problem:
         "One or more parameters to your request was invalid.",
         _PROBLEMS + "invalid-request",
         errors=errors,
+    )
+
+
+def rules_cap_exceeded(cap: int) -> Problem:
+    """400 for a rules request that would take the project past its cap (nothing added)."""
+    return Problem(
+        400,
+        "RulesCapExceeded",
+        f"Rules cap reached: this project may hold at most {cap} rules; delete some first.",
+        _PROBLEMS + "rule-cap",
     )
 
 

@@ -16,13 +16,18 @@ Spec forms accepted by :func:`parse_profile` (JSON objects, or these strings)::
     {"kind": "constant", "rate": 1000}
     {"kind": "poisson", "rate": 1000}            constant mean, Poisson arrivals
     {"kind": "burst", "rate": 5700, "factor": 25, "at": 10, "duration": 1,
-     "every": null, "arrivals": "uniform"}       a spike of factor x rate
+     "every": null, "arrivals": "uniform"}       a spike of factor x rate, repeated
+                                                 every s until horizon (default 86,400 s;
+                                                 at most MAX_SEGMENTS / 2 repeats)
     {"kind": "piecewise", "points": [[0, 100], [5, 2000]]}   steps (seconds, rate)
     {"kind": "piecewise", "file": "curve.csv"}   the same points from a CSV file
     "record-2013"                                5,700/s with a 1 s spike to 143,199/s at 10 s
 
-Rates are finite, between 0 and :data:`MAX_RATE` tweets/s. Fields a kind does not know
-are rejected (a typo must not silently change an experiment's profile).
+Rates are finite, between 0 and :data:`MAX_RATE` tweets/s; a profile has at most
+:data:`MAX_SEGMENTS` segments. Fields a kind does not know are rejected (a typo must not
+silently change an experiment's profile). ``file`` is read only when the caller allows it
+(``allow_files=True``: the command line at start-up); a spec that arrived over HTTP can
+never name a server-side path, however it is nested.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["MAX_RATE", "PRESETS", "RateProfile", "Segment", "parse_profile"]
+__all__ = ["MAX_RATE", "MAX_SEGMENTS", "PRESETS", "RateProfile", "Segment", "parse_profile"]
 
 _UNITS = 1_000_000  # rate_milli per millisecond is in millionths of a tweet
 _BLOCK_MS = 1024  # Poisson counts are drawn per block of this many milliseconds
@@ -45,9 +50,14 @@ _BLOCK_MS = 1024  # Poisson counts are drawn per block of this many milliseconds
 #: one server can generate, and low enough that a millisecond's count stays well inside a
 #: Snowflake id's 2**22 positions and the int64 running totals do not overflow for days.
 MAX_RATE = 10_000_000
+#: The most segments a profile may have, rate changes at run time included: building one
+#: costs ~3 us per segment on the event loop (10,000: ~35 ms), and every answer about the
+#: rate, and the ledger's ``rate_changed`` event, carries them all.
+MAX_SEGMENTS = 10_000
 _MAX_UNITS = 2**62  # running totals (millionths of a tweet) must stay below int64's limit
-_MAX_BURSTS = 100_000  # repeats of a periodic burst within its horizon
+_MAX_BURSTS = MAX_SEGMENTS // 2 - 1  # repeats of a periodic burst within its horizon
 _MAX_START_S = 10**9  # ~32 years: later segment starts would not fit the ids' time bits
+_MAX_NUMBER = 1e15  # any number in a spec: x 1000 (to ms) and rate x factor stay finite
 _MASK64 = 2**64 - 1  # negative seeds are taken modulo 2**64 (numpy seeds are unsigned)
 
 
@@ -74,6 +84,10 @@ class RateProfile:
     _units_at_start: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        if len(self.segments) > MAX_SEGMENTS:
+            raise ValueError(
+                f"rate profile: {len(self.segments)} segments, more than {MAX_SEGMENTS}"
+            )
         if not self.segments or self.segments[0].start_s != 0:
             raise ValueError("a rate profile's first segment must start at 0 s")
         for s in self.segments:
@@ -252,33 +266,45 @@ _REQUIRED = {
 }
 
 
-def parse_profile(spec: Any, base_dir: Path | None = None) -> RateProfile:
+def parse_profile(
+    spec: Any, base_dir: Path | None = None, *, allow_files: bool = False
+) -> RateProfile:
     """Build a :class:`RateProfile` from a number, a preset name, JSON text or a dict.
+
+    :param base_dir: where a relative ``file`` is found (default: the working directory).
+    :param allow_files: whether a piecewise ``file`` may be read at all. Only a caller whose
+        spec comes from the machine's own operator (the command line) sets it; without it a
+        ``file`` field is refused before any path is looked at.
 
     Raises :class:`ValueError` naming the offending field.
     """
     if isinstance(spec, int | float) and not isinstance(spec, bool):
-        return _constant(spec)
+        return _constant(_number(spec, "rate"))
     if isinstance(spec, str):
         text = spec.strip()
         if text in PRESETS:
             return parse_profile(PRESETS[text])
         if _is_number(text):
-            return _constant(float(text))
+            return _constant(_number(float(text), "rate"))
         try:
-            spec = json.loads(text)
-        except json.JSONDecodeError:
+            spec = json.loads(text, parse_constant=_no_constant)
+        except (json.JSONDecodeError, RecursionError) as e:
+            why = f" ({e.msg})" if isinstance(e, json.JSONDecodeError) else ""
             raise ValueError(
-                f"rate profile {text!r}: expected a number, a preset ({', '.join(PRESETS)}) "
-                "or a JSON object"
+                f"rate profile {text[:80]!r}: expected a number, a preset "
+                f"({', '.join(PRESETS)}) or a JSON object{why}"
             ) from None
-        return parse_profile(spec, base_dir)
+        return parse_profile(spec, base_dir, allow_files=allow_files)
     if not isinstance(spec, dict):
         raise ValueError(f"rate profile: expected an object, got {type(spec).__name__}")
-    return _from_dict(dict(spec), base_dir)
+    return _from_dict(dict(spec), base_dir, allow_files)
 
 
-def _from_dict(spec: dict[str, Any], base_dir: Path | None) -> RateProfile:
+def _no_constant(name: str) -> Any:
+    raise json.JSONDecodeError(f"{name} is not a number JSON allows", name, 0)
+
+
+def _from_dict(spec: dict[str, Any], base_dir: Path | None, allow_files: bool) -> RateProfile:
     kind = spec.pop("kind", None)
     if not isinstance(kind, str) or kind not in _KINDS:
         raise ValueError(f"rate profile kind: expected one of {sorted(_KINDS)}, got {kind!r}")
@@ -305,6 +331,8 @@ def _from_dict(spec: dict[str, Any], base_dir: Path | None) -> RateProfile:
         numbers = {k: _number(v, k, optional=k == "every") for k, v in spec.items()}
         return _burst(poisson=poisson, **numbers)
     if "file" in spec:
+        if not allow_files:  # before any look at the path: not even its existence leaks
+            raise ValueError("rate profile file: not accepted here; send 'points' instead")
         if not isinstance(spec["file"], str) or not spec["file"]:
             raise ValueError(f"rate profile file: expected a path, got {spec['file']!r}")
         path = Path(spec["file"])
@@ -321,6 +349,8 @@ def _number(value: Any, name: str, optional: bool = False) -> float:
         number = float(value)
     except OverflowError:  # an int beyond any float
         number = math.inf
-    if not math.isfinite(number):
-        raise ValueError(f"rate profile {name}: expected a finite number, got {value!r}")
+    if not (math.isfinite(number) and abs(number) <= _MAX_NUMBER):
+        raise ValueError(
+            f"rate profile {name}: expected a finite number within {_MAX_NUMBER:g}, got {value!r}"
+        )
     return number

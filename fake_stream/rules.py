@@ -4,6 +4,9 @@ The fake does not evaluate rule values against tweet text: each tweet on the fil
 stream matches exactly one of the current rules, chosen by a hash of its index, so every
 message carries ``matching_rules`` with ``id`` and ``tag`` (tweepy stops for good on a rule
 without ``tag``). With no rules at all the filtered stream carries nothing, as X's does.
+
+Caps are X's Pro access level (the one whose limits the fake already had: values of up to
+1,024 characters, 1,000 rules per page): at most :data:`MAX_RULES` rules at once.
 """
 
 from __future__ import annotations
@@ -15,10 +18,11 @@ from typing import Any
 from fake_stream import snowflake
 from fake_stream.tweets import TweetFactory
 
-__all__ = ["Rule", "RuleError", "RuleSet"]
+__all__ = ["MAX_RULES", "MAX_TAG", "MAX_VALUE", "Rule", "RuleError", "RuleSet"]
 
-MAX_VALUE = 1024
+MAX_VALUE = 1024  # characters of a rule value (Pro; 512 on Basic, 2,048 on Enterprise)
 MAX_TAG = 256
+MAX_RULES = 1000  # rules per project (Pro; 25,000 on Enterprise)
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,7 @@ class RuleSet:
 
     def __init__(self, t0_ms: int) -> None:
         self._rules: dict[str, Rule] = {}
+        self._values: set[str] = set()  # duplicates are found in O(1), not by a scan
         self._ids = (snowflake.encode(t0_ms, n) for n in itertools.count(1))
         self._suffixes: list[bytes] | None = None
 
@@ -76,19 +81,25 @@ class RuleSet:
                 spec,
                 f"Rule values must be 1..{MAX_VALUE} characters.",
             )
-        if any(r.value == value for r in self._rules.values()):
+        if value in self._values:
             raise RuleError("DuplicateRule", spec, "Duplicate rule value.")
         return value, tag
 
     def add(self, value: str, tag: str) -> Rule:
+        if len(self._rules) >= MAX_RULES:  # routes check first, with X's error shape
+            raise RuleError("RulesCapExceeded", value, f"More than {MAX_RULES} rules.")
         rule = Rule(str(next(self._ids)), value, tag)
         self._rules[rule.id] = rule
+        self._values.add(value)
         self._suffixes = None
         return rule
 
     def delete(self, rule_id: str) -> bool:
         self._suffixes = None
-        return self._rules.pop(rule_id, None) is not None
+        rule = self._rules.pop(rule_id, None)
+        if rule is not None:
+            self._values.discard(rule.value)
+        return rule is not None
 
     def get(self, rule_id: str) -> Rule | None:
         return self._rules.get(rule_id)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import resource
 import signal
 import socket
 from typing import Any
 
 from aiohttp import web
 
-from fake_stream.app import ProblemRequestHandler, create_app
+from fake_stream.app import ConnectionGate, ProblemRequestHandler, create_app
 from fake_stream.config import ServerConfig
 from fake_stream.faults import EndConnection, ListenerFault
 from fake_stream.state import StreamState
@@ -36,6 +37,11 @@ class FakeStreamServer:
         self._runner: web.AppRunner | None = None
         self._listener: asyncio.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        # Two descriptors per stream (ours and the Wire's duplicate); keep room for the
+        # ledger, the listener and the interpreter's own.
+        total = max(16, (soft - 64) // 2) if soft != resource.RLIM_INFINITY else 100_000
+        self.gate = ConnectionGate(config.max_connections, total)
 
     @property
     def url(self) -> str:
@@ -55,10 +61,16 @@ class FakeStreamServer:
         }
 
     async def start(self) -> None:
-        self.state = StreamState(self.config)
-        self._runner = web.AppRunner(create_app(self.state), access_log=None)
-        await self._runner.setup()
-        await self._listen()
+        """Bind (a taken port fails here, before the ledger exists), then serve."""
+        sock = self._bind()
+        try:
+            self.state = StreamState(self.config)
+            self._runner = web.AppRunner(create_app(self.state), access_log=None)
+            await self._runner.setup()
+            await self._listen(sock)
+        except BaseException:
+            sock.close()
+            raise
         self.state.generate()
         self._tasks = [
             asyncio.create_task(self.state.run_generator()),
@@ -66,18 +78,36 @@ class FakeStreamServer:
             asyncio.create_task(self._watch_listener_faults()),
         ]
 
-    async def _listen(self) -> None:
+    def _bind(self) -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.host, self.port))
+        except BaseException:
+            sock.close()
+            raise
+        self.port = sock.getsockname()[1]
+        return sock
+
+    async def _listen(self, sock: socket.socket | None = None) -> None:
         assert self._runner is not None
         assert self._runner.server is not None
         server = self._runner.server
         loop = asyncio.get_running_loop()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self.port))
-        self.port = sock.getsockname()[1]
+        # request_timeout bounds each wait on a client: for a request's head (aiohttp's
+        # keep-alive timer runs from the connect), and for the rest of a body the server
+        # did not want (its lingering close); json_body bounds the body it reads.
+        timeout = self.config.request_timeout
         self._listener = await loop.create_server(
-            lambda: ProblemRequestHandler(server, loop=loop, access_log=None),
-            sock=sock,
+            lambda: ProblemRequestHandler(
+                server,
+                loop=loop,
+                access_log=None,
+                keepalive_timeout=timeout,
+                lingering_time=timeout,
+                gate=self.gate,
+            ),
+            sock=sock or self._bind(),
             backlog=128,
         )
 

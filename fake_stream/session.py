@@ -8,13 +8,16 @@ backlog (replayed history does not count) the server warns and then disconnects 
 as X does with slow consumers.
 
 Every tweet the session takes off its queue ends up in the ledger exactly once per time it
-was written: delivered (acknowledged), unknown, or dropped with a reason.
+was written: delivered (acknowledged), unknown, or dropped with a reason. That holds even
+when the session's own code fails: an unexpected exception resets the connection with the
+end reason ``internal_error``, and the close still settles the ledger and frees the token.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import time
 from typing import TYPE_CHECKING, Any
@@ -36,8 +39,12 @@ from fake_stream.wire import Outbox, Wire
 if TYPE_CHECKING:
     from fake_stream.state import StreamState
 
-__all__ = ["StreamSession"]
+__all__ = ["INTERNAL_ERROR", "StreamSession"]
 
+log = logging.getLogger(__name__)
+
+#: The end reason (and drop reason) of a connection ended by a bug of ours.
+INTERNAL_ERROR = "internal_error"
 _TICK = 0.05  # seconds between checks of time-based faults and of the peer's state
 _TCP_FIN_WAIT1 = 4
 _TCP_ESTABLISHED = 1
@@ -154,6 +161,9 @@ class StreamSession:
                 why = EndConnection((self._end or why).reason, "reset")
         except (ConnectionError, OSError):
             why = EndConnection("client_closed", "gone")
+        except Exception:
+            log.exception("stream connection %d failed; resetting it", self.conn_id)
+            why = EndConnection(INTERNAL_ERROR, "reset")
         finally:
             watchdog.cancel()
         self._closing = True
@@ -162,8 +172,9 @@ class StreamSession:
     async def _watch_peer(self) -> None:
         """Notice a client that went away even while the writer is blocked (in a drain, a
         timeout fault, a long latency): its token's one connection must be freed."""
-        while not self.wire.peer_gone():
-            await asyncio.sleep(_TICK)
+        with contextlib.suppress(OSError):  # the socket is unreadable: treat it as gone
+            while not self.wire.peer_gone():
+                await asyncio.sleep(_TICK)
         self._peer_gone = True
         if self._task is not None and not self._closing:
             self._task.cancel()
@@ -284,6 +295,23 @@ class StreamSession:
     # Ending --------------------------------------------------------------------------
 
     async def _close(self, why: EndConnection) -> None:
+        """Say goodbye as ``why`` says, then settle: always, whatever fails on the way."""
+        try:
+            why = await self._goodbye(why)
+            self._settle(why)
+        except Exception:  # a bug of ours while closing: the token must still be freed
+            log.exception("closing stream connection %d failed", self.conn_id)
+            with contextlib.suppress(Exception):
+                self.wire.reset()
+        finally:
+            with contextlib.suppress(Exception):
+                self.wire.release()
+            self.state.session_ended(self)
+            self.closed.set()
+
+    async def _goodbye(self, why: EndConnection) -> EndConnection:
+        """The last bytes (warnings, a disconnect line, the final chunk) and the FIN, unless
+        ``why`` says reset or gone; returns ``why``, made a reset if cut off meanwhile."""
         wire, state = self.wire, self.state
         try:
             if why.how in ("clean", "fin"):
@@ -299,6 +327,14 @@ class StreamSession:
             pass
         except asyncio.CancelledError:
             why = EndConnection(why.reason, "reset")
+        except Exception:  # a fault's before_close failed: end as an internal error
+            log.exception("ending stream connection %d failed; resetting it", self.conn_id)
+            why = EndConnection(INTERNAL_ERROR, "reset")
+        return why
+
+    def _settle(self, why: EndConnection) -> None:
+        """Record every tweet the connection took as delivered, unknown or dropped."""
+        wire, state = self.wire, self.state
         tcp = wire.tcp_state()
         acked = wire.acked_payload()
         if why.how == "reset":
@@ -323,9 +359,6 @@ class StreamSession:
             bytes_written=wire.wire_bytes,
             bytes_acked=tcp.bytes_acked,
         )
-        wire.release()
-        state.session_ended(self)
-        self.closed.set()
 
 
 def _stage(ctx: FaultContext, downstream: Send) -> Send:

@@ -19,6 +19,7 @@ were not acknowledged) or recorded in the ledger through :meth:`FaultContext.rec
 from __future__ import annotations
 
 import dataclasses
+import math
 import random
 import typing
 from collections.abc import Awaitable, Callable, Iterator
@@ -28,6 +29,8 @@ from typing import Any, ClassVar, Literal, Protocol
 from aiohttp import web
 
 __all__ = [
+    "MAX_COUNT",
+    "MAX_REAL",
     "Batch",
     "ByteFault",
     "ConnectFault",
@@ -52,6 +55,14 @@ class FaultError(ValueError):
     """A fault definition that cannot be used; the message names the field."""
 
 
+#: Largest magnitude of a real number in a fault definition (seconds, KB/s, ...): ~32
+#: years of seconds. Beyond it arithmetic overflows to infinity (a ``bandwidth`` of 1e308
+#: KB/s did, and raised out of a stream's writer).
+MAX_REAL = 1e9
+#: Largest integer in a fault definition (bytes, message counts): exact in a double.
+MAX_COUNT = 2**53
+
+
 @dataclass(frozen=True)
 class Schedule:
     """When a fault is active, in seconds of stream time (since the server started).
@@ -67,13 +78,13 @@ class Schedule:
     every_messages: int | None = None
 
     def __post_init__(self) -> None:
-        if self.at < 0:
+        if not self.at >= 0:  # NaN fails every comparison: test for what is wanted
             raise FaultError(f"at: expected seconds >= 0, got {self.at!r}")
-        if self.duration is not None and self.duration <= 0:
+        if self.duration is not None and not self.duration > 0:
             raise FaultError(f"duration: expected seconds > 0, got {self.duration!r}")
-        if self.every is not None and (self.duration is None or self.every <= self.duration):
+        if self.every is not None and (self.duration is None or not self.every > self.duration):
             raise FaultError("every: needs a duration shorter than the period")
-        if self.every_messages is not None and self.every_messages < 1:
+        if self.every_messages is not None and not self.every_messages >= 1:
             raise FaultError(f"every_messages: expected >= 1, got {self.every_messages!r}")
 
     def activation(self, t: float) -> int | None:
@@ -337,6 +348,7 @@ def _typed(cls: type, values: Any, where: str) -> Any:
             raise FaultError(f"{where}.{key}: unknown attribute; expected one of {sorted(fields)}")
         if not _matches(value, hints[key]):
             raise FaultError(f"{where}.{key}: expected {_describe(hints[key])}, got {value!r}")
+        _check_magnitude(value, hints[key], f"{where}.{key}")
     try:
         return cls(**values)
     except FaultError as e:  # raised by the dataclass's own checks, naming the field
@@ -345,11 +357,30 @@ def _typed(cls: type, values: Any, where: str) -> Any:
         raise FaultError(f"{where}: {e}") from None
 
 
+def _check_magnitude(value: Any, hint: Any, where: str) -> None:
+    """Numbers must be finite and of a sane size, so a fault's arithmetic never overflows:
+    :data:`MAX_COUNT` for an integer field, :data:`MAX_REAL` for a real one."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return
+    if isinstance(value, int) and _matches(value, hint) and int in _options(hint):
+        if abs(value) > MAX_COUNT:
+            raise FaultError(f"{where}: expected at most {MAX_COUNT} in size, got {value!r}")
+        return
+    try:
+        real = float(value)
+    except OverflowError:  # an int beyond any float
+        real = math.inf
+    if not (math.isfinite(real) and abs(real) <= MAX_REAL):
+        raise FaultError(f"{where}: expected a finite number within {MAX_REAL:g}, got {value!r}")
+
+
+def _options(hint: Any) -> tuple[Any, ...]:
+    union = typing.get_origin(hint) in (typing.Union, _UnionType)
+    return typing.get_args(hint) if union else (hint,)
+
+
 def _matches(value: Any, hint: Any) -> bool:
-    options = (
-        typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, _UnionType) else (hint,)
-    )
-    for option in options:
+    for option in _options(hint):
         if option is type(None) and value is None:
             return True
         if option is float and _is_number(value):

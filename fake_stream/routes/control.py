@@ -5,8 +5,10 @@ See fake_stream/README.md for every endpoint with examples.
 
 from __future__ import annotations
 
-import dataclasses
+import asyncio
+from pathlib import Path
 
+import orjson
 from aiohttp import web
 
 from fake_stream.faults import FaultError, build
@@ -46,18 +48,17 @@ async def get_rate(request: web.Request) -> web.Response:
 async def set_rate(request: web.Request) -> web.Response:
     """Body: a rate profile spec; it starts now (its time 0 is the current instant).
 
-    ``{"kind": "piecewise", "file": ...}`` is refused here: over HTTP it would read any file
-    the server can read. Files are for ``--profile`` at start-up; send ``points`` instead.
+    Never with a ``file`` (``parse_profile`` refuses one unless told otherwise, however the
+    spec is quoted): over HTTP it would read any file the server can read. Files are for
+    ``--profile`` at start-up; send ``points`` instead. The profile with its history must
+    stay within ``MAX_SEGMENTS`` too.
     """
     state = _state(request)
     spec = await json_body(request)
-    if isinstance(spec, dict) and "file" in spec:
-        raise Problem(400, "Invalid Request", "file: not accepted over HTTP; send 'points'")
     try:
-        profile = parse_profile(spec)
+        state.set_profile(parse_profile(spec))
     except ValueError as e:
         raise Problem(400, "Invalid Request", str(e)) from None
-    state.set_profile(profile)
     return web.json_response({"profile": state.timeline.profile.to_json()})
 
 
@@ -129,19 +130,28 @@ async def flush_ledger(request: web.Request) -> web.Response:
 
 @routes.get("/_control/ledger")
 async def read_ledger(request: web.Request) -> web.Response:
-    """Flush, then return the whole ledger as runs (compact: never one row per tweet)."""
+    """Flush, then return the whole ledger as runs (compact: never one row per tweet).
+
+    Read and serialised in a worker thread: a long run's ledger is tens of megabytes, and
+    the event loop must go on creating and streaming tweets meanwhile.
+    """
     state = _state(request)
     state.ledger.flush()
-    reader = LedgerReader(state.ledger.path)
-    return web.json_response(
+    body = await asyncio.get_running_loop().run_in_executor(None, _ledger_json, state.ledger.path)
+    return web.Response(body=body, content_type="application/json")
+
+
+def _ledger_json(path: Path) -> bytes:
+    reader = LedgerReader(path)
+    return orjson.dumps(
         {
             "meta": reader.meta,
             "created": reader.created_total,
             "connections": reader.connections(),
             # The ledger's rows as they are: deliveries (conn_id, seq, first, stop,
             # status), drops (conn_id, first, stop, reason, stage).
-            "deliveries": [dataclasses.asdict(d) for d in reader.deliveries()],
-            "drops": [dataclasses.asdict(d) for d in reader.drops()],
+            "deliveries": reader.deliveries(),  # orjson writes dataclasses as objects
+            "drops": reader.drops(),
             "events": reader.events(),
         }
     )

@@ -7,9 +7,14 @@ from typing import Any
 
 from aiohttp import web
 
-from fake_stream.problems import Problem, invalid_request, too_many_requests
+from fake_stream.problems import (
+    Problem,
+    invalid_request,
+    rules_cap_exceeded,
+    too_many_requests,
+)
 from fake_stream.routes import STATE, check_params, json_body
-from fake_stream.rules import RuleError
+from fake_stream.rules import MAX_RULES, RuleError
 from fake_stream.state import StreamState
 
 __all__ = ["routes"]
@@ -32,25 +37,42 @@ def _limited(request: web.Request) -> tuple[StreamState, dict[str, str]]:
 
 @routes.get(_PATH)
 async def list_rules(request: web.Request) -> web.Response:
+    """One page of rules in id order: ``max_results`` (1..1000, default 1000) of them, and
+    ``meta.next_token`` to pass as ``pagination_token`` for the next page, as on X."""
     query = check_params(request, {"ids", "max_results", "pagination_token"})
     limit = query.get("max_results", "1000")
-    if not (limit.isascii() and limit.isdigit() and 1 <= int(limit) <= 1000):
-        raise invalid_request(
-            [
-                {
-                    "parameters": {"max_results": [limit]},
-                    "message": f"The `max_results` query parameter value [{limit}] is not "
-                    "an integer between 1 and 1000",
-                }
-            ]
-        )
+    if not (_is_digits(limit) and 1 <= int(limit) <= 1000):
+        raise _bad_param("max_results", limit, "is not an integer between 1 and 1000")
+    after = query.get("pagination_token")
+    if after is not None and not (_is_digits(after) and len(after) <= 19):
+        raise _bad_param("pagination_token", after, "is not a valid token")
     state, headers = _limited(request)
     wanted = set(query["ids"].split(",")) if "ids" in query else None
-    data = [r.to_json() for r in state.rules if wanted is None or r.id in wanted]
-    body: dict[str, Any] = {"meta": {"sent": _sent(), "result_count": len(data)}}
+    start = int(after) if after is not None else 0
+    rules = [r for r in state.rules if (wanted is None or r.id in wanted) and int(r.id) >= start]
+    data = [r.to_json() for r in rules[: int(limit)]]
+    meta: dict[str, Any] = {"sent": _sent(), "result_count": len(data)}
+    if len(rules) > len(data):
+        meta["next_token"] = rules[len(data)].id
+    body: dict[str, Any] = {"meta": meta}
     if data:
         body["data"] = data
     return web.json_response(body, headers=headers)
+
+
+def _is_digits(text: str) -> bool:
+    return text.isascii() and text.isdigit()
+
+
+def _bad_param(name: str, value: str, message: str) -> Problem:
+    return invalid_request(
+        [
+            {
+                "parameters": {name: [value]},
+                "message": f"The `{name}` query parameter value [{value}] {message}",
+            }
+        ]
+    )
 
 
 @routes.post(_PATH)
@@ -88,12 +110,15 @@ async def change_rules(request: web.Request) -> web.Response:
 
 
 def _add(state: StreamState, specs: list[Any], dry_run: bool) -> dict[str, Any]:
-    created, errors = [], []
-    planned: set[str] = set()  # values a dry run would have added by now
+    """Validate every rule first; past the cap nothing is added (a 400), else the valid
+    ones are (errors listed for the rest), or would be on a dry run."""
+    valid: list[tuple[str, str]] = []
+    errors = []
+    planned: set[str] = set()  # values added earlier in this request
     for spec in specs:
         try:
             value, tag = state.rules.check(spec)
-            if value in planned:  # a dry run must predict the real request's duplicates
+            if value in planned:
                 raise RuleError("DuplicateRule", spec, "Duplicate rule value.")
         except RuleError as e:
             errors.append(
@@ -105,8 +130,13 @@ def _add(state: StreamState, specs: list[Any], dry_run: bool) -> dict[str, Any]:
                 }
             )
             continue
+        planned.add(value)
+        valid.append((value, tag))
+    if len(state.rules) + len(valid) > MAX_RULES:
+        raise rules_cap_exceeded(MAX_RULES)
+    created: list[dict[str, str]] = []
+    for value, tag in valid:
         if dry_run:
-            planned.add(value)
             created.append({"value": value, "tag": tag})
         else:
             created.append(state.rules.add(value, tag).to_json())

@@ -8,6 +8,8 @@ the run folder (``redis/``, ``ingester.log``).
 from __future__ import annotations
 
 import json
+import os
+import secrets
 import select
 import subprocess
 import sys
@@ -33,36 +35,37 @@ __all__ = ["RedisServer", "StreamServerProcess", "queue_for"]
 class StreamServerProcess:
     """``python -m fake_stream serve`` in a process group we own.
 
+    The bearer token is random unless given, and reaches the server in a file only we can
+    read (``token_file``, next to the ledger), never on a command line (``ps`` shows those
+    to every local user).
+
     :param ledger: the ledger file to create.
     :param args: more ``serve`` options, e.g. ``["--rate", "1000", "--seed", "7"]``.
-    :param token: the bearer token to use.
+    :param token: the bearer token (default: a new random one).
     """
 
     def __init__(
         self,
         ledger: Path,
         args: Sequence[str] = (),
-        token: str = "streamstall",
+        token: str | None = None,
         startup_timeout: float = 30.0,
     ) -> None:
         self.ledger = ledger
-        self.token = token
+        self.token = token or secrets.token_urlsafe(24)
+        self.token_file = ledger.with_name(ledger.stem + ".token")
+        descriptor = os.open(self.token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as f:
+            f.write(self.token + "\n")
         argv = [
-            sys.executable,
-            "-m",
-            "fake_stream",
-            "serve",
-            "--token",
-            token,
-            "--ledger",
-            str(ledger),
-            *args,
-        ]
+            sys.executable, "-m", "fake_stream", "serve",
+            "--token-file", str(self.token_file), "--ledger", str(ledger), *args,
+        ]  # fmt: skip
         self.process = OwnedProcess(argv)
         self.info = self._read_announcement(startup_timeout)
         self.url: str = self.info["url"]
         self.stream_url: str = self.info["stream_url"]
-        self.headers = {"Authorization": f"Bearer {token}"}
+        self.headers = {"Authorization": f"Bearer {self.token}"}
         self._control = requests.Session()
         self._control.headers.update(self.headers)
 
@@ -167,7 +170,8 @@ def queue_for(
             ingester = OwnedProcess(
                 [
                     sys.executable, "-m", "harness.task.ingester", "--stream-url",
-                    server.stream_url, "--token", server.token, "--redis-url", broker.url,
+                    server.stream_url, "--token-file", str(server.token_file),
+                    "--redis-url", broker.url,
                 ],
                 stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip

@@ -1,6 +1,6 @@
 """The queue variant's ingester: reads the stream outside Airflow, appends to a Redis Stream.
 
-``python -m harness.task.ingester --stream-url URL --token T --redis-url URL [--key tweets]``
+``python -m harness.task.ingester --stream-url URL --token-file F --redis-url URL [--key K]``
 
 Each tweet line goes to the stream ``key`` as one entry (``XADD``, field ``line``), in
 pipelined batches of up to ``BATCH``, and at least every ``FLUSH_INTERVAL`` s: a batch
@@ -19,6 +19,7 @@ import signal
 import sys
 import threading
 import time
+from pathlib import Path
 from types import FrameType
 
 import redis
@@ -92,7 +93,7 @@ def ingest(stream_url: str, token: str, redis_url: str, key: str, stop: threadin
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.task.ingester")
     parser.add_argument("--stream-url", required=True)
-    parser.add_argument("--token", required=True)
+    parser.add_argument("--token-file", type=Path, required=True, help="holds the bearer token")
     parser.add_argument("--redis-url", required=True)
     parser.add_argument("--key", default="tweets")
     args = parser.parse_args(argv)
@@ -104,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(0)  # out of a blocking read; ingest() flushes on the way out
 
     signal.signal(signal.SIGTERM, on_sigterm)
-    ingest(args.stream_url, args.token, args.redis_url, args.key, stop)
+    token = args.token_file.read_text().strip()
+    ingest(args.stream_url, token, args.redis_url, args.key, stop)
     return 0
 
 

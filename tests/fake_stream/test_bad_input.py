@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from harness.run.services import StreamServerProcess
 from tests.fake_stream._clients import assert_problem, describe
+from tests.fuzz import examples
 
 SEARCH = "/2/tweets/search/stream"
 SAMPLE = "/2/tweets/sample/stream"
@@ -150,6 +151,41 @@ def test_wrong_json_shapes_are_400(bad_server, method, path, body):
         timeout=10,
     )
     assert_problem(response, 400)
+
+
+@pytest.mark.parametrize("depth", [33, 1000, 1020])
+@pytest.mark.parametrize(("method", "path"), BODY_ENDPOINTS)
+def test_deeply_nested_body_is_400(bad_server, method, path, depth):
+    """Nesting beyond 32 levels is refused: a 1,000-deep rule value once answered 500 (a
+    RecursionError while echoing it back in the error list)."""
+    nested = "[" * depth + "]" * depth
+    data = {
+        RULES: '{"add": [{"value": %s}]}',
+        "/_control/faults": '{"type": "latency", "attributes": {"latency": %s}}',
+        "/_control/rate": '{"kind": "piecewise", "points": %s}',
+    }[path] % nested
+    response = requests.request(
+        method, bad_server.url + path, data=data, headers=bad_server.headers, timeout=10
+    )
+    assert "deeper than 32" in assert_problem(response, 400)["detail"]
+
+
+@pytest.mark.parametrize(("method", "path"), BODY_ENDPOINTS)
+def test_nesting_up_to_the_limit_is_read(bad_server, method, path):
+    """32 levels are parsed, and whatever is wrong with the value is named instead."""
+    nested = "[" * 29 + "]" * 29  # inside 3 levels of the body's own
+    data = {
+        RULES: '{"add": [{"value": %s}]}',
+        "/_control/faults": '{"type": "latency", "attributes": {"latency": %s}}',
+        "/_control/rate": '{"kind": "piecewise", "points": [%s]}',
+    }[path] % nested
+    response = requests.request(
+        method, bad_server.url + path, data=data, headers=bad_server.headers, timeout=10
+    )
+    if path == RULES:  # X's shape: a 200 listing the invalid rule
+        assert response.json()["errors"][0]["title"] == "Invalid Rule"
+    else:
+        assert "deeper" not in assert_problem(response, 400)["detail"]
 
 
 def _padded_rules_body(size: int) -> bytes:
@@ -457,8 +493,9 @@ targets = st.one_of(
 auths = st.sampled_from(["valid", "valid", "valid", "none", "wrong", "basic", "bearer-empty"])
 
 
+@pytest.mark.fuzz
 @settings(
-    max_examples=150,
+    max_examples=examples(100),
     deadline=None,
     derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],

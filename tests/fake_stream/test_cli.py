@@ -70,6 +70,16 @@ def test_sigkill_leaves_a_readable_ledger_marked_unclean(tmp_path):
         (["--fault", '{"type": "nope"}'], "type"),
         (["--fault", '{"type": "latency", "schedule": {"at": -1}}'], "schedule.at"),
         (["--rate", "10", "--profile", "5"], "--profile"),
+        # Each of these once started a broken server or crashed with a traceback (every
+        # check itself is in test_config.py; these check the CLI names the option).
+        (["--max-batch", "0"], "--max-batch: must be >= 1"),
+        (["--keepalive", "0"], "--keepalive: must be >= 0.1"),
+        (["--connect-limit", "-1"], "--connect-limit: must be >= 0"),
+        (["--rate", "inf"], "--rate: expected a finite number"),
+        (["--fault", '{"type": "bandwidth", "attributes": {"rate": Infinity}}'], "--fault[0]"),
+        (["--fault", "@missing.json"], "--fault[0]: cannot read"),
+        (["--rule", '{"value": 5}'], "--rule[0]"),
+        (["--port", "70000"], "--port: must be <= 65535"),
     ],
 )
 def test_bad_options_exit_2_naming_the_field(tmp_path, args, names):
@@ -81,7 +91,27 @@ def test_bad_options_exit_2_naming_the_field(tmp_path, args, names):
     )
     assert result.returncode == 2
     assert names in result.stderr
+    assert "Traceback" not in result.stderr
     assert not (tmp_path / "l.sqlite").exists()  # nothing was started
+
+
+def test_a_taken_port_exits_2_without_a_ledger(tmp_path):
+    """Binding comes before the ledger: a port in use leaves nothing behind."""
+    proc, info = _serve(tmp_path, "--rate", "10")
+    try:
+        port = info["url"].rsplit(":", 1)[1]
+        result = subprocess.run(
+            [*SERVE, "--ledger", str(tmp_path / "other.sqlite"), "--port", port],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    finally:
+        proc.stop()
+    assert result.returncode == 2
+    assert "cannot start" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "other.sqlite").exists()
 
 
 def test_refuses_to_overwrite_a_ledger(tmp_path):

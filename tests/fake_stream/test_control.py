@@ -156,6 +156,16 @@ def test_huge_profile_times_are_400_not_500(clean, body):
     assert_problem(call(clean, "PUT", "rate", body), 400)
 
 
+def test_a_small_profile_that_expands_past_the_bound_is_400(clean):
+    """108 bytes of periodic burst once expanded to 200,000 segments (1.4 s of blocked
+    event loop, a 12.9 MB answer): now it is refused, naming ``every``, and the rate stays."""
+    before = clean.control("GET", "rate")["profile"]
+    body = {"kind": "burst", "rate": 1, "factor": 2, "at": 0, "duration": 0.1, "every": 0.432}
+    problem = assert_problem(call(clean, "PUT", "rate", body), 400)
+    assert problem["detail"].startswith("rate profile every")
+    assert clean.control("GET", "rate")["profile"] == before
+
+
 # ---------------------------------------------------------------------------------------
 # faults
 
@@ -220,6 +230,14 @@ def test_fault_add_list_get_delete(clean):
         ({"type": "latency", "name": 5}, "name"),
         ({"type": "latency", "colour": "red"}, "colour"),
         ([{"type": "latency"}], "fault"),
+        # Finite but huge: 1e308 KB/s overflowed to inf and raised out of a stream's writer
+        # (the token stayed "connected" until restart); times and counts are bounded too.
+        ({"type": "bandwidth", "attributes": {"rate": 1e308}}, "attributes.rate"),
+        ({"type": "latency", "attributes": {"jitter": 1e300}}, "attributes.jitter"),
+        ({"type": "latency", "schedule": {"at": 1e300}}, "schedule.at"),
+        ({"type": "latency", "schedule": {"duration": 1e300}}, "schedule.duration"),
+        ({"type": "limit_data", "attributes": {"bytes": 2**60}}, "attributes.bytes"),
+        ({"type": "duplicate", "schedule": {"every_messages": 2**60}}, "schedule.every_messages"),
     ],
 )
 def test_invalid_fault_is_400_naming_the_bad_field(clean, definition, field):

@@ -12,7 +12,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fake_stream.rates import MAX_RATE, PRESETS, RateProfile, Segment, parse_profile
+from fake_stream.rates import (
+    MAX_RATE,
+    MAX_SEGMENTS,
+    PRESETS,
+    RateProfile,
+    Segment,
+    parse_profile,
+)
 
 # --- strategies -----------------------------------------------------------------------------
 
@@ -134,9 +141,11 @@ def test_burst_integrates_to_its_expected_total() -> None:
 
 
 def test_periodic_burst_repeats() -> None:
-    """every=3: spikes at 1, 4, 7 s ..., each of factor x rate for its duration."""
+    """every=3: spikes at 1, 4, 7 s ..., each of factor x rate for its duration (a day of
+    them would be 57,600 segments, beyond MAX_SEGMENTS: the horizon says when they end)."""
     profile = parse_profile(
         {"kind": "burst", "rate": 1000, "factor": 10, "at": 1, "duration": 0.5, "every": 3}
+        | {"horizon": 600}
     )
     per_second_half = profile.counts(0, 10_000, 0).reshape(-1, 500).sum(axis=1)
     spikes = {2, 8, 14}  # half-seconds starting at 1 s, 4 s, 7 s
@@ -300,7 +309,7 @@ def test_csv_file_with_header_and_comments(tmp_path: Path) -> None:
     """A CSV curve: optional header line, ``#`` comments and blank lines skipped."""
     curve = tmp_path / "curve.csv"
     curve.write_text("seconds,rate\n# warm-up\n0,100\n\n2.5,4000\n10,0\n")
-    profile = parse_profile({"kind": "piecewise", "file": str(curve)})
+    profile = parse_profile({"kind": "piecewise", "file": str(curve)}, allow_files=True)
     assert profile.segments == (Segment(0.0, 100.0), Segment(2.5, 4000.0), Segment(10.0, 0.0))
     assert int(profile.counts(0, 12_000, 0).sum()) == 250 + 30_000
 
@@ -308,7 +317,9 @@ def test_csv_file_with_header_and_comments(tmp_path: Path) -> None:
 def test_csv_file_relative_to_base_dir(tmp_path: Path) -> None:
     """A relative ``file`` is read from ``base_dir`` (a profile file's own directory)."""
     (tmp_path / "c.csv").write_text("0,10\n1,20\n")
-    profile = parse_profile('{"kind": "piecewise", "file": "c.csv"}', base_dir=tmp_path)
+    profile = parse_profile(
+        '{"kind": "piecewise", "file": "c.csv"}', base_dir=tmp_path, allow_files=True
+    )
     assert [s.rate for s in profile.segments] == [10.0, 20.0]
 
 
@@ -352,8 +363,12 @@ def test_csv_file_relative_to_base_dir(tmp_path: Path) -> None:
             "every",
         ),
         ({"kind": "burst", "rate": 10**6, "factor": 100, "at": 1, "duration": 1}, "rate"),
-        ({"kind": "burst", "rate": 1, "factor": 2, "at": 0, "duration": 1e300}, "starts at"),
-        ({"kind": "piecewise", "points": [[0, 1], [1e300, 2]]}, "starts at"),
+        ({"kind": "burst", "rate": 1, "factor": 2, "at": 0, "duration": 1e300}, "duration"),
+        # 1e308 s overflowed to infinity on its way to milliseconds: a 500 over HTTP.
+        ({"kind": "burst", "rate": 1, "factor": 2, "at": 0, "duration": 1e308}, "duration"),
+        ({"kind": "burst", "rate": 1, "factor": 2, "at": 1e9, "duration": 1e10}, "starts at"),
+        ({"kind": "piecewise", "points": [[0, 1], [1e300, 2]]}, "points[1]"),
+        ({"kind": "piecewise", "points": [[0, 1], [1e10, 2]]}, "starts at"),
         ({"kind": "piecewise"}, "points"),
         ({"kind": "piecewise", "points": 5}, "points"),
         ({"kind": "piecewise", "points": []}, "points"),
@@ -395,5 +410,59 @@ def test_bad_csv_rows_name_the_file(tmp_path: Path, text: str) -> None:
     curve = tmp_path / "bad.csv"
     curve.write_text(text)
     with pytest.raises(ValueError, match="rate profile file") as excinfo:
-        parse_profile({"kind": "piecewise", "file": str(curve)})
+        parse_profile({"kind": "piecewise", "file": str(curve)}, allow_files=True)
     assert "bad.csv" in str(excinfo.value)
+
+
+# --- files only when the caller allows them, and a bounded size --------------------------
+
+
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        lambda spec: spec,  # an object
+        json.dumps,  # JSON text of it (a string body over HTTP)
+        lambda spec: json.dumps(json.dumps(spec)),  # JSON text of that JSON text
+    ],
+)
+def test_file_is_refused_unless_allowed_without_touching_the_path(tmp_path: Path, wrap) -> None:
+    """Without ``allow_files`` a ``file`` field is refused however the spec is quoted, and
+    the answer is the same whether the path exists or not: nothing is read, nothing about
+    the file (its content, its existence) leaks into the message."""
+    secret = tmp_path / "secret.csv"
+    secret.write_text("0,1\nroot:x:0:0:top-secret\n")
+    messages = []
+    for path in (secret, tmp_path / "missing.csv"):
+        with pytest.raises(ValueError, match="rate profile file") as excinfo:
+            parse_profile(wrap({"kind": "piecewise", "file": str(path)}))
+        messages.append(str(excinfo.value))
+    assert messages[0] == messages[1]
+    assert "top-secret" not in messages[0]
+    assert str(tmp_path) not in messages[0]
+
+
+def test_profile_segments_are_bounded() -> None:
+    """MAX_SEGMENTS points are a profile; one more is refused (a 108-byte burst spec once
+    expanded to 200,000 segments and blocked the server for 1.4 s)."""
+    points = [[i, i % 7] for i in range(MAX_SEGMENTS)]
+    assert len(parse_profile({"kind": "piecewise", "points": points}).segments) == MAX_SEGMENTS
+    with pytest.raises(ValueError, match=f"more than {MAX_SEGMENTS}"):
+        parse_profile({"kind": "piecewise", "points": [*points, [MAX_SEGMENTS, 1]]})
+    with pytest.raises(ValueError, match="every"):
+        parse_profile(
+            {"kind": "burst", "rate": 1, "factor": 2, "at": 0, "duration": 0.1} | {"every": 1}
+        )
+
+
+def test_splicing_cannot_grow_a_profile_past_the_bound() -> None:
+    """Rate changes at run time keep the past segments: the sum is bounded too."""
+    half = parse_profile({"kind": "piecewise", "points": [[i, 1] for i in range(6000)]})
+    with pytest.raises(ValueError, match=f"more than {MAX_SEGMENTS}"):
+        half.spliced(7000, half)
+    assert len(half.spliced(3000, half).segments) == 3000 + 6000
+
+
+@pytest.mark.parametrize("text", ["inf", "-inf", "nan", "1e400", "Infinity"])
+def test_non_finite_numbers_in_text_are_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="rate profile"):
+        parse_profile(text)

@@ -337,3 +337,61 @@ def test_no_rules_means_no_tweets_and_drops_recorded(start_server):
     spans = sorted((d["first"], d["stop"]) for d in drops)
     assert spans[0][0] == conn["start_index"]
     assert all(p[1] == q[0] for p, q in itertools.pairwise(spans))
+
+
+# ---------------------------------------------------------------------------------------
+# X's caps (Pro: 1,000 rules) and paging
+
+
+def test_rules_cap_refuses_the_whole_request_past_1000(start_server):
+    """1,000 rules fit (the start-up rule counts); a request that would make 1,001 is a 400
+    ``RulesCapExceeded`` problem and adds none of its rules, dry run or not."""
+    server = start_server("--rate", "10", "--rules-limit", "0")
+    client = Rules(server)
+    batch = [{"value": f"word{i}", "tag": f"t{i}"} for i in range(998)]
+    added = client.post({"add": batch})
+    assert added.status_code == 200
+    assert added.json()["meta"]["summary"]["created"] == 998  # 999 with the start-up rule
+    for params in ({"dry_run": "true"}, {}):
+        over = client.post({"add": [{"value": "one more"}, {"value": "and another"}]}, **params)
+        problem = assert_problem(over, 400)
+        assert problem["title"] == "RulesCapExceeded"
+        assert problem["type"] == "https://api.twitter.com/2/problems/rule-cap"
+    # Invalid rules do not count: one valid rule of two still fits.
+    last = client.post({"add": [{"value": "word0"}, {"value": "the last one"}]})
+    assert last.json()["meta"]["summary"] == {
+        "created": 1, "not_created": 1, "valid": 1, "invalid": 1,
+    }  # fmt: skip
+    assert client.get().json()["meta"]["result_count"] == 1000
+    events = server.control("GET", "ledger")["events"]
+    assert sum(e["kind"] == "rule_added" for e in events) == 999  # the start-up one is not
+
+
+def test_max_results_pages_through_every_rule_once(start_server):
+    """GET honours ``max_results`` and hands out ``meta.next_token`` for the next page, as
+    X does; following the tokens lists every rule exactly once, in id order."""
+    server = start_server("--rate", "10", "--rules-limit", "0")
+    client = Rules(server)
+    client.post({"add": [{"value": f"v{i}"} for i in range(24)]})  # 25 with the start-up one
+    seen, token, pages = [], None, 0
+    while True:
+        params = {"max_results": "10"} | ({"pagination_token": token} if token else {})
+        body = client.get(**params).json()
+        pages += 1
+        seen += [r["id"] for r in body["data"]]
+        assert body["meta"]["result_count"] == len(body["data"])
+        token = body["meta"].get("next_token")
+        if token is None:
+            break
+    assert pages == 3
+    assert len(seen) == len(set(seen)) == 25
+    assert seen == sorted(seen, key=int)
+    whole = client.get().json()
+    assert [r["id"] for r in whole["data"]] == seen
+    assert "next_token" not in whole["meta"]
+
+
+@pytest.mark.parametrize("token", ["abc", "-1", "1" * 20, "\uff11"])  # a full-width 1
+def test_bad_pagination_token_is_400(rules, token):
+    problem = assert_problem(rules.get(pagination_token=token), 400)
+    assert problem["errors"][0]["parameters"] == {"pagination_token": [token]}

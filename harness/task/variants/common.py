@@ -32,7 +32,8 @@ __all__ = ["PARAMS", "TaskContext", "cpu_work", "read_stream"]
 #: The DAG params every variant accepts (``dag_run.conf`` overrides them), with defaults.
 PARAMS: dict[str, Any] = {
     "stream_url": "http://127.0.0.1:8080/2/tweets/search/stream",
-    "token": "",
+    "token": "",  # the stream's bearer token; or, kept off the DAG's params:
+    "token_file": "",  # a file holding it (the harness's way: 0600, in the run folder)
     "run_dir": "/tmp/streamstall-run",
     "cpu_us": 50.0,  # CPU work per tweet, microseconds
     "batch": 50,  # tweets per sink commit (or per checkpoint write)
@@ -88,6 +89,12 @@ class TaskContext:
     def param(self, name: str) -> Any:
         return self.params.get(name, PARAMS[name])
 
+    def headers(self) -> dict[str, str]:
+        """The stream's ``Authorization`` header, from ``token_file`` if set, else ``token``."""
+        path = self.param("token_file")
+        token = Path(path).read_text().strip() if path else self.param("token")
+        return {"Authorization": f"Bearer {token}"}
+
     def keep_running(self) -> bool:
         """True until the run's stop request (the operator ending the run: the harness
         writes it when the run is over) or the ``run_seconds`` bound (none by default)."""
@@ -119,9 +126,8 @@ def read_stream(
         params["since_id"] = str(since_id)
     if backfill_minutes is not None:
         params["backfill_minutes"] = str(backfill_minutes)
-    headers = {"Authorization": f"Bearer {ctx.param('token')}"}
     with requests.get(
-        ctx.param("stream_url"), headers=headers, params=params, stream=True, timeout=30
+        ctx.param("stream_url"), headers=ctx.headers(), params=params, stream=True, timeout=30
     ) as response:
         response.raise_for_status()
         for line in response.iter_lines(chunk_size=4096):

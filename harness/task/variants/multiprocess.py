@@ -73,10 +73,9 @@ def _read(ctx: TaskContext, lines: Any) -> None:
     """The reader: raw tweet lines into the queue until the stream or the run ends."""
     import requests
 
-    headers = {"Authorization": f"Bearer {ctx.param('token')}"}
     try:
         with requests.get(
-            ctx.param("stream_url"), headers=headers, stream=True, timeout=30
+            ctx.param("stream_url"), headers=ctx.headers(), stream=True, timeout=30
         ) as response:
             response.raise_for_status()
             for line in response.iter_lines(chunk_size=4096):

@@ -23,7 +23,7 @@ def test_a_quiet_stream_leaves_nothing_in_the_ingesters_hands(tmp_path):
     broker = RedisServer(tmp_path / "redis")
     argv = [
         sys.executable, "-m", "harness.task.ingester", "--stream-url", server.stream_url,
-        "--token", server.token, "--redis-url", broker.url,
+        "--token-file", str(server.token_file), "--redis-url", broker.url,
     ]  # fmt: skip
     ingester = OwnedProcess(argv)
     client = redis.Redis.from_url(broker.url)
