@@ -29,6 +29,14 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--out", type=Path, help="results folder (default results/<time>)")
     run.add_argument("--only", help="run only scenarios whose name matches this regex")
     run.add_argument("--quick", action="store_true", help="the matrix's quick subset")
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the scenarios --out already holds finished (same definition), redo the rest",
+    )
+    run.add_argument(
+        "--dry-run", action="store_true", help="validate and list what would run; start nothing"
+    )
     listing = sub.add_parser("list", help="list the scenarios of scenario or matrix files")
     listing.add_argument("files", type=Path, nargs="*")
     report = sub.add_parser("report", help="rebuild charts, report.md and index.html of a run")
@@ -70,6 +78,8 @@ def _scenarios(args: argparse.Namespace) -> int:
         only = args.only if args.command == "run" else None
         if args.command == "run" and args.quick:
             only = quick_pattern(files)
+            if only is None:
+                raise ScenarioError("--quick: no file given has a matrix.quick pattern")
         scenarios = load_many(files, only)
     except ScenarioError as e:
         print(e, file=sys.stderr)
@@ -78,22 +88,41 @@ def _scenarios(args: argparse.Namespace) -> int:
         for s in scenarios:
             print(f"{s.name:40} {s.variant:18} {s.description}")
         return 0
-    from harness.run.matrix import run_matrix
+    from harness.run.matrix import earlier_run, run_matrix
 
+    if args.resume and args.out is None:
+        print("--resume: give the results folder to finish with --out", file=sys.stderr)
+        return 2
     out = args.out or Path("results") / time.strftime("%Y%m%dT%H%M%S")
-    return run_matrix(scenarios, out)
+    if out.exists() and not out.is_dir():
+        print(f"--out: {out} exists and is not a folder", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        for s in scenarios:
+            kept, why = earlier_run(s, out) if args.resume else (None, "")
+            print(f"{s.name:40} {'keep' if kept else 'run':4} {why}".rstrip())
+        print(f"{len(scenarios)} scenarios valid; nothing started (--dry-run)")
+        return 0
+    return run_matrix(scenarios, out, resume=args.resume)
 
 
 def _check(run_dir: Path) -> int:
-    from harness.check.history import RunError
     from harness.check.metrics import check_run
+    from harness.check.records import RunError, require_finished
 
     try:
+        require_finished(run_dir)  # an interrupted run is never judged
         metrics = check_run(run_dir)
     except RunError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # metrics.json or history.jsonl could not be written
+        print(f"error: {e.filename}: cannot write ({e.strerror})", file=sys.stderr)
+        return 2
     queue = metrics["queue"]
+    if "error" in queue or "created" not in queue:
+        print(f"error: {run_dir}: the queue checker failed: {queue.get('error')}", file=sys.stderr)
+        return 1
     print(
         f"{run_dir}: {metrics['verdict']}; created {queue['created']:,}, "
         f"processed {queue['processed_unique']:,} unique / {queue['processed_total']:,} total, "

@@ -15,6 +15,7 @@ history loader, the checker) agree on these names and on nothing else.
       stop-requested      the operator's stop: written when the run ends, read by the task
       history.jsonl       the merged history, written by the checker
       metrics.json        the checker's results
+      error.json          why the scenario could not run or be checked (only then)
 """
 
 from __future__ import annotations
@@ -74,3 +75,7 @@ class RunLayout:
     @property
     def metrics(self) -> Path:
         return self.root / "metrics.json"
+
+    @property
+    def error(self) -> Path:
+        return self.root / "error.json"

@@ -30,11 +30,15 @@ A matrix (``[matrix]`` table) crosses ``variants`` x ``fault_sets`` x ``rates`` 
 400}]``; names get ``-cpu_us400``) over a ``[base]`` scenario, and/or lists scenario files.
 Errors name the file, the field path and what is wrong, e.g. ``scenarios/x.toml:
 airflow_faults[2].at: Input should be a valid number, ..., got 'soon'``; an Airflow fault
-its mode lacks the capabilities for is refused the same way.
+its mode lacks the capabilities for is refused the same way, as are numbers that are not
+finite, nesting deeper than :data:`MAX_DEPTH`, more than :data:`MAX_SCENARIOS` scenarios
+and a matrix including itself (the rules: scenarios/README.md, "Validation").
 """
 
 from __future__ import annotations
 
+import json
+import math
 import re
 import tomllib
 from pathlib import Path
@@ -47,9 +51,12 @@ from pydantic import (
     Field,
     ValidationError,
     ValidationInfo,
+    create_model,
+    field_serializer,
     field_validator,
 )
 
+from fake_stream.config import validate_server_options
 from fake_stream.faults import FaultError, build
 from fake_stream.rates import parse_profile
 from harness.airflow.modes import MODES
@@ -57,7 +64,26 @@ from harness.check.hypothesis import Hypothesis
 from harness.nemesis import registered
 from harness.task.variants import PARAMS, VARIANTS
 
-__all__ = ["AirflowFaultSpec", "Scenario", "ScenarioError", "load", "load_many", "quick_pattern"]
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_SCENARIOS",
+    "AirflowFaultSpec",
+    "Scenario",
+    "ScenarioError",
+    "TaskSettings",
+    "load",
+    "load_many",
+    "quick_pattern",
+]
+
+#: The most scenarios one run may have. Each costs at least ~10 s of Airflow beside its
+#: ``duration`` (the default matrix's 42 take 15 min), so 500 is a day's run on 2 cores:
+#: beyond that an axis typed wrong (a 10,000-scenario cross product) is likelier than
+#: intent, and ``summary.md``, rewritten after every scenario, grows quadratically.
+MAX_SCENARIOS = 500
+#: The deepest nesting of tables and arrays a scenario file may use (ours use 5): deeper
+#: is a mistake, and parsers and validators recurse on it.
+MAX_DEPTH = 16
 
 
 class ScenarioError(Exception):
@@ -65,26 +91,70 @@ class ScenarioError(Exception):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
+
+#: ``[server]`` options the harness sets itself: from the scenario's own fields (seed,
+#: rate, stream faults) or per run (its ledger and token, a free loopback port).
+_SERVER_OWN = frozenset(
+    {"seed", "rate", "profile", "fault", "faults", "ledger", "token", "token_file", "host",
+     "port", "allow_remote"}
+)  # fmt: skip
 
 _FAULTS = registered()
 #: An Airflow fault of any registered type, chosen by its ``type`` (harness/nemesis/).
 AirflowFaultSpec = Annotated[Union[tuple(_FAULTS.values())], Discriminator("type")]  # noqa: UP007
 
 
+class TaskSettings(_Strict):
+    """Airflow's parse-time task settings (seconds and counts); unset: the variant's."""
+
+    model_config = ConfigDict(strict=True)
+
+    retries: int | None = Field(default=None, ge=0, le=100)
+    retry_delay: float | None = Field(default=None, ge=0, le=3600)
+    execution_timeout: float | None = Field(default=None, gt=0, le=86400)
+
+
+#: Bounds of the DAG params that have them (every param is typed by its default).
+_PARAM_BOUNDS: dict[str, dict[str, float]] = {
+    "cpu_us": {"ge": 0, "le": 1e6},
+    "batch": {"ge": 1, "le": 1_000_000},
+    "workers": {"ge": 1, "le": 64},
+    "try_seconds": {"gt": 0},
+    "gil_interval": {"ge": 0},
+    "run_seconds": {"gt": 0},
+}
+
+
+def _param_type(default: Any) -> Any:
+    if default is None:
+        return float | None
+    return type(default)  # str, int or float (strict: an int is not a str, a bool no int)
+
+
+_Params = create_model(  # type: ignore[call-overload]
+    "Params",
+    __config__=ConfigDict(extra="forbid", strict=True, allow_inf_nan=False),
+    **{
+        name: (_param_type(default), Field(default=default, **_PARAM_BOUNDS.get(name, {})))
+        for name, default in PARAMS.items()
+    },
+)
+
+
 class Scenario(_Strict):
     """One run: a variant under a rate, stream faults and Airflow faults, for ``duration``."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.@-]+$")
+    name: str = Field(pattern=r"^[A-Za-z0-9_.@-]+$", max_length=200)
     description: str = ""
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, lt=2**63)
     variant: str
     mode: str = "dagtest"
     duration: float = Field(default=15.0, gt=0, le=3600)
     rate: Any = 1000
     params: dict[str, Any] = Field(default_factory=dict)
-    task: dict[str, float | int | None] = Field(default_factory=dict)
+    task: TaskSettings = Field(default_factory=TaskSettings)
     server: dict[str, float | int | str] = Field(default_factory=dict)
     stream_faults: list[dict[str, Any]] = Field(default_factory=list)
     airflow_faults: list[AirflowFaultSpec] = Field(default_factory=list)
@@ -107,26 +177,37 @@ class Scenario(_Strict):
     @field_validator("rate")
     @classmethod
     def _profile(cls, rate: Any) -> Any:
-        parse_profile(rate)  # raises ValueError naming the field
+        parse_profile(rate, allow_files=True)  # raises ValueError naming the field
         return rate
+
+    @field_validator("server")
+    @classmethod
+    def _server(cls, server: dict[str, Any]) -> dict[str, Any]:
+        own = sorted(set(server) & _SERVER_OWN)
+        if own:
+            raise ValueError(f"{own[0]}: set by the harness (a scenario field, or per run)")
+        validate_server_options(server)  # fake_stream's own check: ValueError naming it
+        return server
 
     @field_validator("params")
     @classmethod
     def _params(cls, params: dict[str, Any]) -> dict[str, Any]:
-        unknown = set(params) - set(PARAMS) - {"run_seconds"}
+        unknown = set(params) - set(PARAMS)
         if unknown:
             raise ValueError(
                 f"unknown param {sorted(unknown)[0]!r}; known: {', '.join(sorted(PARAMS))}"
             )
+        try:
+            _Params.model_validate(params)  # each param typed (and bounded) as its default
+        except ValidationError as e:
+            first = e.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise ValueError(f"{where}: {first['msg']}, got {first['input']!r}") from None
         return params
 
-    @field_validator("task")
-    @classmethod
-    def _task(cls, task: dict[str, Any]) -> dict[str, Any]:
-        unknown = set(task) - {"execution_timeout", "retries", "retry_delay"}
-        if unknown:
-            raise ValueError(f"unknown task setting {sorted(unknown)[0]!r}")
-        return task
+    @field_serializer("task")
+    def _task_as_given(self, task: TaskSettings) -> dict[str, Any]:
+        return task.model_dump(exclude_none=True)  # scenario.json: what the file set
 
     @field_validator("stream_faults")
     @classmethod
@@ -167,6 +248,37 @@ class Scenario(_Strict):
         )
 
 
+class MatrixTable(_Strict):
+    """A matrix file's ``[matrix]`` table: the axes crossed over its ``[base]``."""
+
+    variants: list[str] = Field(default_factory=list)
+    fault_sets: list[str] | None = None  # default: every [fault_sets.*] table
+    rates: list[Any] | None = Field(default=None, min_length=1)  # default: the base's
+    params: list[dict[str, Any]] = Field(default_factory=lambda: [{}], min_length=1)
+    files: list[str] = Field(default_factory=list)
+    quick: str | None = None  # the --quick subset, a regex over names
+
+    @field_validator("quick")
+    @classmethod
+    def _regex(cls, quick: str | None) -> str | None:
+        if quick is not None:
+            _compile(quick)
+        return quick
+
+
+class _MatrixFile(_Strict):
+    matrix: MatrixTable
+    base: dict[str, Any] = Field(default_factory=dict)
+    fault_sets: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"none": {}})
+
+
+def _compile(pattern: str) -> re.Pattern[str]:
+    try:
+        return re.compile(pattern)
+    except (re.error, RecursionError, OverflowError) as e:
+        raise ValueError(f"not a valid regular expression ({e})") from None
+
+
 def _message(path: Path, error: ValidationError) -> str:
     lines = []
     for e in error.errors():
@@ -184,7 +296,7 @@ def _message(path: Path, error: ValidationError) -> str:
             )
             message += f"; known: {', '.join(sorted(_FAULTS))}"
         got = (
-            f", got {e['input']!r}"
+            f", got {_short(e['input'])}"
             if e["type"] not in ("missing", "union_tag_invalid", "union_tag_not_found")
             and not isinstance(e["input"], dict)
             else ""
@@ -193,13 +305,62 @@ def _message(path: Path, error: ValidationError) -> str:
     return "\n".join(lines)
 
 
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def _read(path: Path) -> dict[str, Any]:
     try:
-        return tomllib.loads(path.read_text())
+        text = path.read_bytes().decode("utf-8")
     except OSError as e:
         raise ScenarioError(f"{path}: cannot read ({e.strerror})") from None
+    except UnicodeDecodeError as e:
+        raise ScenarioError(
+            f"{path}: (file): not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start})"
+        ) from None
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ScenarioError(f"{path}: not valid TOML ({e})") from None
+    except RecursionError:
+        raise ScenarioError(f"{path}: (file): nested deeper than {MAX_DEPTH} levels") from None
+    _check_values(path, data)
+    return data
+
+
+def _check_values(path: Path, data: Any) -> None:
+    """Refuse nan and inf (TOML has both; no field of ours means either: they wedged the
+    server and killed nemesis threads) and nesting deeper than :data:`MAX_DEPTH`, naming
+    the field. Iterative, so any depth is safe to walk."""
+    stack: list[tuple[Any, str, int]] = [(data, "", 0)]
+    while stack:
+        value, where, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise ScenarioError(f"{path}: {where}: nested deeper than {MAX_DEPTH} levels")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ScenarioError(f"{path}: {where}: {value} is not a finite number")
+        if isinstance(value, dict):
+            stack += [(v, f"{where}.{k}".lstrip("."), depth + 1) for k, v in value.items()]
+        elif isinstance(value, list):
+            stack += [(v, f"{where}[{i}]", depth + 1) for i, v in enumerate(value)]
+
+
+def _rate_file_here(path: Path, data: dict[str, Any]) -> dict[str, Any]:
+    """A piecewise rate's relative ``file`` is relative to the scenario file's folder
+    (made absolute: the server runs elsewhere)."""
+    rate = data.get("rate")
+    if isinstance(rate, str) and rate.lstrip().startswith("{"):
+        try:
+            rate = json.loads(rate)
+        except ValueError:
+            return data  # refused by the rate's own validation, with its message
+    if not isinstance(rate, dict) or not isinstance(rate.get("file"), str) or not rate["file"]:
+        return data
+    file = Path(rate["file"])
+    if file.is_absolute():
+        return data
+    return {**data, "rate": {**rate, "file": str((path.parent / file).resolve())}}
 
 
 def _scenario(path: Path, data: dict[str, Any]) -> Scenario:
@@ -208,28 +369,39 @@ def _scenario(path: Path, data: dict[str, Any]) -> Scenario:
             f"{path}: faults: now called airflow_faults (stream faults stay stream_faults)"
         )
     try:
-        return Scenario.model_validate(data)
+        scenario = Scenario.model_validate(_rate_file_here(path, data))
     except ValidationError as e:
         raise ScenarioError(_message(path, e)) from None
+    # A number given as text ("inf") becomes one only here: check the result too.
+    _check_values(path, scenario.model_dump(by_alias=True))
+    return scenario
 
 
-def load(path: Path) -> list[Scenario]:
+def load(path: Path, _including: tuple[Path, ...] = ()) -> list[Scenario]:
     """The scenarios of one file: a scenario, or a matrix expanded into scenarios."""
     data = _read(path)
     if "matrix" not in data:
         return [_scenario(path, data)]
-    return _expand(path, data)
+    return _expand(path, data, (*_including, path.resolve()))
 
 
 def load_many(paths: list[Path], only: str | None = None) -> list[Scenario]:
     """Every scenario of every file (all validated first), optionally filtered by a regex."""
     scenarios = [s for p in paths for s in load(p)]
+    if len(scenarios) > MAX_SCENARIOS:
+        raise ScenarioError(
+            f"{', '.join(map(str, paths))}: {len(scenarios):,} scenarios, more than the "
+            f"{MAX_SCENARIOS} one run may have (harness/scenario.py, MAX_SCENARIOS)"
+        )
     names = [s.name for s in scenarios]
     duplicated = sorted({n for n in names if names.count(n) > 1})
     if duplicated:
         raise ScenarioError(f"scenario names must be unique; repeated: {', '.join(duplicated)}")
     if only:
-        pattern = re.compile(only)
+        try:
+            pattern = _compile(only)
+        except ValueError as e:
+            raise ScenarioError(f"--only: {e}") from None
         scenarios = [s for s in scenarios if pattern.search(s.name)]
     return scenarios
 
@@ -237,35 +409,48 @@ def load_many(paths: list[Path], only: str | None = None) -> list[Scenario]:
 def quick_pattern(paths: list[Path]) -> str | None:
     """The ``matrix.quick`` regex of the first matrix file that has one (``--quick``)."""
     for path in paths:
-        quick = _read(path).get("matrix", {}).get("quick")
-        if quick:
-            return str(quick)
+        matrix = _read(path).get("matrix")
+        if isinstance(matrix, dict) and isinstance(matrix.get("quick"), str):
+            return str(matrix["quick"])
     return None
 
 
-def _expand(path: Path, data: dict[str, Any]) -> list[Scenario]:
-    allowed = {"matrix", "base", "fault_sets"}
-    unknown = set(data) - allowed
-    if unknown:
-        raise ScenarioError(f"{path}: {sorted(unknown)[0]}: unknown table in a matrix file")
-    matrix, base, sets = data["matrix"], data.get("base", {}), data.get("fault_sets", {"none": {}})
-    extra = set(matrix) - {"variants", "fault_sets", "rates", "params", "files", "quick"}
-    if extra:
-        raise ScenarioError(f"{path}: matrix.{sorted(extra)[0]}: unknown field")
-    axis = matrix.get("params", [{}])
-    if not isinstance(axis, list) or not all(isinstance(p, dict) for p in axis):
-        raise ScenarioError(f"{path}: matrix.params: a list of param tables, e.g. [{{cpu_us = 0}}]")
-    out = [s for f in matrix.get("files", []) for s in load(path.parent / f)]
-    for variant in matrix.get("variants", []):
-        for set_name in matrix.get("fault_sets", list(sets)):
-            if set_name not in sets:
-                raise ScenarioError(f"{path}: matrix.fault_sets: no [fault_sets.{set_name}] table")
-            for rate in matrix.get("rates", [base.get("rate", 1000)]):
-                rate_tag = f"@{rate}" if len(matrix.get("rates", [])) > 1 else ""
-                for params in axis:
+def _expand(path: Path, data: dict[str, Any], including: tuple[Path, ...]) -> list[Scenario]:
+    try:
+        spec = _MatrixFile.model_validate(data)
+    except ValidationError as e:
+        raise ScenarioError(_message(path, e)) from None
+    matrix, base, sets = spec.matrix, spec.base, spec.fault_sets
+    out = []
+    for i, name in enumerate(matrix.files):
+        included = path.parent / name
+        if included.resolve() in including:
+            raise ScenarioError(f"{path}: matrix.files[{i}]: {name} includes this file: a cycle")
+        out += load(included, including)
+        if len(out) > MAX_SCENARIOS:
+            break  # load_many says so
+    set_names = list(sets) if matrix.fault_sets is None else matrix.fault_sets
+    for i, set_name in enumerate(set_names):
+        if set_name not in sets:
+            raise ScenarioError(f"{path}: matrix.fault_sets[{i}]: no [fault_sets.{set_name}] table")
+    rates = matrix.rates or [base.get("rate", 1000)]
+    count = len(matrix.variants) * len(set_names) * len(rates) * len(matrix.params)
+    if len(out) + count > MAX_SCENARIOS:
+        raise ScenarioError(
+            f"{path}: matrix: {len(out) + count:,} scenarios, more than the {MAX_SCENARIOS} "
+            "one run may have (harness/scenario.py, MAX_SCENARIOS)"
+        )
+    for variant in matrix.variants:
+        for set_name in set_names:
+            for rate in rates:
+                rate_tag = f"@{rate}" if len(rates) > 1 else ""
+                for params in matrix.params:
                     scenario = {**base, **sets[set_name], "variant": variant, "rate": rate}
-                    scenario["params"] = {**scenario.get("params", {}), **params}
+                    given = scenario.get("params", {})
+                    scenario["params"] = {**given, **params} if isinstance(given, dict) else given
                     tag = "".join(f"-{k}{v}" for k, v in params.items())
                     scenario["name"] = f"{variant}-{set_name}{rate_tag}{tag}"
                     out.append(_scenario(path, scenario))
+    if not out:
+        raise ScenarioError(f"{path}: matrix: expands to no scenario (no variants or files)")
     return out

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from fake_stream.ledger import Delivery, Drop, LedgerError, LedgerReader
+from harness.check.records import RunError, read_run, read_task_instances
 from harness.layout import RunLayout
 
 __all__ = [
@@ -40,10 +41,6 @@ __all__ = [
 #: Seconds before the stop that are not judged: tweets created then may still be in
 #: flight to a healthy consumer.
 DEFAULT_GRACE = 2.0
-
-
-class RunError(Exception):
-    """A run folder that cannot be checked; the message names the file and the problem."""
 
 
 @dataclass(frozen=True)
@@ -149,33 +146,35 @@ def window_for(
 def load_history(run_dir: Path) -> History:
     """Read and cross-check a run folder (see :mod:`harness.layout`)."""
     layout = RunLayout(run_dir)
-    run = _read_json(layout.run) if layout.run.exists() else {}
+    run = read_run(layout.run) if layout.run.exists() else {}
     books = _ledger(layout.ledger)
-    slot, first, count = books.created_slots()
-    total = int(first[-1] + count[-1]) if len(first) else 0
-    created_ids = books.ids_of(np.arange(total, dtype=np.int64)).astype(np.int64)
-    t0_wall = books.meta.get("t0_wall", books.t0_ms / 1000)
-    created_at = t0_wall + np.repeat(slot, count) / 1000.0
-    connections = books.connections()
-    deliveries, drops = books.deliveries(), books.drops()
+    try:
+        slot, first, count = books.created_slots()
+        total = int(first[-1] + count[-1]) if len(first) else 0
+        created_ids = books.ids_of(np.arange(total, dtype=np.int64)).astype(np.int64)
+        t0_wall = books.meta.get("t0_wall", books.t0_ms / 1000)
+        created_at = t0_wall + np.repeat(slot, count) / 1000.0
+        connections = books.connections()
+        deliveries, drops = books.deliveries(), books.drops()
+        ledger_ops = _ledger_ops(books, connections)
+    except LedgerError as e:
+        raise RunError(str(e)) from None
     for run_ in [*deliveries, *drops]:
         if not 0 <= run_.first <= run_.stop <= total:
             raise RunError(f"{layout.ledger}: a run [{run_.first}, {run_.stop}) outside 0..{total}")
     # Since the runs end on the ledger, the stream stops creating at ``created_until`` and
     # serves on; before, it stopped at ``stopped_at`` and the last ``grace`` s were unjudged.
-    stop = run.get("created_until", run.get("stopped_at", books.meta["stopped_at"]))
-    grace = float(run.get("grace", DEFAULT_GRACE))
+    stop = _first_given(run, "created_until", "stopped_at")
+    stop = books.meta["stopped_at"] if stop is None else stop
+    grace = run.get("grace", DEFAULT_GRACE)
     window = window_for(created_at, connections, run.get("window_start"), stop, grace)
     commits = _commits(layout.sink)
     tries, probe_ops = _probe(layout.probe_dir)
     ops = sorted(
-        _ledger_ops(books, connections)
-        + probe_ops
-        + _commit_ops(commits)
-        + _fault_ops(layout.airflow_faults),
+        ledger_ops + probe_ops + _commit_ops(commits) + _fault_ops(layout.airflow_faults),
         key=lambda op: op.time,
     )
-    airflow = _read_json(layout.task_instances) if layout.task_instances.exists() else None
+    airflow = read_task_instances(layout.task_instances) if layout.task_instances.exists() else None
     return History(
         created_ids,
         created_at,
@@ -201,11 +200,8 @@ def write_history(history: History, path: Path) -> None:
 # Readers ---------------------------------------------------------------------------------
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise RunError(f"{path}: not readable JSON ({e})") from None
+def _first_given(run: dict[str, Any], *keys: str) -> Any:
+    return next((run[k] for k in keys if run.get(k) is not None), None)
 
 
 def _ledger(path: Path) -> LedgerReader:
@@ -294,24 +290,54 @@ def _try(start: dict[str, Any], end: dict[str, Any] | None) -> TaskTry:
 
 
 _OP_KEYS = {"time", "pid", "try", "type", "f", "value"}
+_OP_TYPES = {"invoke", "ok", "fail", "info"}
+
+
+def _lines(path: Path) -> list[bytes]:
+    try:
+        text = path.read_bytes()
+    except OSError as e:
+        raise RunError(f"{path}: cannot read ({e.strerror})") from None
+    if text and not text.endswith(b"\n"):
+        raise RunError(f"{path}: the last record is truncated (no newline at the end)")
+    return text.splitlines()
+
+
+def _record(path: Path, number: int, line: bytes) -> Any:
+    try:
+        return json.loads(line)
+    except ValueError as e:  # not JSON, or not UTF-8
+        raise RunError(f"{path}:{number}: not a JSON record ({e})") from None
+    except RecursionError:
+        raise RunError(f"{path}:{number}: not a JSON record (nested too deeply)") from None
+
+
+def _is_time(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _jsonl(path: Path) -> list[dict[str, Any]]:
-    text = path.read_bytes()
-    if text and not text.endswith(b"\n"):
-        raise RunError(f"{path}: the last record is truncated (no newline at the end)")
     records = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise RunError(f"{path}:{number}: not a JSON record ({e})") from None
+    for number, line in enumerate(_lines(path), start=1):
+        record = _record(path, number, line)
         if (
             not isinstance(record, dict)
             or not set(record) >= _OP_KEYS
-            or not math.isfinite(record["time"])
+            or not _is_time(record["time"])
+            or not _is_int(record["pid"])
+            or not (record["try"] is None or _is_int(record["try"]))
+            or record["type"] not in _OP_TYPES
+            or not isinstance(record["f"], str)
+            or not isinstance(record["value"], dict)
         ):
-            raise RunError(f"{path}:{number}: not a probe record (needs {sorted(_OP_KEYS)})")
+            raise RunError(
+                f"{path}:{number}: not a probe record (needs {sorted(_OP_KEYS)}: a finite "
+                f"time, integer pid and try, type one of {sorted(_OP_TYPES)}, an object value)"
+            )
         records.append(record)
     return records
 
@@ -361,10 +387,9 @@ def _fault_ops(path: Path) -> list[Op]:
     if not path.exists():
         return []
     ops = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        try:
-            record = json.loads(line)
-            ops.append(Op(float(record.pop("time")), "nemesis", "info", "airflow_fault", record))
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
-            raise RunError(f"{path}:{number}: not a fault record ({e})") from None
+    for number, line in enumerate(_lines(path), start=1):
+        record = _record(path, number, line)
+        if not isinstance(record, dict) or not _is_time(record.get("time")):
+            raise RunError(f"{path}:{number}: not a fault record (needs a finite time)")
+        ops.append(Op(float(record.pop("time")), "nemesis", "info", "airflow_fault", record))
     return ops

@@ -12,9 +12,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from harness.check.checker import default_checker
-from harness.check.history import History, RunError, load_history, write_history
-from harness.check.hypothesis import judge_all
+from harness.check.history import History, load_history, write_history
+from harness.check.hypothesis import Hypothesis, judge_all
+from harness.check.records import RunError, read_json
 from harness.layout import RunLayout
 
 __all__ = ["SCHEMA_VERSION", "check_run", "metrics_of"]
@@ -61,12 +64,20 @@ def check_run(run_dir: Path) -> dict[str, Any]:
 
 
 def _hypotheses(path: Path) -> list[str] | None:
-    """The hypothesis statements of a run's scenario (None: the run has no scenario)."""
+    """The hypothesis statements of a run's scenario (None: the run has no scenario), each
+    one the language accepts."""
     if not path.exists():
         return None
-    try:
-        scenario = json.loads(path.read_text())
-        texts = scenario.get("hypothesis", [])
-        return [h["text"] if isinstance(h, dict) else str(h) for h in texts]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise RunError(f"{path}: no readable hypothesis list ({e!r})") from None
+    scenario = read_json(path)
+    texts = scenario.get("hypothesis", []) if isinstance(scenario, dict) else None
+    if not isinstance(texts, list):
+        raise RunError(f"{path}: no readable hypothesis list (hypothesis: {texts!r:.60})")
+    out = []
+    for i, h in enumerate(texts):
+        text = h.get("text") if isinstance(h, dict) else h
+        try:
+            out.append(Hypothesis(text=text).text)
+        except ValidationError as e:
+            problem = e.errors()[0]["msg"].removeprefix("Value error, ")
+            raise RunError(f"{path}: hypothesis[{i}]: {problem}: {text!r:.80}") from None
+    return out

@@ -1,4 +1,6 @@
-"""``python -m harness report <dir>`` and ``python -m harness compare A B``."""
+"""``python -m harness report <dir>`` and ``python -m harness compare A B``: exit 2, naming
+the file and the problem, on a folder that is not a results folder or holds a damaged
+file (:class:`~harness.report.runs.ResultsError`), or on one they cannot write to."""
 
 from __future__ import annotations
 
@@ -12,15 +14,31 @@ def _is_results(path: Path) -> bool:
     return path.is_dir() and any(path.glob("*/scenario.json"))
 
 
+def _not_results(paths: list[Path]) -> bool:
+    """Say so (and True) if one of ``paths`` is not a results folder."""
+    for path in paths:
+        if not _is_results(path):
+            print(f"error: {path}: not a results folder (no <scenario>/scenario.json)",
+                  file=sys.stderr)  # fmt: skip
+            return True
+    return False
+
+
 def report_command(run_dir: Path) -> int:
     """Rebuild charts, report.md and index.html; exit 2 if ``run_dir`` has no scenarios."""
     from harness.report.report import write_report
+    from harness.report.runs import ResultsError
 
-    if not _is_results(run_dir):
-        print(f"error: {run_dir}: not a results folder (no <scenario>/scenario.json)",
-              file=sys.stderr)  # fmt: skip
+    if _not_results([run_dir]):
         return 2
-    report = write_report(run_dir)
+    try:
+        report = write_report(run_dir)
+    except ResultsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"error: {e.filename}: cannot write ({e.strerror})", file=sys.stderr)
+        return 2
     print(f"report: {report}\nhtml:   {run_dir / 'index.html'}")
     return 0
 
@@ -28,14 +46,19 @@ def report_command(run_dir: Path) -> int:
 def compare_command(a: Path, b: Path, out: Path | None) -> int:
     """Print (and with ``out``, write) what changed from results folder A to B."""
     from harness.report.compare import compare_results
+    from harness.report.runs import ResultsError
 
-    for path in (a, b):
-        if not _is_results(path):
-            print(f"error: {path}: not a results folder (no <scenario>/scenario.json)",
-                  file=sys.stderr)  # fmt: skip
-            return 2
-    text = compare_results(a, b)
-    if out:
-        out.write_text(text)
+    if _not_results([a, b]):
+        return 2
+    try:
+        text = compare_results(a, b)
+        if out:
+            out.write_text(text)
+    except ResultsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"error: {e.filename}: cannot write ({e.strerror})", file=sys.stderr)
+        return 2
     print(text, end="")
     return 0

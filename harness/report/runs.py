@@ -1,10 +1,15 @@
 """A results folder as the report reads it: one :class:`ScenarioRun` per scenario folder.
 
 Only reads what the harness wrote (``summary.json``, and per scenario ``scenario.json``,
-``run.json``, ``metrics.json``, ``airflow_faults.jsonl``, ``launches.json``,
+``run.json``, ``metrics.json``, ``error.json``, ``airflow_faults.jsonl``, ``launches.json``,
 ``airflow/task_instances.json``); the raw
 ledger and sink are read only for the latency distribution, through the checker's own
 loader, so the curve and ``metrics.json``'s percentiles agree by construction.
+
+A file that is there but damaged or of the wrong shape is a :class:`ResultsError` naming
+it (the report never guesses); a scenario with no ``metrics.json`` is shown with why (its
+error, or that it did not finish). Only ``airflow_faults.jsonl`` is read leniently: its
+last line may be cut by a kill, and the records before it still show.
 """
 
 from __future__ import annotations
@@ -22,16 +27,30 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from harness.check.headline import fault_label, row
+from harness.check.records import (
+    RunError,
+    read_error,
+    read_json,
+    read_metrics,
+    read_run,
+    read_scenario,
+    read_task_instances,
+)
 from harness.layout import RunLayout
 from harness.report.palette import order_variants
 
-__all__ = ["ENVIRONMENT_FILE", "Results", "ScenarioRun", "load_results"]
+__all__ = ["ENVIRONMENT_FILE", "Results", "ResultsError", "ScenarioRun", "load_results"]
 
 #: Written next to summary.json the first time a report is made (at the end of the run, on
 #: the machine that ran it); later rebuilds keep it.
 ENVIRONMENT_FILE = "environment.json"
+
+
+class ResultsError(Exception):
+    """A results folder the report cannot read; the message names the file and the problem."""
 
 
 @dataclass
@@ -150,40 +169,91 @@ class Results:
         return [s for s in self.scenarios if s.variant == variant and s.fault == fault]
 
 
-def _json(path: Path, default: Any) -> Any:
+class _Shape(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True, allow_inf_nan=False)
+
+
+class _Row(_Shape):
+    scenario: str
+    error: str | None = None
+
+
+class _Summary(_Shape):
+    scenarios: list[_Row] = Field(default_factory=list)
+    incomplete: list[str] = Field(default_factory=list)
+
+
+class _Environment(_Shape):
+    airflow: str | None = None
+    cpu_count: int | None = None
+    recorded_at: float | None = Field(default=None, ge=0, le=1e11)  # a date localtime takes
+
+
+def _read(path: Path, reader: Any) -> Any:
+    """``reader(path)``, its :class:`RunError` as a :class:`ResultsError`."""
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return default
+        return reader(path)
+    except RunError as e:
+        raise ResultsError(str(e)) from None
+
+
+def _object(path: Path, shape: type[_Shape]) -> dict[str, Any]:
+    value = _read(path, read_json)
+    try:
+        shape.model_validate(value)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"])
+        raise ResultsError(f"{path}: {where.lstrip('.') or '(file)'}: {first['msg']}") from None
+    return value
+
+
+def _list(path: Path) -> list[dict[str, Any]]:
+    """A JSON list of objects (``launches.json``); empty if the file is not there."""
+    if not path.exists():
+        return []
+    value = _read(path, read_json)
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise ResultsError(f"{path}: expected a JSON list of objects")
+    return value
 
 
 def _jsonl(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     records = []
-    for line in path.read_text().splitlines():
+    for line in path.read_bytes().splitlines():
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
+            record = json.loads(line)
+        except (ValueError, RecursionError):
             continue  # a line cut by a kill: the rest still shows
+        time_ = record.get("time") if isinstance(record, dict) else None
+        if isinstance(time_, int | float) and not isinstance(time_, bool) and abs(time_) < 1e11:
+            records.append(record)
     return records
 
 
 def _scenario(root: Path, summary_error: str | None) -> ScenarioRun:
     layout = RunLayout(root)
-    metrics = _json(layout.metrics, None)
-    error = summary_error
+    run = _read(layout.run, read_run) if layout.run.exists() else {}
+    metrics = _read(layout.metrics, read_metrics) if layout.metrics.exists() else None
+    error = _read(layout.error, read_error) if layout.error.exists() else summary_error
     if metrics is None and error is None:
-        error = f"no readable {layout.metrics.name}"
+        error = (
+            f"not checked (no {layout.metrics.name})"
+            if run.get("ending") is not None
+            else f"did not finish (no {layout.run.name} with its ending): interrupted"
+        )
+    tries = layout.task_instances
     return ScenarioRun(
         name=root.name,
         root=root,
-        scenario=_json(layout.scenario, {}),
+        scenario=_read(layout.scenario, read_scenario),
         metrics=metrics,
-        run=_json(layout.run, {}),
+        run=run,
         airflow_faults=_jsonl(layout.airflow_faults),
-        task_instances=_json(layout.task_instances, []) or [],
-        launches=_json(layout.launches, []) or [],
+        task_instances=_read(tries, read_task_instances) if tries.exists() else [],
+        launches=_list(layout.launches),
         error=error,
     )
 
@@ -209,14 +279,16 @@ def load_results(root: Path, record_environment: bool = True) -> Results:
     """Read a results folder; scenario folders are those holding ``scenario.json``, in
     ``summary.json``'s order. With ``record_environment``, a missing ``environment.json``
     is written from this machine."""
-    summary = _json(root / "summary.json", {})
-    rows = {r.get("scenario"): r for r in summary.get("scenarios", [])}
+    summary_path = root / "summary.json"
+    summary = _object(summary_path, _Summary) if summary_path.exists() else {}
+    rows = {r["scenario"]: r for r in summary.get("scenarios", [])}
     folders = {p.parent.name: p.parent for p in root.glob("*/scenario.json")}
     names = [n for n in rows if n in folders] + sorted(set(folders) - set(rows))
     scenarios = [_scenario(folders[n], (rows.get(n) or {}).get("error")) for n in names]
     env_path = root / ENVIRONMENT_FILE
-    environment = _json(env_path, None)
-    if environment is None:
+    if env_path.exists():
+        environment = _object(env_path, _Environment)
+    else:
         environment = environment_now()
         if record_environment:
             env_path.write_text(json.dumps(environment, indent=2) + "\n")

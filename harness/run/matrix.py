@@ -1,25 +1,37 @@
 """``python -m harness run``: a matrix of scenarios into one results folder, with a live line
 of progress, ``summary.json`` and ``summary.md`` (rewritten after every scenario, so an
 interrupted run leaves what it finished, and lists the rest as incomplete), then the
-report (``report.md``, ``index.html``, charts: :mod:`harness.report`)."""
+report (``report.md``, ``index.html``, charts: :mod:`harness.report`).
+
+A scenario that raises (its server exits on an option, its Airflow does not start) is
+that scenario's ``error``, in the summary, the report and its folder's ``error.json``, and
+the matrix goes on; SIGINT and SIGTERM still end the whole run at once. With ``resume``,
+a scenario whose folder holds a finished, checked run of the same definition is kept,
+not run again (:func:`earlier_run`); every other one is redone from scratch.
+"""
 
 from __future__ import annotations
 
 import json
 import threading
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from harness.airflow.modes import Airflows
 from harness.check import headline
+from harness.check.metrics import SCHEMA_VERSION
+from harness.check.records import RunError, read_json, read_metrics, require_finished
+from harness.layout import RunLayout
 from harness.report import write_report
 from harness.run.runner import Status, dag_spec, run_scenario
 from harness.scenario import Scenario
 
-__all__ = ["run_matrix", "write_summary"]
+__all__ = ["earlier_run", "run_matrix", "write_summary"]
 
 
 def write_summary(out: Path, rows: list[dict[str, Any]], pending: list[str]) -> None:
@@ -36,18 +48,76 @@ def write_summary(out: Path, rows: list[dict[str, Any]], pending: list[str]) -> 
     for row in rows:
         cells = [headline.fmt(row, key) for key, _, _ in headline.COLUMNS]
         lines.append("| " + " | ".join(cells) + " |")
+    errors = [f"- {row['scenario']}: {row['error']}" for row in rows if row["error"]]
+    if errors:
+        lines += ["", "Errors (in each one's error.json, with the traceback):", "", *errors]
     if pending:
         lines += ["", f"Incomplete (not run): {', '.join(pending)}"]
     (out / "summary.md").write_text("\n".join(lines) + "\n")
 
 
-def run_matrix(scenarios: list[Scenario], out: Path) -> int:
-    """Run every scenario; 0 if all ran, 1 if any errored (hypotheses are results, not errors)."""
+def earlier_run(scenario: Scenario, out: Path) -> tuple[dict[str, Any] | None, str]:
+    """The metrics of ``scenario``'s earlier run in ``out`` if ``--resume`` may keep it, and
+    why (or why not). Kept: it finished (``run.json`` with its ``ending``), was checked
+    (a ``metrics.json`` of the current schema with every required field), recorded no
+    error, and ran the same definition (``scenario.json`` equal to the scenario now)."""
+    layout = RunLayout(out / scenario.name)
+    if not layout.root.is_dir():
+        return None, "not run yet"
+    try:
+        require_finished(layout.root)
+        metrics = read_metrics(layout.metrics)
+        if metrics["schema_version"] != SCHEMA_VERSION:
+            return None, f"checked under metrics schema {metrics['schema_version']!r}"
+        if layout.error.exists():
+            return None, "it recorded an error"
+        if read_json(layout.scenario) != json.loads(scenario.model_dump_json(by_alias=True)):
+            return None, "its scenario changed since"
+    except RunError as e:
+        return None, str(e)
+    return metrics, f"finished before: {metrics.get('verdict')}"
+
+
+def _record_error(out: Path, scenario: Scenario, error: str, trace: str) -> None:
+    """``error.json`` in the scenario's folder (and ``scenario.json``, so the report lists
+    it, if it failed before writing one)."""
+    layout = RunLayout(out / scenario.name)
+    layout.root.mkdir(parents=True, exist_ok=True)
+    if not layout.scenario.exists():
+        layout.scenario.write_text(scenario.model_dump_json(indent=2, by_alias=True))
+    record = {"error": error, "at": time.time(), "traceback": trace}
+    layout.error.write_text(json.dumps(record, indent=2) + "\n")
+
+
+def _run_one(
+    scenario: Scenario, out: Path, airflows: Airflows, status: Status
+) -> tuple[dict[str, Any] | None, str | None]:
+    """Run one scenario: its metrics, or its error (recorded in its folder)."""
+    try:
+        metrics = run_scenario(scenario, out, airflows, status)
+    except Exception as e:  # its own failure: recorded; SIGINT/SIGTERM are not Exceptions
+        error = f"{type(e).__name__}: {e}"
+        _record_error(out, scenario, error, traceback.format_exc())
+        return None, error
+    if metrics.get("error"):  # ran, but its folder could not be checked
+        _record_error(out, scenario, str(metrics["error"]), "")
+        return None, str(metrics["error"])
+    return metrics, None
+
+
+def run_matrix(scenarios: list[Scenario], out: Path, resume: bool = False) -> int:
+    """Run every scenario (with ``resume``, keep those :func:`earlier_run` keeps); 0 if
+    none errored, 1 if any did (a failed hypothesis is a result, not an error)."""
     console = Console(stderr=True)
     out = out.resolve()  # task processes get absolute paths, whatever their working folder
     out.mkdir(parents=True, exist_ok=True)
-    console.print(f"[bold]{len(scenarios)} scenarios[/] -> {out}")
-    airflows = Airflows(out, [dag_spec(s) for s in scenarios])
+    kept = {s.name: earlier_run(s, out)[0] for s in scenarios} if resume else {}
+    to_run = [s for s in scenarios if kept.get(s.name) is None]
+    console.print(
+        f"[bold]{len(scenarios)} scenarios[/] -> {out}"
+        + (f" ({len(scenarios) - len(to_run)} finished before, kept)" if resume else "")
+    )
+    airflows = Airflows(out, [dag_spec(s) for s in to_run])
     rows: list[dict[str, Any]] = []
     pending = [s.name for s in scenarios]
     write_summary(out, rows, pending)
@@ -69,8 +139,12 @@ def run_matrix(scenarios: list[Scenario], out: Path) -> int:
     errors = 0
     try:
         for scenario in scenarios:
-            metrics = run_scenario(scenario, out, airflows, status)
-            row = headline.row(scenario.name, scenario.model_dump(by_alias=True), metrics)
+            earlier = kept.get(scenario.name)
+            metrics, error = earlier, None
+            if earlier is None:
+                metrics, error = _run_one(scenario, out, airflows, status)
+            dump = scenario.model_dump(by_alias=True)
+            row = headline.row(scenario.name, dump, metrics, error)
             errors += row["error"] is not None
             rows.append(row)
             pending.remove(scenario.name)
@@ -79,6 +153,8 @@ def run_matrix(scenarios: list[Scenario], out: Path) -> int:
             console.print(
                 f"{scenario.name}: "
                 + ", ".join(f"{k.removesuffix('_held')} {headline.fmt(row, k)}" for k in shown)
+                + (" (finished before, kept)" if earlier is not None else "")
+                + (f"\n  [red]error[/]: {escape(error)}" if error else "")
             )
     finally:
         done.set()
@@ -90,6 +166,8 @@ def run_matrix(scenarios: list[Scenario], out: Path) -> int:
     try:
         console.print(f"report: {write_report(out)}")
     except Exception as error:  # the run's results stand without their charts
-        console.print(f"[red]report failed[/]: {type(error).__name__}: {error}")
+        console.print(f"[red]report failed[/]: {type(error).__name__}: {escape(str(error))}")
         console.print(f"rebuild it with: python -m harness report {out}")
+    if errors:
+        console.print(f"[red]{errors} scenario(s) errored[/]: see summary.md and error.json")
     return 1 if errors else 0

@@ -53,15 +53,16 @@ def dag_spec(scenario: Scenario) -> DagSpec:
     """What Airflow must know of the scenario's DAG, the variant's defaults filled in."""
     variant = VARIANTS[scenario.variant]
     defaults = variant.task
-    retries = int(scenario.task.get("retries", defaults.get("retries", 0)) or 0)
-    delay = scenario.task.get("retry_delay")
+    task = scenario.task.model_dump(exclude_none=True)  # the settings the scenario gives
+    retries = int(task.get("retries", defaults.get("retries", 0)) or 0)
+    delay = task.get("retry_delay")
     if delay is None:
         delay = defaults["retry_delay"].total_seconds() if "retry_delay" in defaults else 1.0
     return DagSpec(
         name=scenario.name,
         mode=scenario.mode,
         variant=scenario.variant,
-        task=dict(scenario.task),
+        task=task,
         retries=retries,
         retry_delay=float(delay),
         continuous=variant.dag.get("schedule") == "@continuous",

@@ -14,6 +14,9 @@ from harness.__main__ import main
 from harness.layout import RunLayout
 from tests.harness.check._histories import T0_MS, T0_WALL, Spec, write_run
 
+#: run.json's ending, as the runner writes it once a run has ended on the ledger.
+FINISHED = {"how": "quiescent", "task_ended_by": "itself", "stop_requested_at": T0_WALL + 0.03}
+
 
 def _good_run(run_dir: Path) -> RunLayout:
     ids = [snowflake.encode(T0_MS + slot, 0) for slot in range(10)]
@@ -26,6 +29,7 @@ def _good_run(run_dir: Path) -> RunLayout:
         stopped_at=T0_WALL + 0.01,
         grace=0.0,
         tries=[(7, 1, "ok")],
+        ending=FINISHED,
     )
     write_run(spec, run_dir)
     return RunLayout(run_dir)
@@ -99,7 +103,87 @@ DAMAGE = {
         lambda r: r.scenario.write_text('{"hypothesis": 3}'),
         "scenario.json: no readable hypothesis list",
     ),
+    # JSON of the wrong type or not UTF-8, in every file check reads (issue 14).
+    "run.json a list": (lambda r: r.run.write_text("[]"), "run.json: expected a JSON object"),
+    "run.json grace as text": (
+        lambda r: _json(r.run, {"grace": "2", "ending": FINISHED}),
+        "run.json: grace: Input should be a valid number",
+    ),
+    "run.json created_until NaN": (
+        lambda r: r.run.write_text('{"created_until": NaN, "ending": {"how": "quiescent"}}'),
+        "run.json: created_until: Input should be a finite number",
+    ),
+    "run.json ending a string": (
+        lambda r: _json(r.run, {"ending": "quiescent"}),
+        "run.json: ending: Input should be a valid dictionary",
+    ),
+    "run.json not UTF-8": (lambda r: r.run.write_bytes(b"\xff\xfe{}"), "run.json: not UTF-8"),
+    "task instances an object": (
+        lambda r: _json(r.task_instances, {"try_number": 1}),
+        "task_instances.json: expected a JSON list, got dict",
+    ),
+    "task instance run_id a list": (
+        lambda r: _json(r.task_instances, [{"run_id": [1], "try_number": 1}]),
+        "task_instances.json: [0].run_id: Input should be a valid string",
+    ),
+    "probe time as text": (
+        lambda r: _append(next(r.probe_dir.glob("*.jsonl")), _PROBE_LINE.replace(b"1.0", b'"1"')),
+        ":3: not a probe record",
+    ),
+    "probe value not an object": (
+        lambda r: _append(next(r.probe_dir.glob("*.jsonl")), _PROBE_LINE.replace(b"{}", b"5")),
+        ":3: not a probe record",
+    ),
+    "probe type unknown": (
+        lambda r: _append(next(r.probe_dir.glob("*.jsonl")), _PROBE_LINE.replace(b"info", b"x")),
+        ":3: not a probe record",
+    ),
+    "probe not UTF-8": (
+        lambda r: _append(next(r.probe_dir.glob("*.jsonl")), b'{"\xff": 1}\n'),
+        ":3: not a JSON record",
+    ),
+    "probe file a folder": (lambda r: (r.probe_dir / "x.jsonl").mkdir(), "x.jsonl: cannot read"),
+    "fault record a list": (
+        lambda r: r.airflow_faults.write_text("[1]\n"),
+        "airflow_faults.jsonl:1: not a fault record",
+    ),
+    "fault time NaN": (
+        lambda r: r.airflow_faults.write_text('{"time": NaN, "f": "start"}\n'),
+        "airflow_faults.jsonl:1: not a fault record (needs a finite time)",
+    ),
+    "fault file not UTF-8": (
+        lambda r: r.airflow_faults.write_bytes(b"\xff\n"),
+        "airflow_faults.jsonl:1: not a JSON record",
+    ),
+    "scenario.json a list": (
+        lambda r: r.scenario.write_text("[]"),
+        "scenario.json: no readable hypothesis list",
+    ),
+    "scenario.json truncated": (
+        lambda r: r.scenario.write_text('{"hypothesis": ["lo'),
+        "scenario.json: not readable JSON",
+    ),
+    "scenario.json not UTF-8": (
+        lambda r: r.scenario.write_bytes(b'{"hypothesis": ["\xe9"]}'),
+        "scenario.json: not UTF-8 text",
+    ),
+    "scenario.json unknown metric": (
+        lambda r: _json(r.scenario, {"hypothesis": [{"text": "lsot == 0"}]}),
+        "scenario.json: hypothesis[0]: unknown metric 'lsot'",
+    ),
+    "scenario.json deeply nested": (
+        lambda r: r.scenario.write_text("[" * 100_000 + "]" * 100_000),
+        "scenario.json: JSON nested too deeply to read",
+    ),
+    "ledger a folder": (lambda r: (r.ledger.unlink(), r.ledger.mkdir()), "ledger.sqlite"),
 }
+
+_PROBE_LINE = b'{"time": 1.0, "pid": 7, "try": 1, "type": "info", "f": "mark", "value": {}}\n'
+
+
+def _json(path: Path, value: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(value))
 
 
 def _append(path: Path, data: bytes) -> None:
@@ -127,3 +211,31 @@ def test_damaged_run_is_an_error_naming_the_file(tmp_path, capsys, damage):
     assert err.startswith("error: ")
     assert message in err
     assert not layout.metrics.exists()
+
+
+@pytest.mark.parametrize(
+    "unfinished",
+    ["no run.json", "no ending", "ending null", "killed: no run.json, ledger not closed"],
+)
+def test_a_run_that_did_not_finish_is_not_judged(tmp_path, capsys, unfinished):
+    """A folder without its end-of-run record (a killed harness) gets no verdict: exit 2
+    saying so, and no metrics.json (it once got "at-most-once, lost 3,718")."""
+    layout = _good_run(tmp_path)
+    if unfinished == "no ending":
+        _json(layout.run, {"stopped_at": T0_WALL + 0.01, "grace": 0.0})
+    elif unfinished == "ending null":
+        _json(layout.run, {"stopped_at": T0_WALL + 0.01, "grace": 0.0, "ending": None})
+    else:
+        layout.run.unlink()
+    if unfinished.startswith("killed"):
+        _sql(layout.ledger, "DELETE FROM meta WHERE key = 'stopped_at'")
+    assert main(["check", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {layout.run}: ")
+    assert "the run did not finish" in err
+    assert not layout.metrics.exists()
+
+
+def test_check_of_a_missing_folder_says_so(tmp_path, capsys):
+    assert main(["check", str(tmp_path / "nowhere")]) == 2
+    assert capsys.readouterr().err == f"error: {tmp_path / 'nowhere'}: not a run folder\n"
