@@ -69,6 +69,20 @@ def fuzz(session: nox.Session) -> None:
     )  # fmt: skip
 
 
+@nox.session(python=PYTHON, default=False)
+def crash(session: nox.Session) -> None:
+    """The harness SIGKILLed mid-matrix on a real Airflow: nothing survives; --resume ends it."""
+    install(session)
+    session.run("pytest", "-m", "long", "tests/harness/run/test_crash.py", *session.posargs)
+
+
+@nox.session(python=PYTHON, default=False)
+def soak(session: nox.Session) -> None:
+    """The fake stream through faults for -- --minutes N: RSS, CPU, ledger == consumer."""
+    install(session)
+    session.run("python", "-m", "harness.run.soak", *session.posargs)
+
+
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     """ruff check and ruff format --check."""

@@ -23,7 +23,9 @@ class MemoryLimit(AirflowFault):
     that process does."""
 
     type: Literal["memory_limit"] = "memory_limit"
-    limit_mb: float = Field(default=256, gt=0, description="address space beyond the current")
+    limit_mb: float = Field(
+        default=256, gt=0, le=2**20, description="address space beyond the current (<= 1 TiB)"
+    )  # bounded: prlimit overflows on 1e300
 
     def inject(self, ctx: FaultContext) -> None:
         pid = ctx.wait_for_try()

@@ -80,7 +80,8 @@ class PauseTask(AirflowFault):
     """SIGSTOP the try for ``duration`` seconds, then SIGCONT (a frozen worker, swapping)."""
 
     type: Literal["pause_task"] = "pause_task"
-    duration: float = Field(default=2.0, gt=0, description="seconds stopped")
+    # Bounded: Event.wait overflows on 1e300 after the SIGSTOP, leaving the try stopped.
+    duration: float = Field(default=2.0, gt=0, le=3600, description="seconds stopped")
 
     def inject(self, ctx: FaultContext) -> None:
         if ctx.wait_for_try() is None:

@@ -27,11 +27,16 @@ from harness.check import headline
 from harness.check.metrics import SCHEMA_VERSION
 from harness.check.records import RunError, read_json, read_metrics, require_finished
 from harness.layout import RunLayout
+from harness.procs import record_into, stop_leftovers
 from harness.report import write_report
 from harness.run.runner import Status, dag_spec, run_scenario
 from harness.scenario import Scenario
 
-__all__ = ["earlier_run", "run_matrix", "write_summary"]
+__all__ = ["PROCESSES", "earlier_run", "run_matrix", "write_summary"]
+
+#: In the results folder: every session the run started (pid, start time), for the next
+#: run into it to stop what this one left if it died unseen (:func:`harness.procs.stop_leftovers`).
+PROCESSES = "processes.jsonl"
 
 
 def write_summary(out: Path, rows: list[dict[str, Any]], pending: list[str]) -> None:
@@ -111,6 +116,13 @@ def run_matrix(scenarios: list[Scenario], out: Path, resume: bool = False) -> in
     console = Console(stderr=True)
     out = out.resolve()  # task processes get absolute paths, whatever their working folder
     out.mkdir(parents=True, exist_ok=True)
+    # What an earlier run into this folder left when it died with its watchdog (e.g. the
+    # whole process tree SIGKILLed): stopped by pid and start time before anything starts.
+    record = out / PROCESSES
+    if left := stop_leftovers(record):
+        console.print(f"[yellow]stopped {len(left)} process(es) an earlier run left[/]: {left}")
+    record.unlink(missing_ok=True)
+    record_into(record)
     kept = {s.name: earlier_run(s, out)[0] for s in scenarios} if resume else {}
     to_run = [s for s in scenarios if kept.get(s.name) is None]
     console.print(
@@ -162,6 +174,7 @@ def run_matrix(scenarios: list[Scenario], out: Path, resume: bool = False) -> in
         write_summary(out, rows, pending)
         status.phase = "stopping Airflow"
         airflows.close()
+        record_into(None)
     console.print(f"summary: {out / 'summary.md'}")
     try:
         console.print(f"report: {write_report(out)}")

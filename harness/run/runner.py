@@ -98,7 +98,7 @@ def run_scenario(
         create_sink(layout.sink)
         conf = {
             "stream_url": server.stream_url,
-            "token": server.token,
+            "token_file": str(server.token_file),  # the token itself stays off the DAG's params
             "run_dir": str(layout.root),
             "scratch_dir": str(layout.root / "scratch" / "worker-1"),
             "run_seconds": None,

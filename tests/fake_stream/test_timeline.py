@@ -11,6 +11,7 @@ import itertools
 import multiprocessing as mp
 import socket
 import time
+import tracemalloc
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -179,6 +180,71 @@ def test_poisson_timeline_is_reproducible_across_tick_patterns(seed: int) -> Non
     ids_a, _ = a.locate(np.arange(a.total, dtype=np.int64))
     ids_b, _ = b.locate(np.arange(b.total, dtype=np.int64))
     assert np.array_equal(ids_a, ids_b)
+
+
+# --- bounded memory -------------------------------------------------------------------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    profiles(),
+    st.integers(0, 2**32),
+    steps(),
+    st.lists(st.tuples(st.integers(0, 11), profiles()), max_size=3),
+    st.sampled_from([1, 7, 64, 1000]),
+    st.randoms(use_true_random=False),
+)
+def test_evicted_chunks_are_rebuilt_exactly(profile, seed, stops, changes, chunk, rnd) -> None:
+    """A timeline that keeps no history (``keep_s=0``, tiny chunks) answers exactly as one
+    that keeps all of it, rate changes (splices, Poisson included) and all: each evicted
+    chunk is rebuilt from the profile. Reads go to random old tweets between ticks, so
+    rebuilt chunks are cached, evicted from the cache and rebuilt again."""
+    kept = Timeline(profile, seed, T0_MS)  # one chunk of 32,768 slots: nothing is evicted
+    bounded = Timeline(profile, seed, T0_MS, keep_s=0, chunk_slots=chunk)
+    for step, stop in enumerate(stops):
+        for at, new in changes:
+            if at == step:
+                kept.set_profile(new)
+                bounded.set_profile(new)
+        assert kept.advance(stop).counts.tolist() == bounded.advance(stop).counts.tolist()
+        if kept.total:
+            sample = np.array([rnd.randrange(kept.total) for _ in range(5)], dtype=np.int64)
+            assert np.array_equal(np.stack(kept.locate(sample)), np.stack(bounded.locate(sample)))
+    assert bounded.total == kept.total
+    indexes = np.arange(kept.total, dtype=np.int64)
+    assert np.array_equal(np.stack(kept.locate(indexes)), np.stack(bounded.locate(indexes)))
+    rnd.shuffle(shuffled := indexes.copy())  # a batch spanning chunks in any order
+    assert np.array_equal(np.stack(kept.locate(shuffled)), np.stack(bounded.locate(shuffled)))
+    for s in range(kept.slots + 1):
+        assert bounded.first_index_at(s) == kept.first_index_at(s)
+    ids, _ = kept.locate(indexes)
+    for tweet_id in ids.tolist()[:: max(1, len(ids) // 200)]:
+        assert bounded.index_after(tweet_id) == kept.index_after(tweet_id)
+        assert bounded.index_after(tweet_id + 5) == kept.index_after(tweet_id + 5)
+
+
+def test_two_hours_of_stream_hold_a_few_megabytes() -> None:
+    """Two hours at 5,000 tweets/s, ticked a minute at a time: the timeline holds its last
+    five minutes of slot table (the unbounded table held 8 bytes per ms: 58 MB), and a tweet
+    from the first second, long evicted, still has its id (five per ms: index i is in slot
+    i // 5 at position i % 5)."""
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        timeline = Timeline(parse_profile(5000), 0, T0_MS)
+        for stop in range(60_000, 2 * 3_600_000 + 1, 60_000):
+            timeline.advance(stop)
+        held = tracemalloc.get_traced_memory()[0] - before
+        early = np.array([0, 7, 4_999], dtype=np.int64)
+        ids, unix_ms = timeline.locate(early)
+    finally:
+        tracemalloc.stop()
+    assert timeline.total == 5000 * 2 * 3600
+    assert held < 4 * 2**20, f"{held / 2**20:.1f} MiB held"
+    assert unix_ms.tolist() == [T0_MS, T0_MS + 1, T0_MS + 999]
+    assert [snowflake.decode_position(i) for i in ids.tolist()] == [0, 2, 4]
+    assert timeline.index_after(int(ids[1])) == 8
+    assert timeline.first_index_at(3_600_000) == 5 * 3_600_000
 
 
 # --- the live clock -------------------------------------------------------------------------------
