@@ -71,9 +71,10 @@ def fuzz(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON, default=False)
 def crash(session: nox.Session) -> None:
-    """The harness SIGKILLed mid-matrix on a real Airflow: nothing survives; --resume ends it."""
+    """The harness killed mid-matrix, a scenario that errors: nothing survives, --resume ends it."""
     install(session)
-    session.run("pytest", "-m", "long", "tests/harness/run/test_crash.py", *session.posargs)
+    tests = ["tests/harness/run/test_crash.py", "tests/harness/run/test_resume.py"]
+    session.run("pytest", "-m", "long", *tests, *session.posargs)
 
 
 @nox.session(python=PYTHON, default=False)

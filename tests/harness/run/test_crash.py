@@ -2,7 +2,8 @@
 dag-processor, LocalExecutor workers, the task) and the fake stream: nothing it started
 survives, and ``--resume`` finishes the matrix with the verdicts an uninterrupted run gives.
 
-``long``: two Airflow start-ups (~1 min each here); ``nox -s crash`` runs it.
+``long``: two Airflow start-ups (~1 min each here); ``nox -s crash`` runs it (with the
+error-and-resume test of ``test_resume.py``).
 """
 
 from __future__ import annotations

@@ -137,7 +137,7 @@ def _harness(*argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
-@pytest.mark.slow
+@pytest.mark.long  # two real harness runs (~90 s): nox -s crash runs it
 @pytest.mark.timeout(600)
 def test_an_error_is_recorded_the_matrix_goes_on_and_resume_keeps_what_finished(tmp_path):
     for name, body in (("broken", BROKEN), ("quick", QUICK)):
