@@ -32,8 +32,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from fake_stream.faults import registered
-from fake_stream.soak import Consumer, LedgerCheck
 from harness.run.services import StreamServerProcess
+from harness.run.soak import Consumer, LedgerCheck
 from tests.fake_stream._clients import assert_problem, describe
 from tests.fuzz import examples
 
