@@ -118,7 +118,7 @@ def test_queue_decoupled_keeps_every_tweet_across_a_sigkill(variant_run, tmp_pat
     broker = RedisServer(tmp_path / "redis")
     ingester = OwnedProcess([
         sys.executable, "-m", "harness.task.ingester", "--stream-url", run.server.stream_url,
-        "--token", run.server.token, "--redis-url", broker.url,
+        "--token-file", str(run.server.token_file), "--redis-url", broker.url,
     ])  # fmt: skip
     try:
         client = redis.Redis.from_url(broker.url)
