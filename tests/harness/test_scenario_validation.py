@@ -52,10 +52,20 @@ CASES = {
         'airflow_faults = [{type = "pause_task", at = 1, duration = inf}]',
         "airflow_faults[0].duration: inf is not a finite number",
     ),
-    # A string pydantic turns into a float: caught after validation, same field.
+    # A string pydantic turns into a float: the field's own bound refuses it, same field.
     "pause_task duration 'inf'": (
         'airflow_faults = [{type = "pause_task", at = 1, duration = "inf"}]',
-        "airflow_faults[0].duration: inf is not a finite number",
+        "airflow_faults[0].duration: Input should be less than or equal to 3600",
+    ),
+    # Finite but huge: Event.wait overflowed after the SIGSTOP, leaving the try stopped.
+    "pause_task duration 1e300": (
+        'airflow_faults = [{type = "pause_task", at = 1, duration = 1e300}]',
+        "airflow_faults[0].duration: Input should be less than or equal to 3600",
+    ),
+    # prlimit overflowed on it
+    "memory_limit limit_mb 1e300": (
+        'airflow_faults = [{type = "memory_limit", at = 1, limit_mb = 1e300}]',
+        "airflow_faults[0].limit_mb: Input should be less than or equal to 1048576",
     ),
     "memory_limit limit_mb inf": (
         'airflow_faults = [{type = "memory_limit", at = 1, limit_mb = inf}]',
