@@ -53,9 +53,11 @@ def repro(session: nox.Session, airflow: str) -> None:
 
 @nox.session(python=PYTHON, default=False)
 def load(session: nox.Session) -> None:
-    """The clock-sensitive scenarios on a quiet, then a busy machine: the same verdicts."""
+    """Same scenario, same result: the same tweets and fault times twice; the clock-sensitive
+    scenarios on a quiet, then a busy machine, with the same verdicts."""
     install(session)
-    session.run("pytest", "-m", "long", "-s", "tests/harness/run/test_load.py", *session.posargs)
+    tests = ["tests/harness/run/test_determinism.py", "tests/harness/run/test_load.py"]
+    session.run("pytest", "-m", "long", "-s", *tests, *session.posargs)
 
 
 @nox.session(python=PYTHON, default=False)

@@ -17,8 +17,8 @@ Two groups, each one harness run (one results folder) shared by its tests:
 
 Every claim test is ``long``: ``nox -s repro`` runs them (5-6 min of the dagtest group alone
 would take CI's ``nox -s tests`` past its budget). The same mechanisms are tested briefly
-in ``tests/harness/airflow/test_standalone.py``, ``test_versions.py`` and
-``test_crash_schedules.py``, which ``nox -s tests`` runs.
+in ``tests/harness/airflow/test_standalone.py`` and ``test_crash_schedules.py``, which
+``nox -s tests`` runs.
 
 Bounds on times are tolerant (a two-core machine; Airflow polls); counts are exact where
 the logic is.

@@ -172,7 +172,7 @@ def dags_test(tmp_path: Path, airflow_template: Path) -> Iterator[Callable[..., 
 
 
 @pytest.mark.repro
-@pytest.mark.slow
+@pytest.mark.long
 @pytest.mark.timeout(300)
 def test_9_except_exception_does_not_swallow_execution_timeout(dags_test):
     """naive_loop (article example 1: ``except Exception`` around the loop) with a 4 s
@@ -206,7 +206,7 @@ def test_9_except_exception_does_not_swallow_execution_timeout(dags_test):
 
 
 @pytest.mark.repro
-@pytest.mark.slow
+@pytest.mark.long
 @pytest.mark.timeout(300)
 def test_9_except_base_exception_swallows_execution_timeout_into_success(dags_test):
     """The same loop wrapped in ``except BaseException`` (a bare ``except:`` is the same):
@@ -232,7 +232,7 @@ def test_9_except_base_exception_swallows_execution_timeout_into_success(dags_te
 
 
 @pytest.mark.repro
-@pytest.mark.slow
+@pytest.mark.long
 @pytest.mark.timeout(300)
 def test_10_sigterm_under_airflow_dags_test_differs_by_version(dags_test):
     """SIGTERM to ``airflow dags test`` while naive_loop streams: the task runs in that

@@ -6,6 +6,9 @@ every tweet is created at the same millisecond offset, in the same position with
 Fault times are compared relative to the first commit, the origin the scenario gives
 them; there the bound is tolerant because the nemesis polls (50 ms) for the first commit
 and for the fault's time on a busy two-core machine.
+
+``long``: ``nox -s load`` runs it beside the loaded/unloaded comparison (the fake stream's
+own determinism, ``tests/fake_stream/test_determinism.py``, runs in ``nox -s tests``).
 """
 
 from __future__ import annotations
@@ -80,7 +83,7 @@ def fault_offsets(run: Path) -> list[tuple[str, str, float]]:
     return [(f["f"], f["fault"], f["time"] - first_commit) for f in faults]
 
 
-@pytest.mark.slow
+@pytest.mark.long  # two harness runs with a retry (~2.5 min): nox -s load runs it
 @pytest.mark.timeout(900)  # two harness runs
 def test_same_scenario_same_tweets_and_fault_times(tmp_path):
     a, b = run_once(tmp_path, "a"), run_once(tmp_path, "b")
