@@ -5,9 +5,13 @@ file (:class:`~harness.report.runs.ResultsError`), or on one they cannot write t
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 __all__ = ["compare_command", "report_command"]
+
+T = TypeVar("T")
 
 
 def _is_results(path: Path) -> bool:
@@ -24,20 +28,28 @@ def _not_results(paths: list[Path]) -> bool:
     return False
 
 
+def _attempt(action: Callable[[], T]) -> T | None:
+    """``action()``; or None, having said why, if a results file is damaged or the output
+    cannot be written."""
+    from harness.report.runs import ResultsError
+
+    try:
+        return action()
+    except ResultsError as e:
+        print(f"error: {e}", file=sys.stderr)
+    except OSError as e:
+        print(f"error: {e.filename}: cannot write ({e.strerror})", file=sys.stderr)
+    return None
+
+
 def report_command(run_dir: Path) -> int:
     """Rebuild charts, report.md and index.html; exit 2 if ``run_dir`` has no scenarios."""
     from harness.report.report import write_report
-    from harness.report.runs import ResultsError
 
     if _not_results([run_dir]):
         return 2
-    try:
-        report = write_report(run_dir)
-    except ResultsError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:
-        print(f"error: {e.filename}: cannot write ({e.strerror})", file=sys.stderr)
+    report = _attempt(lambda: write_report(run_dir))
+    if report is None:
         return 2
     print(f"report: {report}\nhtml:   {run_dir / 'index.html'}")
     return 0
@@ -46,19 +58,17 @@ def report_command(run_dir: Path) -> int:
 def compare_command(a: Path, b: Path, out: Path | None) -> int:
     """Print (and with ``out``, write) what changed from results folder A to B."""
     from harness.report.compare import compare_results
-    from harness.report.runs import ResultsError
 
-    if _not_results([a, b]):
-        return 2
-    try:
+    def compare() -> str:
         text = compare_results(a, b)
         if out:
             out.write_text(text)
-    except ResultsError as e:
-        print(f"error: {e}", file=sys.stderr)
+        return text
+
+    if _not_results([a, b]):
         return 2
-    except OSError as e:
-        print(f"error: {e.filename}: cannot write ({e.strerror})", file=sys.stderr)
+    text = _attempt(compare)
+    if text is None:
         return 2
     print(text, end="")
     return 0
