@@ -33,6 +33,12 @@ from fake_stream.server import FakeStreamServer
 _D = ServerConfig  # defaults, for the help
 
 
+def _flag_text(text: str) -> bool | str:
+    """``true``/``false`` as a bool (a scenario's ``strict_x = true`` arrives as ``--strict-x
+    True``); anything else is left for the validator to refuse, naming the option."""
+    return {"true": True, "false": False}.get(text.lower(), text)
+
+
 def parser() -> argparse.ArgumentParser:
     """Every option is read as text and checked by ``validate_server_options``."""
     p = argparse.ArgumentParser(prog="python -m fake_stream", description=__doc__.split("\n\n")[0])
@@ -64,6 +70,17 @@ def parser() -> argparse.ArgumentParser:
     add("--settle-timeout", help=f"seconds to wait for acknowledgements ({_D.settle_timeout})")
     add("--max-connections", help=f"open connections per client address ({_D.max_connections})")
     add("--request-timeout", help=f"seconds to send a request head or body ({_D.request_timeout})")
+    add(
+        "--strict-x",
+        nargs="?",
+        const=True,
+        type=_flag_text,
+        help="accept only X's v2 stream parameters (no since_id, no stall_warnings); "
+        "also --strict-x true|false",
+    )
+    add("--access-level", help="X's access level: pro or enterprise (default; backfill, recovery)")
+    add("--stream-connections", help="stream connections per token: 1 (default), 2 (enterprise)")
+    add("--backfill-scale", help="X's backfill/recovery windows x this, 0.0001..1 (default 1)")
     add("--fault", action="append", help="fault definition, JSON or @file (repeatable)")
     add("--faults", help="a JSON list of fault definitions, or @file")
     add("--rule", action="append", help='initial rule, JSON {"value":..,"tag":..} (repeatable)')

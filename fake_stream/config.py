@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from fake_stream import snowflake
+from fake_stream.access import ACCESS_LEVELS, BACKFILL_MAX_S, LEVELS
 from fake_stream.faults import FaultError, build
 from fake_stream.rates import MAX_RATE, RateProfile, parse_profile
 from fake_stream.rules import MAX_RULES, RuleError, RuleSet
@@ -41,7 +42,8 @@ class ServerConfig:
 
     :param seed: every random choice (tweets, arrivals, fault coins) derives from it.
     :param profile: the rate profile (see :mod:`fake_stream.rates`).
-    :param tokens: accepted bearer tokens; one stream connection each ("one app").
+    :param tokens: accepted bearer tokens, one per "app": each may hold
+        ``stream_connections`` stream connections.
     :param ledger: path of the ground-truth ledger (a new file).
     :param t0_ms: UNIX millisecond of stream start; pin it to get bit-identical ids.
     :param queue_size: per-connection backlog (tweets created but not yet written) beyond
@@ -50,7 +52,7 @@ class ServerConfig:
         a FALLING_BEHIND warning.
     :param keepalive: seconds of silence after which a bare ``\\r\\n`` is sent (X: 20).
     :param retention: seconds of history that ``backfill_minutes`` and ``since_id`` can
-        replay (X: 5 minutes).
+        replay (X: 5 minutes). Recovery connections are bounded by their own window.
     :param connect_limit: stream connects allowed per token per ``limit_window`` (X: 50
         per 15 min); 0 disables.
     :param rules_limit: rule requests allowed per token per window (X: 450); 0 disables.
@@ -67,6 +69,14 @@ class ServerConfig:
     :param flush_interval: seconds between ledger flushes.
     :param faults: fault definitions active from start-up (see :mod:`fake_stream.faults`).
     :param rules: initial filtered-stream rules, ``{"value": ..., "tag": ...}``.
+    :param strict_x: the stream endpoints accept only X's v2 query parameters (no
+        ``since_id``, no ``stall_warnings``); the control API is unchanged.
+    :param access_level: X's access level of every token, ``pro`` or ``enterprise``: Pro
+        has no backfill, no recovery and one stream connection (see :mod:`fake_stream.access`).
+    :param stream_connections: simultaneous stream connections per token (X: 1; Enterprise
+        may have 2, "redundant connections"). Recovery connections are counted apart.
+    :param backfill_scale: X's recovery windows in stream time: ``backfill_minutes=N``
+        reaches back ``N * 60 * backfill_scale`` s, recovery ``86400 * backfill_scale`` s.
     """
 
     seed: int = 0
@@ -88,6 +98,10 @@ class ServerConfig:
     request_timeout: float = 10.0
     flush_interval: float = 0.2
     tick: float = 0.005
+    strict_x: bool = False
+    access_level: str = "enterprise"
+    stream_connections: int = 1
+    backfill_scale: float = 1.0
     faults: list[dict[str, Any]] = field(default_factory=list)
     rules: list[dict[str, str]] = field(
         default_factory=lambda: [
@@ -160,6 +174,15 @@ def _log_level(value: Any, name: str) -> str:
 
 
 _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _choice(*choices: str) -> Check:
+    def check(value: Any, name: str) -> str:
+        if value not in choices:
+            raise ValueError(f"{name}: expected one of {', '.join(choices)}, got {value!r}")
+        return value
+
+    return check
 
 
 def _path(value: Any, name: str) -> str:
@@ -289,6 +312,10 @@ OPTIONS: dict[str, Check] = {
     "settle_timeout": _real(0, 600),
     "max_connections": _integer(1, 100_000),
     "request_timeout": _real(0.1, 3600),
+    "strict_x": _flag,
+    "access_level": _choice(*ACCESS_LEVELS),
+    "stream_connections": _integer(1, max(level.stream_connections for level in LEVELS.values())),
+    "backfill_scale": _real(0.0001, 1),
     "fault": _many(_fault),
     "faults": _faults,
     "rule": _many(_rule),
@@ -315,7 +342,28 @@ def validate_server_options(options: Mapping[str, Any]) -> dict[str, Any]:
     values = [r["value"].strip() for r in out.get("rule", ())]
     if len(set(values)) < len(values):
         raise ValueError("rule: the same value twice")
+    _access_fits(out)
     return out
+
+
+def _access_fits(options: Mapping[str, Any]) -> None:
+    """The level allows the connections asked for; under strict_x, retention covers X's
+    5-minute backfill at the scale (without it a short retention is an experiment of its
+    own: replays are clamped and the ledger says so)."""
+    level = LEVELS[options.get("access_level", ServerConfig.access_level)]
+    connections = options.get("stream_connections", ServerConfig.stream_connections)
+    if connections > level.stream_connections:
+        raise ValueError(
+            f"stream_connections: {level.title} access allows {level.stream_connections} "
+            f"stream connection(s) per token, got {connections}"
+        )
+    scale = options.get("backfill_scale", ServerConfig.backfill_scale)
+    retention = options.get("retention", ServerConfig.retention)
+    if options.get("strict_x") and level.backfill and retention < BACKFILL_MAX_S * scale:
+        raise ValueError(
+            f"retention: must be >= {BACKFILL_MAX_S * scale:g} s under strict_x (X serves "
+            f"backfill_minutes=5: 300 s * backfill_scale {scale:g}), got {retention:g}"
+        )
 
 
 def remote_addresses(host: str) -> list[str]:
@@ -368,6 +416,10 @@ def server_config(options: Mapping[str, Any]) -> ServerConfig:
         "settle_timeout",
         "max_connections",
         "request_timeout",
+        "strict_x",
+        "access_level",
+        "stream_connections",
+        "backfill_scale",
     ):
         if name in options:
             setattr(config, name, options[name])

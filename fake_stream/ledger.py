@@ -4,7 +4,10 @@ One SQLite file in WAL mode, written in batches by the server and readable after
 (or while it runs). Tweets are stored as index *runs*, never one row per tweet: hundreds of
 thousands are created per second. Tables (``first``/``stop`` are a half-open index range)::
 
-    meta(key, value)                    seed, t0_ms, t0_wall, profile, started_at, stopped_at, ...
+    meta(key, value)                    seed, t0_ms, t0_wall, profile, started_at, stopped_at,
+                                        queue_size, retention, and X's rules in force:
+                                        strict_x, access_level, stream_connections,
+                                        backfill_scale, recovery_window (s)
     created(slot, first, count)         slot k = UNIX ms t0_ms + k; only slots with tweets
     connections(conn_id, token, endpoint, params, peer, opened_at, start_index,
                 closed_at, end_reason, bytes_written, bytes_acked)
@@ -19,6 +22,9 @@ thousands are created per second. Tables (``first``/``stop`` are a half-open ind
         'in_flight': written but lost with the connection (reset before acknowledgement);
         'fault': a fault destroyed the message (e.g. a truncated line).
     events(at, conn_id, kind, name, detail)  faults fired, warnings sent, rate changes, ...
+        a connect's replay: 'backfill' (from_ms, to_ms: the scaled window; first, live_from:
+        its index range) or 'recovery' (start_ms, end_ms; first, stop: it streams
+        [first, stop), then ends with end_reason 'recovery_complete').
 
 Times (``*_at``) are UNIX seconds. Slot ``k`` was created at wall time ``t0_wall + k/1000``
 (``t0_ms`` is the same instant unless the server was started with a pinned ``--t0-ms``).

@@ -16,8 +16,10 @@ __all__ = [
     "FALLING_BEHIND",
     "OPERATIONAL_DISCONNECT",
     "Problem",
+    "client_forbidden",
     "falling_behind",
     "invalid_request",
+    "param_error",
     "problem_response",
     "rules_cap_exceeded",
 ]
@@ -71,6 +73,21 @@ def invalid_request(errors: list[dict[str, Any]]) -> Problem:
         _PROBLEMS + "invalid-request",
         errors=errors,
     )
+
+
+def param_error(name: str, value: str, message: str) -> dict[str, Any]:
+    """One entry of :func:`invalid_request`'s ``errors``: a parameter's value and why not."""
+    return {
+        "parameters": {name: [value]},
+        "message": f"The `{name}` query parameter value [{value}] {message}",
+    }
+
+
+def client_forbidden(detail: str) -> Problem:
+    """403 for a feature the app's access level does not include (backfill, recovery).
+    X documents that these need Enterprise access, not the body it answers with: this
+    shape (its ``client-forbidden`` problem type) is assumed."""
+    return Problem(403, "Forbidden", detail, _PROBLEMS + "client-forbidden")
 
 
 def rules_cap_exceeded(cap: int) -> Problem:

@@ -7,6 +7,9 @@ then the writer blocks and the cursor falls behind). Past ``queue_size`` tweets 
 backlog (replayed history does not count) the server warns and then disconnects the client,
 as X does with slow consumers.
 
+A recovery connection (X's ``start_time``/``end_time``) has a ``stop_index``: it streams
+``[start_index, stop_index)``, history only, then ends cleanly (``recovery_complete``).
+
 Every tweet the session takes off its queue ends up in the ledger exactly once per time it
 was written: delivered (acknowledged), unknown, or dropped with a reason. That holds even
 when the session's own code fails: an unexpected exception resets the connection with the
@@ -39,12 +42,14 @@ from fake_stream.wire import Outbox, Wire
 if TYPE_CHECKING:
     from fake_stream.state import StreamState
 
-__all__ = ["INTERNAL_ERROR", "StreamSession"]
+__all__ = ["INTERNAL_ERROR", "RECOVERY_COMPLETE", "StreamSession"]
 
 log = logging.getLogger(__name__)
 
 #: The end reason (and drop reason) of a connection ended by a bug of ours.
 INTERNAL_ERROR = "internal_error"
+#: The end reason of a recovery connection that streamed its whole range.
+RECOVERY_COMPLETE = "recovery_complete"
 _TICK = 0.05  # seconds between checks of time-based faults and of the peer's state
 _TCP_FIN_WAIT1 = 4
 _TCP_ESTABLISHED = 1
@@ -56,6 +61,7 @@ class StreamSession:
     :param filtered: the filtered stream (tweets carry ``matching_rules``) or the sample.
     :param live_from: the first index created after the connect; the backlog before it is
         replay and does not count against the queue limit.
+    :param stop_index: a recovery connection's end (exclusive); None: a live stream.
     """
 
     def __init__(
@@ -67,6 +73,7 @@ class StreamSession:
         live_from: int,
         filtered: bool,
         stall_warnings: bool,
+        stop_index: int | None = None,
     ) -> None:
         self.state = state
         self.conn_id = conn_id
@@ -75,6 +82,7 @@ class StreamSession:
         self.live_from = live_from
         self.filtered = filtered
         self.stall_warnings = stall_warnings
+        self.stop_index = stop_index
         self.tweets_sent = 0  # tweet lines written (stats)
         self.tweets_taken = 0  # tweets taken off the queue: one-shot faults count these
         self._held: list[tuple[bytes, int]] = []  # lines a fault delayed to the next write
@@ -102,12 +110,17 @@ class StreamSession:
     def in_force(self, spec: FaultSpec) -> bool:
         return self.state.faults.get(spec.name) is spec
 
+    def end_index(self) -> int:
+        """Where this connection's queue ends now: the newest tweet, or a recovery's end."""
+        total = self.state.timeline.total
+        return total if self.stop_index is None else min(self.stop_index, total)
+
     # Called by the generator and the server ----------------------------------------------
 
     def on_created(self, total: int) -> None:
         """New tweets exist up to ``total``: check the queue limit and wake the writer."""
         limit = self.state.config.queue_size
-        if limit:
+        if limit and self.stop_index is None:  # a recovery has no live backlog to fall behind
             backlog = total - max(self.cursor, self.live_from)
             fill = backlog / limit
             if fill >= 1:
@@ -192,11 +205,17 @@ class StreamSession:
             for percent in self._warnings_due:
                 await pipe(falling_behind(percent))
             self._warnings_due.clear()
-            if self.cursor < self.state.timeline.total:
+            if self.cursor < self.end_index():
                 await self._send_batch(pipe)
                 # A fast reader never makes the writes wait: yield anyway, or the clock,
                 # the ledger, the control API and the other connections would starve.
                 await asyncio.sleep(0)
+            elif self.stop_index is not None:
+                if self._held:  # a reorder's last lines: no later write would carry them
+                    held, self._held = self._held, []
+                    indexes = np.array([index for _, index in held], dtype=np.int64)
+                    await self._write_lines(pipe, [line for line, _ in held], indexes)
+                raise EndConnection(RECOVERY_COMPLETE, "clean")
             elif now - self._last_write >= keepalive:
                 await pipe(b"\r\n")
             else:
@@ -208,7 +227,7 @@ class StreamSession:
     async def _send_batch(self, pipe: Send) -> None:
         state = self.state
         first = self.cursor
-        stop = min(state.timeline.total, first + state.config.max_batch)
+        stop = min(self.end_index(), first + state.config.max_batch)
         self.cursor = stop
         suffixes = state.rules.suffixes() if self.filtered else None
         if self.filtered and not suffixes:
@@ -224,11 +243,14 @@ class StreamSession:
                 message_faults, lines, indexes, taken_before
             )
         if lines:
-            lengths = np.fromiter(map(len, lines), dtype=np.int64, count=len(lines))
-            self.outbox.sent(self.wire.payload_bytes, lengths, indexes)
-            self.tweets_sent += int((indexes >= 0).sum())
-            await pipe(b"".join(lines))
-            self.outbox.settle(self.wire.acked_payload())
+            await self._write_lines(pipe, lines, indexes)
+
+    async def _write_lines(self, pipe: Send, lines: list[bytes], indexes: np.ndarray) -> None:
+        lengths = np.fromiter(map(len, lines), dtype=np.int64, count=len(lines))
+        self.outbox.sent(self.wire.payload_bytes, lengths, indexes)
+        self.tweets_sent += int((indexes >= 0).sum())
+        await pipe(b"".join(lines))
+        self.outbox.settle(self.wire.acked_payload())
 
     def _apply_message_faults(
         self, faults: list[FaultContext], lines: list[bytes], indexes: np.ndarray, taken_before: int
@@ -347,11 +369,10 @@ class StreamSession:
         self.outbox.close(acked, maybe, why.reason)
         for _, index in self._held:
             state.ledger.dropped(self.conn_id, index, index + 1, why.reason, "queued")
-        if self.cursor < state.timeline.total:
-            state.ledger.dropped(
-                self.conn_id, self.cursor, state.timeline.total, why.reason, "queued"
-            )
-            self.cursor = state.timeline.total
+        end = self.end_index()
+        if self.cursor < end:
+            state.ledger.dropped(self.conn_id, self.cursor, end, why.reason, "queued")
+            self.cursor = end
         state.ledger.connection_closed(
             self.conn_id,
             closed_at=time.time(),

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from fake_stream.access import RECOVERY_WINDOW_S
 from fake_stream.config import ServerConfig
 from fake_stream.faults import FaultSpec, build
 from fake_stream.ledger import LedgerWriter
@@ -85,7 +86,10 @@ class StreamState:
         self.faults: dict[str, FaultSpec] = {}
         initial_faults = [build(definition) for definition in config.faults]
         self.sessions: dict[int, StreamSession] = {}
-        self.stream_owner: dict[str, int] = {}  # token -> its open stream connection
+        # token -> its open connections, oldest first: live streams and recovery jobs have
+        # limits of their own (stream_connections; access.RECOVERY_JOBS).
+        self.stream_holders: dict[str, list[int]] = {}
+        self.recovery_holders: dict[str, list[int]] = {}
         self.connect_limiter = RateLimiter(config.connect_limit, config.limit_window)
         self.rules_limiter = RateLimiter(config.rules_limit, config.limit_window)
         self._next_conn_id = 1
@@ -98,6 +102,11 @@ class StreamState:
                 "profile": config.profile.to_json(),
                 "queue_size": config.queue_size,
                 "retention": config.retention,
+                "strict_x": config.strict_x,
+                "access_level": config.access_level,
+                "stream_connections": config.stream_connections,
+                "backfill_scale": config.backfill_scale,
+                "recovery_window": self.recovery_window,
             },
         )
         for spec in initial_faults:
@@ -109,16 +118,37 @@ class StreamState:
         conn_id, self._next_conn_id = self._next_conn_id, self._next_conn_id + 1
         return conn_id
 
+    @property
+    def recovery_window(self) -> float:
+        """Seconds a recovery's ``start_time`` may reach back: X's 24 hours, scaled."""
+        return RECOVERY_WINDOW_S * self.config.backfill_scale
+
+    def holders(self, token: str, recovery: bool) -> list[int]:
+        """The token's open connections of one kind (live or recovery), oldest first."""
+        table = self.recovery_holders if recovery else self.stream_holders
+        return table.get(token, [])
+
+    def hold(self, token: str, conn_id: int, recovery: bool) -> None:
+        """Count ``conn_id`` against its token's limit from now until :meth:`release`."""
+        table = self.recovery_holders if recovery else self.stream_holders
+        table.setdefault(token, []).append(conn_id)
+
+    def release(self, conn_id: int) -> None:
+        """Free the connection's place (idempotent)."""
+        for table in (self.stream_holders, self.recovery_holders):
+            for token, conns in list(table.items()):
+                if conn_id in conns:
+                    conns.remove(conn_id)
+                    if not conns:
+                        del table[token]
+
     def session_started(self, session: StreamSession, token: str, **fields: Any) -> None:
         self.sessions[session.conn_id] = session
-        self.stream_owner[token] = session.conn_id
         self.ledger.connection_opened(session.conn_id, token=token, **fields)
 
     def session_ended(self, session: StreamSession) -> None:
         self.sessions.pop(session.conn_id, None)
-        for token, conn_id in list(self.stream_owner.items()):
-            if conn_id == session.conn_id:
-                del self.stream_owner[token]
+        self.release(session.conn_id)
 
     # Faults and rate -------------------------------------------------------------------
 
@@ -147,7 +177,9 @@ class StreamState:
         if not len(created.counts):
             return
         self.ledger.created(created.first_slot, created.counts, created.first_index)
-        if not self.sessions:
+        # A recovery connection streams a past range: new tweets are nobody's without a
+        # live one.
+        if not any(s.stop_index is None for s in self.sessions.values()):
             self.ledger.dropped(
                 None, created.first_index, created.stop_index, "no_consumer", "queued"
             )
@@ -183,7 +215,8 @@ class StreamState:
                 {
                     "conn_id": s.conn_id,
                     "cursor": s.cursor,
-                    "backlog": timeline.total - s.cursor,
+                    "backlog": s.end_index() - s.cursor,
+                    "stop_index": s.stop_index,  # a recovery's end; None: live
                     "tweets_sent": s.tweets_sent,
                     "bytes_written": s.wire.wire_bytes,
                 }

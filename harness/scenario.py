@@ -42,7 +42,7 @@ import math
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
     BaseModel,
@@ -62,6 +62,7 @@ from fake_stream.rates import parse_profile
 from harness.airflow.modes import MODES
 from harness.check.hypothesis import Hypothesis
 from harness.nemesis import registered
+from harness.task.resume import RESUMES
 from harness.task.variants import PARAMS, VARIANTS
 
 __all__ = [
@@ -124,10 +125,15 @@ _PARAM_BOUNDS: dict[str, dict[str, float]] = {
     "try_seconds": {"gt": 0},
     "gil_interval": {"ge": 0},
     "run_seconds": {"gt": 0},
+    "backfill_scale": {"gt": 0, "le": 1},
 }
+#: The DAG params that take one of a few words.
+_PARAM_CHOICES: dict[str, tuple[str, ...]] = {"resume": RESUMES}
 
 
-def _param_type(default: Any) -> Any:
+def _param_type(name: str, default: Any) -> Any:
+    if name in _PARAM_CHOICES:
+        return Literal[_PARAM_CHOICES[name]]
     if default is None:
         return float | None
     return type(default)  # str, int or float (strict: an int is not a str, a bool no int)
@@ -137,7 +143,7 @@ _Params = create_model(  # type: ignore[call-overload]
     "Params",
     __config__=ConfigDict(extra="forbid", strict=True, allow_inf_nan=False),
     **{
-        name: (_param_type(default), Field(default=default, **_PARAM_BOUNDS.get(name, {})))
+        name: (_param_type(name, default), Field(default=default, **_PARAM_BOUNDS.get(name, {})))
         for name, default in PARAMS.items()
     },
 )

@@ -79,6 +79,17 @@ def _server_args(scenario: Scenario) -> list[str]:
     return args
 
 
+def resume_conf(server: dict[str, Any]) -> dict[str, Any]:
+    """How the careful variants resume on this scenario's stream (a scenario's ``params``
+    can still say otherwise): as X's access level allows on a strict-X stream, at its
+    ``backfill_scale``; with ``since_id`` on one with our extensions."""
+    scale = float(server.get("backfill_scale", 1.0))
+    if not server.get("strict_x"):
+        return {"resume": "since_id", "backfill_scale": scale}
+    level = server.get("access_level", "enterprise")
+    return {"resume": "recovery" if level == "enterprise" else "live", "backfill_scale": scale}
+
+
 def run_scenario(
     scenario: Scenario, out: Path, airflows: Airflows, status: Status | None = None
 ) -> dict[str, Any]:
@@ -102,11 +113,13 @@ def run_scenario(
             "run_dir": str(layout.root),
             "scratch_dir": str(layout.root / "scratch" / "worker-1"),
             "run_seconds": None,
+            **resume_conf(scenario.server),
             **scenario.params,
         }
         queue_drained: Callable[[str | None], bool] | None = None
         if VARIANTS[scenario.variant].queue:
-            queue_conf, queue_drained = running.enter_context(queue_for(layout, server))
+            how = (conf["resume"], conf["backfill_scale"])
+            queue_conf, queue_drained = running.enter_context(queue_for(layout, server, *how))
             conf.update(queue_conf)
         progress = SinkWatch(layout.sink)
         running.callback(progress.close)

@@ -160,10 +160,11 @@ def redis_drained(
 
 @contextmanager
 def queue_for(
-    layout: RunLayout, server: StreamServerProcess
+    layout: RunLayout, server: StreamServerProcess, resume: str = "since_id", scale: float = 1.0
 ) -> Iterator[tuple[dict[str, Any], Callable[[str | None], bool]]]:
-    """A Redis broker fed by the ingester from ``server``; yields the conf the task needs
-    and whether the queue is drained up to a newest tweet id (:func:`redis_drained`)."""
+    """A Redis broker fed by the ingester from ``server`` (resuming with ``resume`` at
+    ``scale``: harness/task/resume.py); yields the conf the task needs and whether the
+    queue is drained up to a newest tweet id (:func:`redis_drained`)."""
     broker = RedisServer(layout.root / "redis")
     try:
         with open(layout.root / "ingester.log", "ab") as log:
@@ -171,7 +172,8 @@ def queue_for(
                 [
                     sys.executable, "-m", "harness.task.ingester", "--stream-url",
                     server.stream_url, "--token-file", str(server.token_file),
-                    "--redis-url", broker.url,
+                    "--redis-url", broker.url, "--resume", resume,
+                    "--backfill-scale", str(scale),
                 ],
                 stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip

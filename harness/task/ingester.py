@@ -1,14 +1,17 @@
 """The queue variant's ingester: reads the stream outside Airflow, appends to a Redis Stream.
 
-``python -m harness.task.ingester --stream-url URL --token-file F --redis-url URL [--key K]``
+``python -m harness.task.ingester --stream-url URL --token-file F --redis-url URL [--key K]
+[--resume recovery|backfill|live|since_id] [--backfill-scale S]``
 
 Each tweet line goes to the stream ``key`` as one entry (``XADD``, field ``line``), in
 pipelined batches of up to ``BATCH``, and at least every ``FLUSH_INTERVAL`` s: a batch
 flushed only when full would hold the last tweets of a quiet stream for as long as it
-stays quiet. It resumes after the newest tweet already in the stream (``since_id`` from
-its last entry), so restarting it neither skips nor repeats, and reconnects after a
-dropped connection. It never stops on its own: the harness stops it with SIGTERM, and what
-it holds then is flushed first.
+stays quiet. Its position is the newest tweet already in the Redis stream, or the start
+point it recorded (``<key>:position``) before its first connect; it reconnects from there
+after a dropped connection or a restart, the way ``--resume`` allows
+(:mod:`harness.task.resume`). Backfill and recovery repeat tweets: the consumer's
+idempotent commit absorbs them. It backs off on refusals and errors. It never stops on its
+own: the harness stops it with SIGTERM, and what it holds then is flushed first.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from types import FrameType
 import redis
 import requests
 
+from harness.task.resume import RESUMES, Backoff, Connect, plan, position_at
+
 BATCH = 200
 FLUSH_INTERVAL = 0.2  # seconds: the most a tweet waits in a batch that is not full
 
@@ -32,6 +37,21 @@ FLUSH_INTERVAL = 0.2  # seconds: the most a tweet waits in a batch that is not f
 def newest_id(client: redis.Redis, key: str) -> int | None:
     entries = client.xrevrange(key, count=1)
     return int(json.loads(entries[0][1][b"line"])["data"]["id"]) if entries else None
+
+
+def position(client: redis.Redis, key: str) -> int | None:
+    """Where the ingester resumes: the newest tweet in the stream or its recorded
+    position (a start point, or where a complete recovery ended), whichever is newer."""
+    stored = client.get(f"{key}:position")
+    known = [p for p in (newest_id(client, key), stored and int(stored)) if p is not None]
+    return max(known) if known else None
+
+
+def advance(client: redis.Redis, key: str, to: int) -> None:
+    """Record position ``to`` unless a newer one is known (one ingester: no race)."""
+    current = position(client, key)
+    if current is None or to > current:
+        client.set(f"{key}:position", to)
 
 
 class Batches:
@@ -60,10 +80,24 @@ class Batches:
             self._queued = 0
 
 
-def ingest(stream_url: str, token: str, redis_url: str, key: str, stop: threading.Event) -> None:
+def ingest(
+    stream_url: str,
+    token: str,
+    redis_url: str,
+    key: str,
+    stop: threading.Event,
+    resume: str = "recovery",
+    scale: float = 1.0,
+) -> None:
     client = redis.Redis.from_url(redis_url)
     headers = {"Authorization": f"Bearer {token}"}
     batches = Batches(client, key)
+    backoff = Backoff()
+    # The first ingester of all reads live from its start point; every later connect
+    # resumes.
+    first = position(client, key) is None
+    if first:
+        advance(client, key, position_at(_now_ms()))  # the start point, before any read
 
     def flush_on_time() -> None:
         while not stop.wait(FLUSH_INTERVAL):
@@ -72,22 +106,42 @@ def ingest(stream_url: str, token: str, redis_url: str, key: str, stop: threadin
     threading.Thread(target=flush_on_time, daemon=True).start()
     try:
         while not stop.is_set():
-            since = newest_id(client, key)
-            params = {"since_id": str(since)} if since is not None else None
+            connect = (
+                Connect("live") if first else plan(resume, position(client, key), _now_ms(), scale)
+            )
+            first = False
+            print(f"connect {json.dumps(connect.detail())}", file=sys.stderr)
+            wait = 0.0
             try:
                 with requests.get(
-                    stream_url, headers=headers, params=params, stream=True, timeout=30
+                    stream_url, headers=headers, params=connect.params, stream=True, timeout=30
                 ) as response:
                     response.raise_for_status()
+                    complete = True
                     for line in response.iter_lines(chunk_size=4096):
                         if line.startswith(b'{"data"'):
+                            backoff.reset()
                             batches.add(line)
+                        elif line.startswith(b'{"errors"'):
+                            complete = False
+                    batches.flush()
+                    if connect.until is not None and complete:
+                        advance(client, key, connect.until)  # the whole period is in
+            except requests.HTTPError as e:
+                reply = {k.lower(): v for k, v in e.response.headers.items()}
+                wait = backoff.after_refusal(reply, time.time())
+                print(f"stream refused: {e}; retry in {wait:.2f} s", file=sys.stderr)
             except requests.RequestException as e:
-                print(f"stream error: {e}; reconnecting", file=sys.stderr)
-            batches.flush()  # before since_id is read from the stream again
-            time.sleep(0.2)
+                wait = backoff.after_network_error()
+                print(f"stream error: {e}; retry in {wait:.2f} s", file=sys.stderr)
+            batches.flush()  # before the position is read from the stream again
+            stop.wait(wait)
     finally:
         batches.flush()
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--token-file", type=Path, required=True, help="holds the bearer token")
     parser.add_argument("--redis-url", required=True)
     parser.add_argument("--key", default="tweets")
+    parser.add_argument("--resume", choices=RESUMES, default="recovery")
+    parser.add_argument("--backfill-scale", type=_scale, default=1.0)
     args = parser.parse_args(argv)
 
     stop = threading.Event()
@@ -106,8 +162,15 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_sigterm)
     token = args.token_file.read_text().strip()
-    ingest(args.stream_url, token, args.redis_url, args.key, stop)
+    ingest(args.stream_url, token, args.redis_url, args.key, stop, args.resume, args.backfill_scale)
     return 0
+
+
+def _scale(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"{text}: must be in (0, 1]")
+    return value
 
 
 if __name__ == "__main__":

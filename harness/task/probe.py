@@ -79,33 +79,84 @@ class Sink:
         """Commit processed tweets ``(tweet_id, result)`` and, atomically with them, an
         optional checkpoint ``(name, json value)``. Returns how many tweets were written."""
         rows = list(rows)
-        now = time.time()
-        pid, try_number = self._pid, self._try
-        ids = array("q", [row[0] for row in rows])
+        with self._transaction():
+            self._write(rows)
+            if checkpoint is not None:
+                self._set_checkpoint(*checkpoint)
+        return len(rows)
+
+    def commit_new(
+        self,
+        rows: Iterable[tuple[int, float | None]],
+        checkpoint: tuple[str, int] | None = None,
+    ) -> tuple[int, int | None]:
+        """The idempotent commit: write the tweets of ``rows`` the sink does not hold yet
+        and advance checkpoint ``(name, position)`` to ``max(stored, position)``, in one
+        transaction.
+
+        The check and the write share the transaction (``BEGIN IMMEDIATE``: one writer at a
+        time), so writers committing the same tweets in any interleaving write each once,
+        and an older writer cannot move the checkpoint back. Returns how many tweets were
+        written and the checkpoint now stored (``None`` without one)."""
+        fresh: dict[int, float | None] = {}
+        rows = list(rows)
+        stored = None
+        with self._transaction():
+            seen = self.already_committed(tweet_id for tweet_id, _ in rows)
+            for tweet_id, result in rows:
+                if tweet_id not in seen:
+                    fresh.setdefault(tweet_id, result)
+            if rows:
+                self._write(list(fresh.items()))
+            if checkpoint is not None:
+                name, position = checkpoint
+                stored = self.checkpoint(name)
+                if stored is None or position > stored:
+                    self._set_checkpoint(name, position)
+                    stored = position
+        return len(fresh), stored
+
+    def checkpoint_or_start(self, name: str, start: Any) -> Any:
+        """Checkpoint ``name``, set to ``start`` first if it was never written (one
+        transaction: of two first writers, one sets it and both read it)."""
+        with self._transaction():
+            self._db.execute(
+                "INSERT OR IGNORE INTO checkpoints VALUES (?, ?, ?)",
+                (name, json.dumps(start), time.time()),
+            )
+            return self.checkpoint(name)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
-            db.executemany(
-                "INSERT INTO tweets VALUES (?, ?, ?, ?, ?)",
-                [(tweet_id, result, now, pid, try_number) for tweet_id, result in rows],
-            )
-            db.execute(
-                "INSERT INTO commits(committed_at, pid, try_number, count, tweet_ids) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (now, pid, try_number, len(ids), ids.tobytes()),
-            )
-            if checkpoint is not None:
-                name, value = checkpoint
-                db.execute(
-                    "INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?)",
-                    (name, json.dumps(value), now),
-                )
+            yield
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
-        return len(ids)
+
+    def _write(self, rows: list[tuple[int, float | None]]) -> None:
+        now = time.time()
+        pid, try_number = self._pid, self._try
+        ids = array("q", [row[0] for row in rows])
+        self._db.executemany(
+            "INSERT INTO tweets VALUES (?, ?, ?, ?, ?)",
+            [(tweet_id, result, now, pid, try_number) for tweet_id, result in rows],
+        )
+        self._db.execute(
+            "INSERT INTO commits(committed_at, pid, try_number, count, tweet_ids) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (now, pid, try_number, len(ids), ids.tobytes()),
+        )
+
+    def _set_checkpoint(self, name: str, value: Any) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?)",
+            (name, json.dumps(value), time.time()),
+        )
 
     def checkpoint(self, name: str) -> Any:
         """The last committed value of checkpoint ``name`` (``None`` if never written)."""
@@ -113,7 +164,8 @@ class Sink:
         return None if row is None else json.loads(row[0])
 
     def already_committed(self, tweet_ids: Iterable[int]) -> set[int]:
-        """Which of ``tweet_ids`` the sink already holds (for idempotent writers)."""
+        """Which of ``tweet_ids`` the sink holds now. Outside a transaction another writer
+        can commit them right after: idempotent writers use :meth:`commit_new`."""
         ids = list(tweet_ids)
         found: set[int] = set()
         for start in range(0, len(ids), 500):

@@ -9,6 +9,7 @@ fewer (it would have invented one).
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import socket
 import struct
@@ -144,3 +145,90 @@ def test_raw_rst_from_client_leaves_nothing_indeterminate(start_server):
     assert not delivered & dropped
     assert min(delivered) == conn["start_index"]
     assert delivered | dropped == set(range(conn["start_index"], max(delivered | dropped) + 1))
+
+
+def _iso(ms: int) -> str:
+    moment = dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+def test_recovery_connection_matches_the_ledger_even_when_cut(start_server):
+    """A recovery (start_time/end_time) is recorded like any stream: read to its clean end,
+    the client parsed exactly its acknowledged deliveries; reset mid-way by a fault, what
+    the client parsed is acknowledged and the rest is unknown or dropped, never missing."""
+    server = start_server("--rate", "4000", "--seed", "7")
+    time.sleep(1.5)
+    t0 = server.control("GET", "stats")["t0_ms"]
+    whole = Received()
+    read_with_requests(
+        server.stream_url,
+        server.token,
+        whole,
+        {"start_time": _iso(t0), "end_time": _iso(t0 + 1200)},
+    )
+    server.control(
+        "POST", "faults", {"type": "limit_data", "name": "cut", "attributes": {"bytes": 200_000}}
+    )
+    cut = Received()
+    read_with_requests(server.stream_url, server.token, cut, {"start_time": _iso(t0)})
+    server.stop()
+
+    books = server.ledger_reader()
+    first, second = books.connections()
+    assert first["end_reason"] == "recovery_complete"
+    assert whole.errors == []
+    assert Counter(whole.ids) == Counter(
+        books.ids_of(books.delivered_indexes(first["conn_id"])).tolist()
+    )
+    assert len(whole.ids) == 4800  # 1.2 s at a uniform 4,000/s
+    assert cut.errors  # the byte limit cut it: no final chunk
+    assert second["end_reason"] != "recovery_complete"
+    acked = Counter(books.ids_of(books.delivered_indexes(second["conn_id"])).tolist())
+    unknown = books.delivered_indexes(second["conn_id"], status="unknown")
+    got = Counter(cut.ids)
+    assert not acked - got
+    assert not got - acked - Counter(books.ids_of(unknown).tolist())
+    # Every tweet of its range is delivered, unknown or dropped on it, exactly once.
+    (event,) = [e for e in books.events("recovery") if e["conn_id"] == second["conn_id"]]
+    taken = Counter(books.delivered_indexes(second["conn_id"]).tolist())
+    taken.update(unknown.tolist())
+    for d in books.drops():
+        if d.conn_id == second["conn_id"]:
+            taken.update(range(d.first, d.stop))
+    assert taken == Counter(range(event["first"], event["stop"]))
+
+
+def test_two_redundant_connections_each_match_the_ledger(start_server):
+    """Enterprise's two connections per token: each client parsed exactly its own
+    connection's acknowledged deliveries, and both carry every tweet of their overlap."""
+    server = start_server("--rate", "2000", "--seed", "8", "--stream-connections", "2")
+    clients = [Received(), Received()]
+    readers = [
+        threading.Thread(target=read_with_requests, args=(server.stream_url, server.token, r))
+        for r in clients
+    ]
+    for reader in readers:
+        reader.start()
+        time.sleep(0.3)
+    time.sleep(1.0)
+    assert server.stop() == 0
+    for reader in readers:
+        reader.join(timeout=20)
+
+    books = server.ledger_reader()
+    connections = books.connections()
+    assert len(connections) == 2
+    for conn in connections:
+        acked = Counter(books.ids_of(books.delivered_indexes(conn["conn_id"])).tolist())
+        assert conn["end_reason"] == "server_shutdown"
+        assert len(books.delivered_indexes(conn["conn_id"], status="unknown")) == 0
+        matching = [c for c in clients if c.ids and Counter(c.ids) == acked]
+        assert len(matching) == 1, "each connection's deliveries are one client's tweets"
+    assert all(len(c.ids) > 1000 and c.errors == [] for c in clients)
+    # Data through both: from the second's start to where either stopped, both carry
+    # every tweet.
+    first, second = (set(books.delivered_indexes(c["conn_id"]).tolist()) for c in connections)
+    overlap = set(range(connections[1]["start_index"], min(max(first), max(second)) + 1))
+    assert len(overlap) > 1000
+    assert overlap <= first
+    assert overlap <= second

@@ -31,7 +31,13 @@ Rules (a schedule is a sequence of them):
   ``emit(n)`` (the stream creates tweets nobody reads yet), ``move_worker`` (the next try
   runs on another worker: an empty disk).
 - ``exactly_once`` only: ``commit_by_age`` (``MAX_BATCH_AGE`` passed), ``try_ends``
-  (``try_seconds`` or ``on_kill``: commit and return), ``stream_repeats(k)`` (a replay).
+  (``try_seconds`` or ``on_kill``: commit and return), ``stream_repeats(k)`` (a replay);
+  and overlapping tries: ``orphaned`` (Airflow gives up on the running try and starts a
+  retry while the try's process streams on), ``orphan_runs(until)``, ``orphan_ends``, and
+  ``orphan_commit_races(at)``: the retry's whole commit lands before the orphan's commit's
+  ``at``-th call into the sink, so a commit made of a read and a write is split by the
+  other's (issue 15: the read-then-write commit this found committed tweets twice and
+  moved the checkpoint back).
 
 Each machine keeps a trace of what the variant's code did, with what it printed; a broken
 property's message carries it. Two kinds of test:
@@ -447,50 +453,99 @@ class CheckpointLosesNothingOnceSaved(CheckpointMachine):
 class ExactlyOnceTry:
     """A running try of ``exactly_once``: its connection, batch, and checkpoint."""
 
+    name: str  # "try N", or "orphan N" once Airflow has moved on without it
     sink: Sink
     cursor: int
     since: int  # where the connection started
-    checkpoint: int | None
+    checkpoint: int
     pending: list[tuple[int, float]] = field(default_factory=list)
+
+
+class Interleaved:
+    """The sink as one commit of ``t`` sees it, while another writer commits too: before
+    this commit's ``at``-th call into the sink, ``other`` runs whole (after the commit, if
+    it makes fewer calls). A read and a write that are two calls can be split this way;
+    one transaction cannot (a second writer waits for it)."""
+
+    def __init__(self, sink: Sink, at: int, other: Callable[[], None]) -> None:
+        self._sink, self._at, self._other = sink, at, other
+        self.calls = 0
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._sink, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self.calls += 1
+            if self.calls == self._at:
+                self._other()
+            return method(*args, **kwargs)
+
+        return call
 
 
 class ExactlyOnceMachine(ProtocolMachine):
     """``exactly_once``'s protocol: a try reads the checkpoint from the sink
-    (``resume_point``) and connects with ``since_id`` = it; it reads tweets and commits
-    them with the checkpoint in one transaction (``commit_batch``) when the batch is full
-    or old enough; a dropped connection or the end of the try commits what it holds, then
-    reconnects (or returns). Its claim is checked after every rule
-    (:meth:`exactly_once_claim`)."""
+    (``resume_point``; the first try of all records its start point there) and connects
+    from it (the first try of all: live); it reads tweets and commits them with the
+    checkpoint in one transaction (``commit_batch``) when the batch is full or old enough;
+    a dropped connection or the end of the try commits what it holds, then reconnects
+    (or returns).
+
+    An *orphan* is a try Airflow gave up on (its worker lost, a zombie) whose process
+    streams on beside the retry, as two connections on a token allow (X Enterprise's
+    redundant connections). It takes steps of its own, and its commit can race the
+    retry's: ``orphan_commit_races(at)`` lands the retry's whole commit before the
+    orphan's commit's ``at``-th call into the sink.
+
+    Its claim is checked after every rule (:meth:`exactly_once_claim`)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.try_: ExactlyOnceTry | None = None
+        self.orphan_: ExactlyOnceTry | None = None
         self.reader = Sink(self.sink_path, pid=os.getpid(), try_number=0)
         self.ever: set[int] = set()  # every id seen committed so far
+        self.start_point: int | None = None
 
-    def commit(self, why: str) -> None:
-        t = self.try_
+    def commit(self, why: str, t: ExactlyOnceTry | None = None, sink: Any = None) -> None:
+        t = t or self.try_
         assert t is not None
         ids = [i for i, _ in t.pending]
         if set(ids) & self.ever or len(set(ids)) < len(ids):
             self.reached("a batch with repeats")
-        t.checkpoint = exactly_once.commit_batch(t.sink, t.pending, t.checkpoint)
+        t.checkpoint = exactly_once.commit_batch(sink or t.sink, t.pending, t.checkpoint)
         t.pending = []
         done = f"checkpoint {t.checkpoint}" if ids else "nothing to write"
-        self.log(f"{why}: commit_batch {ids} -> {done}")
+        self.log(f"{t.name}: {why}: commit_batch {ids} -> {done}")
 
     def start_try(self) -> None:
         """A try starts on the current worker: ``resume_point``, then it connects."""
         sink = self.open_sink()
-        since = exactly_once.resume_point(sink)
-        cursor = self.connect(since)
-        self.try_ = ExactlyOnceTry(sink, cursor, cursor, since)
-        self.log(f"try {self.tries}: resume_point -> {since}; reads after {cursor}")
-        if since is not None:
+        start = self.newest  # the position a live connection would read from
+        since = exactly_once.resume_point(sink, start)
+        first = since == start and self.start_point is None
+        if first:
+            self.start_point = start
+        cursor = self.connect(None if first else since)
+        self.try_ = ExactlyOnceTry(f"try {self.tries}", sink, cursor, cursor, since)
+        how = "start point, live" if first else "resumes"
+        self.log(f"try {self.tries}: resume_point -> {since} ({how}); reads after {cursor}")
+        if not first:
             self.reached(f"resumed on worker {'1' if self.disks == 1 else '2+'}")
 
     def next_step(self, t: ExactlyOnceTry) -> str:
         return "commit" if len(t.pending) >= self.batch else "read"
+
+    def advance(self, t: ExactlyOnceTry, until: str) -> None:
+        """``t``'s loop runs until it is about to take step ``until`` again."""
+        while True:
+            if self.next_step(t) == "commit":
+                self.commit("batch full", t)
+            else:
+                t.cursor = self.read(t.cursor)
+                t.pending.append((t.cursor, 0.0))
+            if self.next_step(t) == until:
+                return
 
     @rule(until=st.sampled_from(["read", "commit"]))
     def run(self, until: str) -> None:
@@ -498,16 +553,8 @@ class ExactlyOnceMachine(ProtocolMachine):
         ``until`` again: ``read`` a tweet, or ``commit`` a full batch."""
         if self.try_ is None:
             self.start_try()
-        t = self.try_
-        assert t is not None
-        while True:
-            if self.next_step(t) == "commit":
-                self.commit("batch full")
-            else:
-                t.cursor = self.read(t.cursor)
-                t.pending.append((t.cursor, 0.0))
-            if self.next_step(t) == until:
-                return
+        assert self.try_ is not None
+        self.advance(self.try_, until)
 
     @precondition(lambda self: self.try_ is not None and self.try_.pending)
     @rule()
@@ -518,13 +565,13 @@ class ExactlyOnceMachine(ProtocolMachine):
     @precondition(lambda self: self.try_ is not None)
     @rule()
     def connection_ends(self) -> None:
-        """The stream drops (or errs): the loop commits what it holds and reconnects with
-        ``since_id`` = its checkpoint (None: the live stream)."""
+        """The stream drops (or errs): the loop commits what it holds and reconnects from
+        its checkpoint."""
         t = self.try_
         assert t is not None
         self.commit("connection ends")
         t.cursor = t.since = self.connect(t.checkpoint)
-        self.log(f"reconnect since_id={t.checkpoint}: reads after {t.cursor}")
+        self.log(f"{t.name}: reconnect from {t.checkpoint}: reads after {t.cursor}")
         self.reached("reconnected")
 
     @precondition(lambda self: self.try_ is not None and self.try_.cursor > self.try_.since)
@@ -567,29 +614,97 @@ class ExactlyOnceMachine(ProtocolMachine):
         self.disk = self.new_disk()
         self.log(f"move to worker {self.disks}")
 
+    # The orphan ---------------------------------------------------------------------
+
+    @precondition(lambda self: self.try_ is not None and self.orphan_ is None)
+    @rule()
+    def orphaned(self) -> None:
+        """Airflow gives up on the running try (its worker lost: a zombie) and starts a
+        retry; the try's process streams on."""
+        t = self.try_
+        assert t is not None
+        t.name = t.name.replace("try", "orphan")
+        self.orphan_, self.try_ = t, None
+        self.log(f"{t.name}: orphaned, still streaming, holding {[i for i, _ in t.pending]}")
+        self.start_try()  # Airflow's retry
+
+    @precondition(lambda self: self.orphan_ is not None)
+    @rule(until=st.sampled_from(["read", "commit"]))
+    def orphan_runs(self, until: str) -> None:
+        """The orphan's loop runs on, as :meth:`run`'s does."""
+        assert self.orphan_ is not None
+        self.advance(self.orphan_, until)
+
+    @precondition(lambda self: self.orphan_ is not None and self.try_ is not None)
+    @rule(at=st.integers(1, 3))
+    def orphan_commit_races(self, at: int) -> None:
+        """The orphan and the retry commit at the same time (each first reads a batch if
+        it holds none): the retry's commit lands whole before the orphan's commit's
+        ``at``-th call into the sink."""
+        orphan, retry = self.orphan_, self.try_
+        assert orphan is not None
+        assert retry is not None
+        for t in (orphan, retry):
+            if not t.pending:
+                self.advance(t, "commit")
+        ran: list[bool] = []
+        self.reached("commits raced")
+        if {i for i, _ in orphan.pending} & {i for i, _ in retry.pending}:
+            self.reached("racing commits of the same tweets")
+
+        def retry_commits() -> None:
+            self.commit("races", retry)
+            ran.append(True)
+
+        racing = Interleaved(orphan.sink, at, retry_commits)
+        self.commit("races", orphan, racing)
+        if ran and racing.calls > at:
+            self.reached("a commit split by another")
+        elif not ran:
+            retry_commits()
+
+    @precondition(lambda self: self.orphan_ is not None)
+    @rule(clean=st.booleans())
+    def orphan_ends(self, clean: bool) -> None:
+        """The orphan's process finally ends: it returns (committing what it holds), or
+        is killed (losing it)."""
+        t = self.orphan_
+        assert t is not None
+        if clean:
+            self.commit("orphan ends", t)
+        t.sink.close()
+        self.orphan_ = None
+        self.log(f"{t.name}: {'returns' if clean else 'killed'}")
+        self.reached("an orphan ended")
+
     @invariant()
     def exactly_once_claim(self) -> None:
         """Nothing committed twice; nothing committed lost; the sink's checkpoint is its
-        newest row (rows and checkpoint commit together); every id from the first
-        committed one up to it is committed (no gap to resume past)."""
+        newest row, or the start point before any (rows and checkpoint commit together);
+        every id from the first committed one up to it is committed (no gap to resume
+        past)."""
         ids = self.committed()
         self.check(not self.twice(), f"committed twice: {self.twice()}")
         self.check(self.ever <= set(ids), "committed rows lost")
         self.ever = set(ids)
-        saved = exactly_once.resume_point(self.reader)
-        self.check(saved == max(ids, default=None), f"checkpoint {saved}")
+        saved = self.reader.checkpoint(exactly_once.CHECKPOINT)
+        newest = max(ids, default=self.start_point)
+        self.check(saved == newest, f"checkpoint {saved}, newest committed {newest}")
         if ids:
             gaps = set(range(min(ids), max(ids) + 1)) - set(ids)
             self.check(not gaps, f"gap {sorted(gaps)} below the checkpoint")
 
     def teardown(self) -> None:
+        for t in (self.try_, self.orphan_):
+            if t is not None:
+                t.sink.close()
         self.reader.close()
         super().teardown()
 
 
 class ExactlyOnceLosesNothingSinceFirstConnect(ExactlyOnceMachine):
-    """A property ``exactly_once`` lacks: nothing created after its first try connected is
-    lost (the checker's window starts at the first connection)."""
+    """Nothing created after its first try connected is lost (the checker's window starts
+    at the first connection), even when that try dies before its first commit."""
 
     @invariant()
     def nothing_lost_since_first_connect(self) -> None:
@@ -714,11 +829,12 @@ def test_checkpoint_found_to_lose_after_move_worker():
 
 def test_exactly_once_under_every_schedule():
     """``exactly_once``'s claim under any schedule of crashes (before any step), clean
-    ends of tries, dropped connections, replays on the wire and worker moves: no tweet
-    committed twice, no committed tweet lost, the checkpoint always the newest committed
-    id, no gap below it. The schedules reached a crash before each step, batches with
-    repeats, reconnections, tries ending, and resumes on the first and on another
-    worker."""
+    ends of tries, dropped connections, replays on the wire, worker moves, and orphans
+    streaming beside their retries with commits racing: no tweet committed twice, no
+    committed tweet lost, the checkpoint always the newest committed id, no gap below it.
+    The schedules reached a crash before each step, batches with repeats, reconnections,
+    tries ending, resumes on the first and on another worker, and a commit split by the
+    other try's."""
     REACHED.clear()
     run_state_machine_as_test(ExactlyOnceMachine, settings=FACTS)
     assert reached(ExactlyOnceMachine) >= {
@@ -729,26 +845,15 @@ def test_exactly_once_under_every_schedule():
         "try ended",
         "resumed on worker 1",
         "resumed on worker 2+",
+        "an orphan ended",
+        "racing commits of the same tweets",
     }
 
 
-def test_exactly_once_found_to_lose_before_its_first_commit():
-    """Until its first commit ``exactly_once`` has no checkpoint and reads the live
-    stream: hypothesis finds a schedule in which the first try dies (or its connection
-    drops) before committing anything, and the tweets it had been delivered are never
-    committed. The checker would count them as lost (its window starts at the first
-    connection); the DAG README's "none" holds from the first commit on.
-
-    Shrunk (hypothesis 6.170, these settings; the trace in comments)::
-
-        tweets_per_batch(batch=2)
-        run(until='read')   # try 1: resume_point -> None (live), read 1
-        crash()             # holding [1], nothing committed yet
-        run(until='read')   # try 2: resume_point -> None, live after 1: read 2
-        commit_by_age()     # commit_batch [2] -> checkpoint 2; 1 is lost
-    """
-    trace = find(ExactlyOnceLosesNothingSinceFirstConnect, "lost")
-    first_commit = next(i for i, line in enumerate(trace) if "-> checkpoint" in line)
-    assert any("resume_point -> None" in line for line in trace[:first_commit])
-    ended = ("crash", "reconnect since_id=None")
-    assert any(line.startswith(ended) for line in trace[:first_commit])
+def test_exactly_once_loses_nothing_before_its_first_commit():
+    """A first try records its start point before it reads, so a try that dies (or whose
+    connection drops) before committing anything leaves its retry a place to resume from:
+    nothing created after the first connect is lost. (Before the start point, hypothesis
+    shrank a loss to: batch=2; try 1 reads 1 live; crash; try 2 reads 2 live, commits it;
+    1 is lost.)"""
+    run_state_machine_as_test(ExactlyOnceLosesNothingSinceFirstConnect, settings=FACTS)

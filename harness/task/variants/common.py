@@ -41,6 +41,10 @@ PARAMS: dict[str, Any] = {
     "scratch_dir": "/tmp/streamstall-worker",  # this worker's local disk (checkpoint variant)
     "workers": 2,  # processes or threads of the multiprocess / threaded variants
     "try_seconds": 60.0,  # exactly_once: how long one try runs before it exits cleanly
+    # The careful variants' way back after a gap (harness/task/resume.py): recovery,
+    # backfill, live (X's, by access level) or since_id (this fake stream's extension).
+    "resume": "recovery",
+    "backfill_scale": 1.0,  # the fake stream's time scale for X's windows (X itself: 1)
     "redis_url": "redis://127.0.0.1:6379/0",  # queue_decoupled: the ingester's Redis
     "redis_stream": "tweets",  # queue_decoupled: the Redis Stream key
     "gil_interval": 1.0,  # seconds between GIL samples of each process (0: no sampling)
@@ -115,13 +119,20 @@ class TaskContext:
 
 
 def read_stream(
-    ctx: TaskContext, since_id: int | None = None, backfill_minutes: int | None = None
+    ctx: TaskContext,
+    since_id: int | None = None,
+    backfill_minutes: int | None = None,
+    *,
+    params: dict[str, str] | None = None,
+    messages: list[dict[str, Any]] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Tweet messages from one connection, as tweepy and most Airflow hooks read them
     (``requests``, ``stream=True``, ``iter_lines``). Ends when the server ends the stream
-    or the run's time is up; other messages (warnings, errors) go to the probe. Each
-    tweet's lag behind the server's clock goes to the GIL sampler (:mod:`harness.task.gil`)."""
-    params: dict[str, str] = {}
+    or the run's time is up; other messages (warnings, errors) go to the probe, and to
+    ``messages`` if given. ``params`` is the connection's query (or ``since_id`` /
+    ``backfill_minutes``). Each tweet's lag behind the server's clock goes to the GIL
+    sampler (:mod:`harness.task.gil`)."""
+    params = dict(params or {})
     if since_id is not None:
         params["since_id"] = str(since_id)
     if backfill_minutes is not None:
@@ -141,6 +152,8 @@ def read_stream(
                 yield message
             else:
                 ctx.probe.mark("stream_message", message=message)
+                if messages is not None:
+                    messages.append(message)
 
 
 _POSITIVE = frozenset(["good", "great", "love", "happy", "best", "win", "like", "nice", "fun"])

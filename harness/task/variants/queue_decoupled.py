@@ -4,9 +4,12 @@ A standalone ingester outside Airflow (``harness/task/ingester.py``) reads the s
 Redis Stream. The task reads it as a member of the consumer group ``airflow``
 (``XREADGROUP``), commits each batch to the sink idempotently, then acknowledges it
 (``XACK``). On start it first claims what a dead consumer left pending (``XAUTOCLAIM``):
-a crash between commit and acknowledgement re-delivers the batch, and the idempotent
-commit skips what the sink already holds. The stream keeps flowing into Redis while no
-task runs, so restarts cost latency, not tweets.
+a crash between commit and acknowledgement re-delivers the batch. An entry idle for
+``CLAIM_IDLE_MS`` may also belong to a consumer that is slow, not dead (an orphaned try
+still running), so two consumers can process one entry: the commit is idempotent inside
+its own transaction (``Sink.commit_new``), so the second writes nothing. The same
+absorbs the repeats the ingester's backfill and recovery put into the stream. The stream
+keeps flowing into Redis while no task runs, so restarts cost latency, not tweets.
 """
 
 from __future__ import annotations
@@ -48,8 +51,7 @@ def run(ctx: TaskContext) -> None:
         for _, fields in pending:
             tweet = json.loads(fields[b"line"])["data"]
             rows.append((int(tweet["id"]), cpu_work(tweet["text"], cpu_us)))
-        seen = sink.already_committed(tweet_id for tweet_id, _ in rows)
-        sink.commit(list({i: score for i, score in rows if i not in seen}.items()))
+        sink.commit_new(rows)
         client.xack(key, GROUP, *[entry_id for entry_id, _ in pending])
         pending = []
     sink.close()

@@ -7,6 +7,7 @@ import signal
 import sqlite3
 import sys
 import textwrap
+import threading
 import time
 
 import numpy as np
@@ -15,7 +16,7 @@ import pytest
 from harness.check.history import _jsonl, _probe
 from harness.layout import RunLayout
 from harness.procs import OwnedProcess
-from harness.task.probe import Probe
+from harness.task.probe import Probe, Sink, create_sink
 
 # A task that commits batches of 20 consecutive ids forever, each batch with a checkpoint,
 # and writes an event before every commit.
@@ -110,3 +111,33 @@ def test_a_failed_commit_leaves_nothing(tmp_path):
         assert sink.already_committed([1]) == set()
     db = sqlite3.connect(tmp_path / "sink.sqlite")
     assert db.execute("SELECT count(*) FROM commits").fetchone()[0] == 0
+
+
+def test_commit_new_writes_each_tweet_once_and_never_moves_the_checkpoint_back(tmp_path):
+    """Two writers (an orphaned try and its retry) committing overlapping batches in
+    threads: every tweet is in the sink once, and the checkpoint is the newest of all."""
+    create_sink(tmp_path / "sink.sqlite")
+    batches = [[(i, 0.0) for i in range(start, start + 20)] for start in range(1, 400, 10)]
+
+    def writer(try_number: int, order: list[list[tuple[int, float]]]) -> None:
+        sink = Sink(tmp_path / "sink.sqlite", pid=try_number, try_number=try_number)
+        for rows in order:
+            sink.commit_new(rows, ("last", max(i for i, _ in rows)))
+        sink.close()
+
+    threads = [
+        threading.Thread(target=writer, args=(1, batches)),
+        threading.Thread(target=writer, args=(2, batches[::-1])),  # old ids last
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    db = sqlite3.connect(tmp_path / "sink.sqlite")
+    ids = [row[0] for row in db.execute("SELECT tweet_id FROM tweets")]
+    assert sorted(ids) == list(range(1, 411))
+    sink = Sink(tmp_path / "sink.sqlite", pid=0, try_number=0)
+    assert sink.checkpoint("last") == 410
+    assert sink.commit_new([(5, 0.0), (411, 0.0)], ("last", 7)) == (1, 410)
+    assert sink.checkpoint_or_start("start", 3) == 3
+    assert sink.checkpoint_or_start("start", 9) == 3  # the first start point stays
