@@ -161,7 +161,7 @@ class Scenario(_Strict):
     rate: Any = 1000
     params: dict[str, Any] = Field(default_factory=dict)
     task: TaskSettings = Field(default_factory=TaskSettings)
-    server: dict[str, float | int | str] = Field(default_factory=dict)
+    server: dict[str, bool | float | int | str] = Field(default_factory=dict)
     stream_faults: list[dict[str, Any]] = Field(default_factory=list)
     airflow_faults: list[AirflowFaultSpec] = Field(default_factory=list)
     hypothesis: list[Hypothesis] = Field(default_factory=list)
