@@ -1,8 +1,9 @@
 """tweepy 4.17's ``StreamingClient``, a real X client, consuming the fake stream.
 
-tweepy hard-codes ``https://api.twitter.com``; a requests adapter mounted on
-``client.session`` rewrites those URLs to the fake server's ``http://127.0.0.1:<port>``.
-Nothing of tweepy is patched or mocked: its own threads, parsing and callbacks run.
+tweepy hard-codes ``https://api.twitter.com``; ``fake_stream.clients.redirect_tweepy``
+mounts a requests adapter on ``client.session`` that rewrites those URLs to the fake
+server's ``http://127.0.0.1:<port>``. Nothing of tweepy is patched or mocked: its own
+threads, parsing and callbacks run.
 """
 
 from __future__ import annotations
@@ -14,26 +15,11 @@ from typing import Any
 
 import requests
 import tweepy
-from requests.adapters import HTTPAdapter
 
+from fake_stream.clients import redirect_tweepy
 from harness.run.services import StreamServerProcess
 
-X_HOST = "https://api.twitter.com"
 TWEPOCH = 1288834974657
-
-
-class ToFakeServer(HTTPAdapter):
-    """Sends requests meant for api.twitter.com to the fake server instead."""
-
-    def __init__(self, base_url: str) -> None:
-        super().__init__()
-        self.base_url = base_url
-
-    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
-        assert request.url is not None
-        assert request.url.startswith(X_HOST)
-        request.url = self.base_url + request.url[len(X_HOST) :]
-        return super().send(request, **kwargs)
 
 
 class Collector(tweepy.StreamingClient):
@@ -41,7 +27,7 @@ class Collector(tweepy.StreamingClient):
 
     def __init__(self, server: StreamServerProcess) -> None:
         super().__init__(server.token, wait_on_rate_limit=False, max_retries=5)
-        self.session.mount(X_HOST, ToFakeServer(server.url))
+        redirect_tweepy(self, server.url)
         self.tweets: list[tweepy.Tweet] = []
         self.matching: list[list[tweepy.StreamRule]] = []
         self.responses: list[Any] = []
