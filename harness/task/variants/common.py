@@ -26,6 +26,7 @@ import requests
 from harness.layout import RunLayout
 from harness.task.gil import READER
 from harness.task.probe import Probe
+from harness.task.resume import plan
 
 __all__ = ["PARAMS", "TaskContext", "cpu_work", "read_stream"]
 
@@ -131,9 +132,19 @@ def read_stream(
     or the run's time is up; other messages (warnings, errors) go to the probe, and to
     ``messages`` if given. ``params`` is the connection's query (or ``since_id`` /
     ``backfill_minutes``). Each tweet's lag behind the server's clock goes to the GIL
-    sampler (:mod:`harness.task.gil`)."""
+    sampler (:mod:`harness.task.gil`).
+
+    ``since_id`` is the article's ``read_stream(last_processed_id)``: a client that reads
+    from a point. Unless the ``resume`` param is ``since_id`` (our extension), it is read
+    the only way X allows, through its backfill or recovery (:func:`resume.plan`), and
+    what those repeat is repeated."""
     params = dict(params or {})
-    if since_id is not None:
+    if since_id is not None and ctx.param("resume") != "since_id":
+        now_ms = int(time.time() * 1000)
+        connect = plan(ctx.param("resume"), since_id, now_ms, float(ctx.param("backfill_scale")))
+        params.update(connect.params)
+        ctx.probe.mark("connect", since_id=since_id, **connect.detail())
+    elif since_id is not None:
         params["since_id"] = str(since_id)
     if backfill_minutes is not None:
         params["backfill_minutes"] = str(backfill_minutes)
