@@ -105,6 +105,13 @@ def test_a_restart_beyond_the_backfill_window_loses_exactly_what_lies_outside_it
     metrics = run.metrics
     assert metrics["verdict"] == "at-most-once", metrics["queue"]
     assert metrics["queue"]["lost"] == len(outside)
+    # The checker names the cause: what the killed try had been sent was read and lost
+    # with it; the rest was never sent, skipped by a backfill asking for all five minutes.
+    causes = metrics["queue"]["lost_by_cause"]
+    read_by_the_killed = causes["delivered_not_processed"] + causes["in_flight_unknown"]
+    assert (
+        causes["beyond_backfill"] == causes["never_delivered"] == len(outside) - read_by_the_killed
+    )
     assert metrics["queue"]["duplicates"] == 0
     # The variant knew: the span it could not reach, as the server measured it.
     span_ms = backfill["from_ms"] - ((checkpoint >> 22) + 1288834974657)

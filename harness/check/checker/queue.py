@@ -8,7 +8,9 @@ tweets (created between the first stream connect and the end of the run minus th
   committing), ``in_flight_unknown`` (written when its connection ended, fate unknown),
   ``never_delivered`` (by the server's drop reason: no consumer connected, queue overflow,
   the connection ending, a fault, ...); of those, ``skipped_by_resume``: a later connection
-  started past them without asking for them.
+  started past them without asking for them, and of those, ``beyond_backfill``: the
+  connection asked for all the backfill X allows (five minutes, at the stream's
+  ``backfill_scale``) and they were older: beyond the access level's reach.
 - ``duplicates``: extra commits of tweets committed more than once, with which try and
   process made each extra copy: the window's tweets and those created before it (a retry
   that re-reads from an earlier point), the latter also as ``duplicates_before_window``.
@@ -39,6 +41,8 @@ from harness.check.checker.base import Result
 from harness.check.history import History
 
 __all__ = ["TotalQueueChecker", "cause_rank", "verdict_of"]
+
+MAX_BACKFILL_MINUTES = 5  # X's most (fake_stream/README.md, "Strict X")
 
 SAMPLE = 20  # ids listed per category (totals are always complete)
 
@@ -118,6 +122,11 @@ def _lost_by_cause(history: History, tweets: Any, lost_mask: np.ndarray) -> dict
     unknown = lost_mask & (tweets.acked == 0) & (tweets.unknown > 0)
     never = lost_mask & (tweets.acked == 0) & (tweets.unknown == 0)
     label, reasons = _drop_labels(history, len(lost_mask))
+    full = {
+        op.value.get("conn_id")
+        for op in history.ops
+        if op.f == "backfill" and op.value.get("minutes") == MAX_BACKFILL_MINUTES
+    }
     never_labels = label[never]
     by_reason = {reason: int((never_labels == code).sum()) for code, reason in enumerate(reasons)}
     unrecorded = int((never_labels == -1).sum())
@@ -129,18 +138,21 @@ def _lost_by_cause(history: History, tweets: Any, lost_mask: np.ndarray) -> dict
         "never_delivered": int(never.sum()),
         "never_delivered_by_reason": {k: v for k, v in by_reason.items() if v},
         "skipped_by_resume": int((never & _skipped_by_resume(history, len(lost_mask))).sum()),
+        "beyond_backfill": int((never & _skipped_by_resume(history, len(lost_mask), full)).sum()),
     }
 
 
-def _skipped_by_resume(history: History, n: int) -> np.ndarray:
-    """Window tweets some connection opened after their creation did not ask for (it
-    started past them: live, or a ``since_id`` beyond them): the variant could have read
-    them and chose a resume point that skips them."""
+def _skipped_by_resume(history: History, n: int, among: set[int] | None = None) -> np.ndarray:
+    """Window tweets some connection (of ``among``, by id: all if None) opened after their
+    creation did not ask for (it started past them: live, a backfill or a ``since_id``
+    beyond them)."""
     lo = history.window.first_index
     created = history.created_at[lo : lo + n]
     index = np.arange(lo, lo + n)
     skipped = np.zeros(n, dtype=bool)
     for c in history.connections:
+        if among is not None and c.get("conn_id") not in among:
+            continue
         if c.get("start_index") is not None and c.get("opened_at") is not None:
             skipped |= (created < c["opened_at"]) & (index < c["start_index"])
     return skipped

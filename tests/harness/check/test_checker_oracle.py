@@ -101,6 +101,7 @@ def oracle(spec: Spec) -> dict:
                     for opened, start in zip(spec.opened_at, spec.start_index or [], strict=False)
                 )
             ),
+            "beyond_backfill": 0,  # these histories hold no backfill connection
         },
         "duplicates_by_try": [
             {"try": t, "pid": p, "copies": n} for (t, p), n in sorted(extra.items())

@@ -66,6 +66,7 @@ def test_at_most_once_splits_loss_by_cause():
         "never_delivered": 1,  # 6
         "never_delivered_by_reason": {"queue_overflow": 1},
         "skipped_by_resume": 0,
+        "beyond_backfill": 0,
     }
 
 
