@@ -2,8 +2,8 @@
 windows reach (issue 15).
 
 ``exactly_once`` with ``resume = "backfill"`` (X Enterprise's ``backfill_minutes``, no
-recovery jobs) on a strict-X stream whose windows run at 1/20 (five minutes of backfill
-are 15 s), its try SIGKILLed and retried after ``retry_delay``:
+recovery jobs) on a strict-X stream whose windows run at 1/10 (five minutes of backfill
+are 30 s), its try SIGKILLed and retried after ``retry_delay``:
 
 - a restart shorter than the window: the retry's backfill reaches back past its
   checkpoint; nothing is lost, the repeats are absorbed;
@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.repro, pytest.mark.long, pytest.mark.timeout(1200)]
 
 AIRFLOW_3 = version("apache-airflow").startswith("3.")
 
-SCALE = 0.05  # X's five minutes of backfill are 15 s
+SCALE = 0.1  # X's five minutes of backfill are 30 s: a 2.x retry (~10 s) fits
 # Airflow's own retries after retry_delay (a `dags test` relaunch takes ~17 s: no short
 # restart). A 2.x retry starts in a new process after the harness's scheduler pass: ~8 s
 # later.
@@ -42,10 +42,10 @@ server = {{ strict_x = true, backfill_scale = {SCALE} }}
 airflow_faults = [{{ type = "kill_task", at = 2 }}]
 """
 SCENARIOS = {
-    # The retry reads again ~2 s (2.x: ~10 s) after the kill: inside the 15 s.
+    # The retry reads again ~2 s (2.x: ~10-15 s) after the kill: inside the 30 s.
     "short": BASE + f"duration = {12 + RETRY_START}\ntask = {{ retries = 2, retry_delay = 1 }}",
-    # ~27 s (2.x: ~35 s) after: 12 s or more beyond the window.
-    "long": BASE + f"duration = {38 + RETRY_START}\ntask = {{ retries = 2, retry_delay = 25 }}",
+    # ~42 s (2.x: ~50 s) after: 12 s or more beyond the window.
+    "long": BASE + f"duration = {52 + RETRY_START}\ntask = {{ retries = 2, retry_delay = 40 }}",
 }
 
 
@@ -84,7 +84,7 @@ def test_a_restart_inside_the_backfill_window_loses_nothing(runs):
     mark, backfill = _retry_connect(run)
     assert mark["kind"] == "backfill"
     assert mark["unreachable_ms"] == 0
-    assert int(mark["backfill_minutes"]) == backfill["minutes"] < 5
+    assert int(mark["backfill_minutes"]) == backfill["minutes"] <= 5
     metrics = run.metrics
     assert metrics["verdict"] == "exactly-once", metrics["queue"]
     assert _lost_ids(run) == set()
