@@ -73,20 +73,27 @@ def wait_for(check, timeout: float = 10.0) -> None:
         time.sleep(0.05)
 
 
+def open_raw(server, query: str, small_buffer: bool = False) -> socket.socket:
+    """A raw socket that has sent ``GET <stream>?<query>`` (``small_buffer``: a 4 KiB
+    receive buffer, so a client that does not read holds the connection open)."""
+    host, port = server.url.removeprefix("http://").split(":")
+    sock = socket.socket()
+    if small_buffer:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((host, int(port)))
+    sock.sendall(
+        f"GET {SEARCH}?{query} HTTP/1.1\r\nHost: t\r\n"
+        f"Authorization: Bearer {server.token}\r\n\r\n".encode()
+    )
+    return sock
+
+
 def read_to_the_end(server, query: str, pause: float = 0.0) -> tuple[bytes, bytes, bool]:
     """GET a stream on a raw socket and read until the server closes it: (head, body,
     ended with the final chunk). ``pause``: seconds before reading, with a small receive
     buffer (the connection stays open meanwhile if the server's send buffer is small)."""
-    host, port = server.url.removeprefix("http://").split(":")
-    with socket.socket() as sock:
+    with open_raw(server, query, small_buffer=bool(pause)) as sock:
         sock.settimeout(20)
-        if pause:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock.connect((host, int(port)))
-        sock.sendall(
-            f"GET {SEARCH}?{query} HTTP/1.1\r\nHost: t\r\n"
-            f"Authorization: Bearer {server.token}\r\n\r\n".encode()
-        )
         time.sleep(pause)
         raw = b""
         while data := sock.recv(1 << 16):
@@ -503,20 +510,12 @@ def test_two_recovery_jobs_apart_from_the_live_connection(start_server):
     )
     time.sleep(1.5)
     t0 = server.control("GET", "stats")["t0_ms"]
-    host, port = server.url.removeprefix("http://").split(":")
     live = get(server)
     jobs = []
     try:
         lines_of(live, 3)
         for _ in range(2):
-            sock = socket.socket()
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            sock.connect((host, int(port)))
-            sock.sendall(
-                f"GET {SEARCH}?start_time={iso(t0)} HTTP/1.1\r\nHost: t\r\n"
-                f"Authorization: Bearer {server.token}\r\n\r\n".encode()
-            )
-            jobs.append(sock)
+            jobs.append(open_raw(server, f"start_time={iso(t0)}", small_buffer=True))
         wait_for(lambda: len(server.control("GET", "stats")["connections"]) == 3)
         with get(server, start_time=iso(t0)) as third:
             assert assert_problem(third, 429)["connection_issue"] == "TooManyConnections"
