@@ -28,7 +28,7 @@ from types import FrameType
 import redis
 import requests
 
-from harness.task.resume import RESUMES, Backoff, Connect, plan, position_at
+from harness.task.resume import RESUMES, Backoff, Connect, now_ms, plan, position_at
 
 BATCH = 200
 FLUSH_INTERVAL = 0.2  # seconds: the most a tweet waits in a batch that is not full
@@ -97,7 +97,7 @@ def ingest(
     # resumes.
     first = position(client, key) is None
     if first:
-        advance(client, key, position_at(_now_ms()))  # the start point, before any read
+        advance(client, key, position_at(now_ms()))  # the start point, before any read
 
     def flush_on_time() -> None:
         while not stop.wait(FLUSH_INTERVAL):
@@ -107,7 +107,7 @@ def ingest(
     try:
         while not stop.is_set():
             connect = (
-                Connect("live") if first else plan(resume, position(client, key), _now_ms(), scale)
+                Connect("live") if first else plan(resume, position(client, key), now_ms(), scale)
             )
             first = False
             print(f"connect {json.dumps(connect.detail())}", file=sys.stderr)
@@ -128,8 +128,7 @@ def ingest(
                     if connect.until is not None and complete:
                         advance(client, key, connect.until)  # the whole period is in
             except requests.HTTPError as e:
-                reply = {k.lower(): v for k, v in e.response.headers.items()}
-                wait = backoff.after_refusal(reply, time.time())
+                wait = backoff.after_refusal(e.response.headers, time.time())
                 print(f"stream refused: {e}; retry in {wait:.2f} s", file=sys.stderr)
             except requests.RequestException as e:
                 wait = backoff.after_network_error()
@@ -138,10 +137,6 @@ def ingest(
             stop.wait(wait)
     finally:
         batches.flush()
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,6 +25,8 @@ from __future__ import annotations
 import datetime as dt
 import math
 import random
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +35,7 @@ __all__ = [
     "Backoff",
     "Connect",
     "created_ms",
+    "now_ms",
     "plan",
     "position_at",
 ]
@@ -46,6 +49,11 @@ RECOVERY_WINDOW_S = 24 * 3600  # how far back a recovery connection reaches
 #: Added to a checkpoint's age: the server measures the window from when it takes the
 #: connect, a little after the client's clock read (and the clocks tick apart).
 MARGIN_S = 0.5
+
+
+def now_ms() -> int:
+    """UNIX ms now: the clock tweet ids carry."""
+    return int(time.time() * 1000)
 
 
 def created_ms(tweet_id: int) -> int:
@@ -78,8 +86,8 @@ class Connect:
         return {"kind": self.kind, **self.params, "unreachable_ms": self.unreachable_ms}
 
 
-def plan(resume: str, checkpoint: int | None, now_ms: int, scale: float = 1.0) -> Connect:
-    """The connection a client at ``checkpoint`` opens at UNIX ms ``now_ms``."""
+def plan(resume: str, checkpoint: int | None, at_ms: int, scale: float = 1.0) -> Connect:
+    """The connection a client at ``checkpoint`` opens at UNIX ms ``at_ms``."""
     if resume not in RESUMES:
         raise ValueError(f"resume: {resume!r} is not one of {', '.join(RESUMES)}")
     if checkpoint is None or resume == "live":
@@ -87,15 +95,15 @@ def plan(resume: str, checkpoint: int | None, now_ms: int, scale: float = 1.0) -
     if resume == "since_id":
         return Connect("since_id", {"since_id": str(checkpoint)})
     since_ms = created_ms(checkpoint)
-    age_s = max(0.0, (now_ms - since_ms) / 1000) + MARGIN_S
+    age_s = max(0.0, (at_ms - since_ms) / 1000) + MARGIN_S
     minute_s = 60 * scale
     minutes = max(1, math.ceil(age_s / minute_s))
     if minutes <= MAX_BACKFILL_MINUTES:
         return Connect("backfill", {"backfill_minutes": str(minutes)})
     if resume == "recovery":
-        oldest_ms = now_ms - int(RECOVERY_WINDOW_S * scale * 1000) + int(MARGIN_S * 1000)
+        oldest_ms = at_ms - int(RECOVERY_WINDOW_S * scale * 1000) + int(MARGIN_S * 1000)
         start_ms = max(since_ms, oldest_ms)
-        end_ms = now_ms - now_ms % 1000  # X's times are whole seconds; end_time <= now
+        end_ms = at_ms - at_ms % 1000  # X's times are whole seconds; end_time <= now
         if end_ms > start_ms:
             start_s = start_ms - start_ms % 1000  # earlier, never later: repeats, no gap
             return Connect(
@@ -108,7 +116,7 @@ def plan(resume: str, checkpoint: int | None, now_ms: int, scale: float = 1.0) -
     return Connect(
         "backfill",
         {"backfill_minutes": str(MAX_BACKFILL_MINUTES)},
-        unreachable_ms=max(0, now_ms - reach_ms - since_ms),
+        unreachable_ms=max(0, at_ms - reach_ms - since_ms),
     )
 
 
@@ -133,8 +141,9 @@ class Backoff:
     def reset(self) -> None:
         self._http = self._network = 0.0
 
-    def after_refusal(self, headers: dict[str, str], now_s: float) -> float:
-        """Seconds to wait after an HTTP error response with ``headers``."""
+    def after_refusal(self, headers: Mapping[str, str], now_s: float) -> float:
+        """Seconds to wait after an HTTP error response with ``headers`` (lower-case
+        names, or a response's case-insensitive ones)."""
         self._http = min(self.most_s, self._http * 2 if self._http else self.first_s)
         wait = self._http
         if headers.get("x-rate-limit-remaining") == "0" and "x-rate-limit-reset" in headers:

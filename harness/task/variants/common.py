@@ -26,7 +26,7 @@ import requests
 from harness.layout import RunLayout
 from harness.task.gil import READER
 from harness.task.probe import Probe
-from harness.task.resume import plan
+from harness.task.resume import now_ms, plan
 
 __all__ = ["PARAMS", "TaskContext", "cpu_work", "read_stream"]
 
@@ -140,8 +140,7 @@ def read_stream(
     what those repeat is repeated."""
     params = dict(params or {})
     if since_id is not None and ctx.param("resume") != "since_id":
-        now_ms = int(time.time() * 1000)
-        connect = plan(ctx.param("resume"), since_id, now_ms, float(ctx.param("backfill_scale")))
+        connect = plan(ctx.param("resume"), since_id, now_ms(), float(ctx.param("backfill_scale")))
         params.update(connect.params)
         ctx.probe.mark("connect", since_id=since_id, **connect.detail())
     elif since_id is not None:

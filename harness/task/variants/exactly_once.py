@@ -35,7 +35,7 @@ import zlib
 import requests
 
 from harness.task.probe import Sink
-from harness.task.resume import Backoff, Connect, plan, position_at
+from harness.task.resume import Backoff, Connect, now_ms, plan, position_at
 from harness.task.variants.common import TaskContext, cpu_work, read_stream
 
 __all__ = ["CHECKPOINT", "MAX_BATCH_AGE", "commit_batch", "resume_point", "run"]
@@ -63,7 +63,7 @@ def commit_batch(sink: Sink, rows: list[tuple[int, float]], checkpoint: int) -> 
 def run(ctx: TaskContext) -> None:
     probe = ctx.probe
     sink = probe.open_sink()
-    start = position_at(_now_ms())
+    start = position_at(now_ms())
     checkpoint = resume_point(sink, start)
     # The first try of all reads live from its start point; every later connect resumes.
     first = checkpoint == start
@@ -77,7 +77,7 @@ def run(ctx: TaskContext) -> None:
         return ctx.keep_running() and not ctx.stop.is_set() and time.monotonic() < deadline
 
     while running():
-        connect = Connect("live") if first else plan(resume, checkpoint, _now_ms(), scale)
+        connect = Connect("live") if first else plan(resume, checkpoint, now_ms(), scale)
         first = False
         probe.mark("connect", **connect.detail())
         pending: list[tuple[int, float]] = []
@@ -101,8 +101,8 @@ def run(ctx: TaskContext) -> None:
                     checkpoint = commit_batch(sink, pending, max(checkpoint, connect.until))
                     pending = []
         except requests.HTTPError as e:
-            headers = dict(e.response.headers) if e.response is not None else {}
-            wait = backoff.after_refusal({k.lower(): v for k, v in headers.items()}, time.time())
+            headers = e.response.headers if e.response is not None else {}
+            wait = backoff.after_refusal(headers, time.time())
             status = e.response.status_code if e.response is not None else None
             probe.mark("stream_error", error="HTTPError", status=status, wait_s=round(wait, 3))
         except requests.RequestException as e:
@@ -112,7 +112,3 @@ def run(ctx: TaskContext) -> None:
         if wait:
             ctx.stop.wait(min(wait, max(0.0, deadline - time.monotonic())))
     sink.close()
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)

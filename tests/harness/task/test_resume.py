@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from requests.structures import CaseInsensitiveDict
 
 from fake_stream import snowflake
 from harness.task.resume import (
@@ -89,6 +90,9 @@ def test_backoff_waits_for_the_connect_budget_to_reset_when_it_is_spent():
     backoff = Backoff(seed=1)
     spent = {"x-rate-limit-remaining": "0", "x-rate-limit-reset": "1030"}
     assert 30 <= backoff.after_refusal(spent, now_s=1000) <= 30 * 1.25
+    # A response's own headers, as the server spells them (requests: case-insensitive).
+    sent = CaseInsensitiveDict({"X-Rate-Limit-Remaining": "0", "X-Rate-Limit-Reset": "1060"})
+    assert 60 <= backoff.after_refusal(sent, now_s=1000) <= 60 * 1.25
 
 
 def test_backoff_doubles_on_refusals_grows_on_errors_and_resets_on_a_tweet():
