@@ -118,12 +118,14 @@ class OwnedProcess:
         env: dict[str, str] | None = None,
         stdout: int | IO[Any] | None = subprocess.PIPE,
         stderr: int | IO[Any] | None = None,
+        stdin: int | IO[Any] | None = None,
     ) -> None:
         self.argv = list(argv)
         self.popen = subprocess.Popen(
             self.argv,
             cwd=cwd,
             env=env,
+            stdin=stdin,
             stdout=stdout,
             stderr=stderr,
             text=True,
@@ -161,7 +163,7 @@ class OwnedProcess:
         _LIVE.discard(self)
         if _WATCHDOG is not None and _WATCHDOG.owner == os.getpid():
             _WATCHDOG.tell(f"- {self.pid}")
-        for stream in (self.popen.stdout, self.popen.stderr):
+        for stream in (self.popen.stdin, self.popen.stdout, self.popen.stderr):
             if stream is not None:
                 stream.close()
         return code
@@ -204,6 +206,22 @@ def start_time(pid: int) -> int | None:
     except (FileNotFoundError, ProcessLookupError):
         return None
     return int(stat.rsplit(") ", 1)[1].split()[19])  # field 22 of proc(5)
+
+
+def descendants(pid: int) -> list[int]:
+    """The live children of ``pid``, their children, and so on, from ``/proc``."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            parent = parent_pid(int(entry.name))
+            if parent is not None:
+                children.setdefault(parent, []).append(int(entry.name))
+    found, todo = [], list(children.get(pid, []))
+    while todo:
+        child = todo.pop()
+        found.append(child)
+        todo += children.get(child, [])
+    return found
 
 
 def session_members(sid: int) -> list[int]:

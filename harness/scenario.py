@@ -242,6 +242,9 @@ class Scenario(_Strict):
                     f"[{i}]: {fault.type} needs {', '.join(missing)}, which mode {mode!r} does "
                     f"not have (modes that do: {', '.join(able) or 'none'})"
                 )
+            why = type(fault).unavailable()
+            if why:
+                raise ValueError(f"[{i}]: {fault.type} cannot run on this machine: {why}")
         return faults
 
     @field_validator("hypothesis", mode="before")

@@ -132,6 +132,16 @@ class ScenarioRun:
         finally:
             db.close()
 
+    def created_between(self, start: float, stop: float = float("inf")) -> list[int]:
+        """Ids of the tweets the server created in [start, stop), within the checker's
+        window."""
+        from harness.check.history import load_history
+
+        history = load_history(self.root)
+        window = slice(history.window.first_index, history.window.stop_index)
+        created_at = history.created_at[window]
+        return history.created_ids[window][(created_at >= start) & (created_at < stop)].tolist()
+
     def server_events(self, kind: str) -> list[dict[str, Any]]:
         """The fake stream's ledger events of ``kind`` (e.g. ``refused``), oldest first."""
         return LedgerReader(self.root / "ledger.sqlite").events(kind)

@@ -43,9 +43,13 @@ class Capability(StrEnum):
     #: Find the running try's process (:meth:`TaskHandle.task_pid`), signal it, and see
     #: the next try follow a kill (:meth:`TaskHandle.after_kill`).
     TASK_PROCESS = "task_process"
-    #: Kill the process supervising the try (:meth:`TaskHandle.kill_supervisor`), with a
-    #: scheduler that notices the orphan.
+    #: Signal the process supervising the try (:meth:`TaskHandle.signal_supervisor`), with
+    #: a scheduler that notices a try whose supervisor died, and read what that supervisor
+    #: did to the try (:meth:`TaskHandle.supervisor_signals`).
     SUPERVISOR = "supervisor"
+    #: Change the running try's state through Airflow's REST API, as a user does in the
+    #: UI (:meth:`TaskHandle.clear_try`, :meth:`TaskHandle.mark_try`).
+    TRY_STATE = "try_state"
     #: Kill the scheduler and start a new one (:meth:`TaskHandle.restart_scheduler`).
     SCHEDULER = "scheduler"
 
@@ -128,9 +132,25 @@ class TaskHandle(ABC):
 
     # Capability.SUPERVISOR
 
-    def kill_supervisor(self) -> int | None:
-        """SIGKILL the process supervising the current try, orphaning it; the victim's pid."""
+    def signal_supervisor(self, sig: int) -> int | None:
+        """Send ``sig`` to the process supervising the current try (a SIGKILL orphans the
+        try); that process's pid (None if no try runs)."""
         raise self._cannot(Capability.SUPERVISOR)
+
+    def supervisor_signals(self, pid: int) -> list[dict[str, Any]]:
+        """The signals Airflow's supervisor sent try ``pid``, oldest first, from its log:
+        ``{"time", "signal", "why"}``, and ``{"time", "exit_code"}`` once it saw it exit."""
+        raise self._cannot(Capability.SUPERVISOR)
+
+    # Capability.TRY_STATE
+
+    def clear_try(self) -> None:
+        """Clear the running task instance (a new try follows, as after the UI's Clear)."""
+        raise self._cannot(Capability.TRY_STATE)
+
+    def mark_try(self, state: str) -> None:
+        """Set the running task instance's state (``failed`` or ``success``)."""
+        raise self._cannot(Capability.TRY_STATE)
 
     # Capability.SCHEDULER
 
@@ -145,7 +165,8 @@ class TaskHandle(ABC):
 #: Which methods each capability stands for (the modes' contract test checks them).
 CAPABILITY_METHODS: dict[Capability, tuple[str, ...]] = {
     Capability.TASK_PROCESS: ("task_pid", "signal", "after_kill"),
-    Capability.SUPERVISOR: ("kill_supervisor",),
+    Capability.SUPERVISOR: ("signal_supervisor", "supervisor_signals"),
+    Capability.TRY_STATE: ("clear_try", "mark_try"),
     Capability.SCHEDULER: ("restart_scheduler",),
 }
 

@@ -62,20 +62,28 @@ class TaskStarts:
 
     def __init__(self, layout: RunLayout) -> None:
         self.layout = layout
-        self._starts: dict[Path, float | None] = {}  # probe file -> its task's start time
+        # probe file -> its task's start record (None: not yet written, or a worker's file)
+        self._starts: dict[Path, dict[str, Any] | None] = {}
 
     def pids(self) -> list[int]:
         """Pids of the tries that started, oldest first."""
+        return [pid for pid, _ in sorted(self._records().items(), key=lambda r: r[1]["time"])]
+
+    def started(self, pid: int) -> tuple[float, int] | None:
+        """When try ``pid`` started and its try number (None: no such start recorded)."""
+        record = self._records().get(pid)
+        return (float(record["time"]), int(record["try"])) if record else None
+
+    def _records(self) -> dict[int, dict[str, Any]]:
         probe_dir = self.layout.probe_dir
         for path in probe_dir.glob("*.jsonl") if probe_dir.exists() else []:
             if self._starts.get(path) is None:
-                self._starts[path] = _started_at(path)
-        started = sorted((t, int(p.stem.rsplit("-", 1)[1])) for p, t in self._starts.items() if t)
-        return [pid for _, pid in started]
+                self._starts[path] = _start_record(path)
+        return {int(p.stem.rsplit("-", 1)[1]): r for p, r in self._starts.items() if r}
 
 
-def _started_at(path: Path) -> float | None:
-    """When the task start recorded in a probe file happened (None: none, e.g. a worker's)."""
+def _start_record(path: Path) -> dict[str, Any] | None:
+    """The task start recorded in a probe file (None: none yet, e.g. a worker's file)."""
     with path.open() as f:
         for line in itertools.islice(f, 20):  # a start is among a process's first records
             if '"invoke"' in line:
@@ -84,5 +92,5 @@ def _started_at(path: Path) -> float | None:
                 except ValueError:
                     return None  # a line being written; read again next time
                 if record.get("type") == "invoke" and record.get("f") == "task":
-                    return float(record["time"])
+                    return record
     return None

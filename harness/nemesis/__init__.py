@@ -1,9 +1,11 @@
 """The nemesis: Airflow faults, injected into a scenario's running task on their triggers.
 
-One module per family (``signals``: kill, term, pause, move, exhaust; ``supervisor``: a
-killed worker; ``scheduler``: a restarted scheduler; ``memory``: a memory cap), each fault
-registered by its ``type``. Every module of this folder is imported here, so a new family
-is one file; a new fault is one class (docs/creating-faults.md).
+One module per family (``signals``: kill, a bare SIGTERM, pause, move, exhaust;
+``try_state``: clear or mark the try through Airflow's API; ``supervisor``: a killed or
+shut-down worker; ``scheduler``: a restarted scheduler; ``memory``: an address-space cap,
+the kernel's OOM kill, a leaking neighbour), each fault registered by its ``type``. Every
+module of this folder is imported here, so a new family is one file; a new fault is one
+class (docs/creating-faults.md).
 """
 
 from __future__ import annotations

@@ -103,6 +103,12 @@ class AirflowFault(BaseModel):
             raise ValueError("give exactly one of 'at' (seconds) or 'after_commits'")
         return self
 
+    @classmethod
+    def unavailable(cls) -> str | None:
+        """Why this machine cannot deliver the fault (None: it can); checked when a
+        scenario loads, beside ``needs``."""
+        return None
+
     def due(self, progress: Progress) -> bool:
         """Whether the trigger holds now."""
         if self.after_commits is not None:

@@ -1,26 +1,50 @@
-"""Memory the task may no longer have."""
+"""Memory the task may no longer have: a cap it sees as a ``MemoryError``, a worker out of
+memory whose kernel kills it, or a neighbour on the worker that leaks."""
 
 from __future__ import annotations
 
 import os
 import resource
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
 
+import harness.cgroups as cgroups
 from harness.nemesis.base import AirflowFault, FaultContext, register
-from harness.procs import pid_alive
+from harness.procs import OwnedProcess, descendants, pid_alive
 
-__all__ = ["MemoryLimit"]
+__all__ = ["LeakingNeighbour", "MemoryLimit", "OomKill"]
+
+#: The neighbour: waits for a line on stdin (it is in the cgroup then), then keeps
+#: ``argv[1]`` MiB more every second, touching every page so the kernel charges it.
+_LEAKER = """
+import sys, time
+sys.stdin.readline()
+heap, step = [], int(float(sys.argv[1]) * 2**20 / 10)
+while True:
+    heap.append(bytearray(step))
+    time.sleep(0.1)
+"""
+
+
+def _rss(pid: int) -> int | None:
+    """Resident bytes of ``pid`` (None: gone)."""
+    try:
+        return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 @register
 class MemoryLimit(AirflowFault):
     """Cap the try's address space at its current size plus ``limit_mb`` for the rest of
     its life (RLIMIT_AS: an allocation beyond it raises ``MemoryError`` inside the task;
-    Linux does not enforce RLIMIT_RSS). Not the kernel's OOM killer. The fault ends when
-    that process does."""
+    Linux does not enforce RLIMIT_RSS). Not the kernel's OOM killer (``oom_kill`` is). The
+    fault ends when that process does."""
 
     type: Literal["memory_limit"] = "memory_limit"
     limit_mb: float = Field(
@@ -39,3 +63,93 @@ class MemoryLimit(AirflowFault):
         while pid_alive(pid) and not ctx.wait(0.1):
             pass
         ctx.record("stop", pid=pid, died=not pid_alive(pid))
+
+
+@register
+class OomKill(AirflowFault):
+    """The worker runs out of memory: the try's processes go into a memory cgroup of their
+    own, limited to what they use now plus ``limit_mb``; when they outgrow it the kernel's
+    OOM killer SIGKILLs one (a failed try; Airflow retries it). The cgroup is removed when
+    the try dies or the run ends."""
+
+    type: Literal["oom_kill"] = "oom_kill"
+    limit_mb: float = Field(
+        default=64, ge=0, le=2**20, description="memory beyond what the try uses (<= 1 TiB)"
+    )
+
+    @classmethod
+    def unavailable(cls) -> str | None:
+        return cgroups.unavailable()
+
+    def inject(self, ctx: FaultContext) -> None:
+        pid = ctx.wait_for_try()
+        if pid is None:
+            return
+        group = cgroups.MemoryCgroup(f"streamstall-oom-{pid}-{time.time_ns()}")
+        try:
+            for member in (pid, *descendants(pid)):  # later children are born inside
+                group.add(member)
+            used = group.usage()
+            limit = used + int(self.limit_mb * 2**20)
+            group.limit(limit)
+            ctx.record("start", pid=pid, cgroup=str(group.path), used=used, limit=limit)
+            while pid_alive(pid) and not ctx.wait(0.02):
+                pass
+            died = None if pid_alive(pid) else time.time()
+            ctx.record("stop", at=died, pid=pid, died=died is not None,
+                       oom_kills=group.oom_kills(), peak=group.peak())  # fmt: skip
+        finally:
+            group.close()
+
+
+@register
+class LeakingNeighbour(AirflowFault):
+    """Another task on the try's worker leaks ``leak_mb_per_s``: the two share the worker's
+    memory (one cgroup, ``limit_mb`` beyond what they use) until the kernel's OOM killer
+    picks a victim, by its own rule (the larger resident set, roughly): the leaker, or the
+    stream. Simplified: the neighbour is a process of ours, not an Airflow task. The fault
+    ends at the OOM kill (or the run's end); the neighbour is stopped and the cgroup
+    removed then."""
+
+    type: Literal["leaking_neighbour"] = "leaking_neighbour"
+    limit_mb: float = Field(
+        default=256, ge=0, le=2**20, description="memory beyond what both use (<= 1 TiB)"
+    )
+    leak_mb_per_s: float = Field(default=64, gt=0, le=4096, description="the neighbour's leak")
+
+    @classmethod
+    def unavailable(cls) -> str | None:
+        return cgroups.unavailable()
+
+    def inject(self, ctx: FaultContext) -> None:
+        pid = ctx.wait_for_try()
+        if pid is None:
+            return
+        group = cgroups.MemoryCgroup(f"streamstall-neighbour-{pid}-{time.time_ns()}")
+        neighbour = OwnedProcess(
+            [sys.executable, "-c", _LEAKER, str(self.leak_mb_per_s)], stdin=subprocess.PIPE
+        )
+        try:
+            for member in (neighbour.pid, pid, *descendants(pid)):
+                group.add(member)
+            used = group.usage()
+            limit = used + int(self.limit_mb * 2**20)
+            group.limit(limit)
+            assert neighbour.popen.stdin is not None
+            neighbour.popen.stdin.write("go\n")
+            neighbour.popen.stdin.flush()
+            ctx.record("start", pid=pid, neighbour=neighbour.pid, cgroup=str(group.path),
+                       used=used, limit=limit)  # fmt: skip
+            # The most each held: a victim's RSS drops to 0 while the kernel reaps it.
+            peak: dict[str, int] = {"try": 0, "neighbour": 0}
+            while pid_alive(pid) and neighbour.alive() and not ctx.wait(0.02):
+                for name, member in (("try", pid), ("neighbour", neighbour.pid)):
+                    peak[name] = max(peak[name], _rss(member) or 0)
+            ended = time.time()
+            victim = "try" if not pid_alive(pid) else "neighbour" if not neighbour.alive() else None
+            ctx.record("stop", at=ended if victim else None, pid=pid, victim=victim,
+                       oom_kills=group.oom_kills(), peak_rss=peak,
+                       neighbour_exit=neighbour.popen.poll())  # fmt: skip
+        finally:
+            neighbour.stop(grace=1.0)
+            group.close()

@@ -1,8 +1,9 @@
 """Signals to the try's process, straight to its pid: a crash, a stop, a freeze.
 
 These bypass Airflow: no supervisor forwards them and nothing escalates. A SIGKILL is what
-a crashed worker does to its task; ``term_task`` is a bare SIGTERM, which is *not* what a
-cleared task or a worker shutdown delivers (the supervisor's SIGTERM, escalated to SIGKILL).
+a crashed worker does to its task. ``sigterm_task_only`` is a bare SIGTERM and nothing
+after it: *not* what a cleared or marked task (``try_state``) or a worker shutdown
+(``supervisor``) delivers, which Airflow's supervisor escalates to SIGKILL.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pydantic import Field
 
 from harness.nemesis.base import AirflowFault, FaultContext, register
 
-__all__ = ["ExhaustRetries", "KillTask", "MoveWorker", "PauseTask", "TermTask", "kill_tries"]
+__all__ = ["ExhaustRetries", "KillTask", "MoveWorker", "PauseTask", "SigtermTaskOnly", "kill_tries"]
 
 
 def kill_tries(
@@ -45,10 +46,10 @@ class KillTask(AirflowFault):
 
 
 @register
-class TermTask(AirflowFault):
+class SigtermTaskOnly(AirflowFault):
     """SIGTERM the try's process, bypassing its supervisor (no escalation to SIGKILL)."""
 
-    type: Literal["term_task"] = "term_task"
+    type: Literal["sigterm_task_only"] = "sigterm_task_only"
 
     def inject(self, ctx: FaultContext) -> None:
         kill_tries(ctx, signal.SIGTERM)

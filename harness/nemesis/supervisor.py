@@ -1,13 +1,21 @@
-"""The process that supervises a try dies: the task is orphaned and keeps running."""
+"""The worker that supervises a try goes away: killed outright, or stopped by a deploy."""
 
 from __future__ import annotations
 
+import signal
+import time
 from typing import ClassVar, Literal
+
+from pydantic import Field
 
 from harness.airflow.base import Capability
 from harness.nemesis.base import AirflowFault, FaultContext, register
+from harness.nemesis.try_state import record_death
+from harness.procs import pid_alive
 
-__all__ = ["KillWorker"]
+__all__ = ["KillWorker", "WorkerShutdown"]
+
+NEEDS = frozenset({Capability.TASK_PROCESS, Capability.SUPERVISOR})
 
 
 @register
@@ -16,12 +24,45 @@ class KillWorker(AirflowFault):
     timeout and retries it while the orphan still runs."""
 
     type: Literal["kill_worker"] = "kill_worker"
-    needs: ClassVar = frozenset({Capability.TASK_PROCESS, Capability.SUPERVISOR})
+    needs: ClassVar = NEEDS
 
     def inject(self, ctx: FaultContext) -> None:
         orphan = ctx.wait_for_try()
         if orphan is None:
             return
-        supervisor = ctx.task.kill_supervisor()
+        supervisor = ctx.task.signal_supervisor(signal.SIGKILL)
         ctx.record("start", pid=supervisor, signal="SIGKILL", orphan=orphan)
         ctx.record("stop", pid=supervisor)
+
+
+@register
+class WorkerShutdown(AirflowFault):
+    """A deploy stops the worker that supervises the try: SIGTERM to the worker (Airflow's
+    supervisor forwards it to the try and goes on supervising), then, if the try still
+    runs ``grace`` seconds later, SIGKILL to the worker and the try, as the deploy tool
+    does to what is left of a container. Airflow learns of the loss from the missed
+    heartbeats and retries the try."""
+
+    type: Literal["worker_shutdown"] = "worker_shutdown"
+    needs: ClassVar = NEEDS
+    grace: float = Field(
+        default=30.0, ge=0, le=3600,
+        description="seconds before the SIGKILL (Kubernetes' default: 30; docker stop's: 10)",
+    )  # fmt: skip
+
+    def inject(self, ctx: FaultContext) -> None:
+        pid = ctx.wait_for_try()
+        if pid is None:
+            return
+        worker = ctx.task.signal_supervisor(signal.SIGTERM)
+        ctx.record("start", pid=pid, worker=worker, signal="SIGTERM")
+        deadline = time.monotonic() + self.grace
+        while pid_alive(pid) and time.monotonic() < deadline:
+            if ctx.wait(0.02):
+                break
+        killed = not ctx.over and pid_alive(pid)
+        if killed:
+            # The worker first: killed after the try, it would report the try's death.
+            ctx.task.signal_supervisor(signal.SIGKILL)
+            ctx.task.signal(signal.SIGKILL)
+        record_death(ctx, pid, worker=worker, killed_after_grace=killed)

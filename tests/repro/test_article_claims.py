@@ -26,6 +26,7 @@ the logic is.
 
 from __future__ import annotations
 
+import warnings
 from importlib.metadata import version
 from pathlib import Path
 
@@ -87,6 +88,19 @@ duration = 12
 rate = 3000
 params = { cpu_us = 400, workers = 2, batch = 100 }
 server = { queue_size = 3000 }""",
+    # 5, beside a neighbour task that keeps one of the worker's two cores busy.
+    "gil_threaded_busy": """variant = "threaded"
+duration = 12
+rate = 3000
+params = { cpu_us = 400, workers = 2, batch = 100 }
+server = { queue_size = 3000 }
+airflow_faults = [{ type = "busy_neighbour", from = "stream_start", at = 0, cores = 1 }]""",
+    "gil_multiprocess_busy": """variant = "multiprocess"
+duration = 12
+rate = 3000
+params = { cpu_us = 400, workers = 2, batch = 100 }
+server = { queue_size = 3000 }
+airflow_faults = [{ type = "busy_neighbour", from = "stream_start", at = 0, cores = 1 }]""",
     # 8: the article's SIGTERM handler against Airflow's own timeout.
     "handler_vs_timeout": f"""variant = "timeout_handling"
 duration = {12 + RETRY_START}
@@ -127,20 +141,10 @@ def dagtest_long(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run_scenarios(tmp_path_factory.mktemp("repro-dagtest-long"), bodies)
 
 
-def created_between(run: ScenarioRun, start: float, stop: float = float("inf")) -> list[int]:
-    """Ids of the tweets the server created in [start, stop), within the checker's window."""
-    from harness.check.history import load_history
-
-    history = load_history(run.root)
-    window = slice(history.window.first_index, history.window.stop_index)
-    created_at = history.created_at[window]
-    return history.created_ids[window][(created_at >= start) & (created_at < stop)].tolist()
-
-
 def lost_after(run: ScenarioRun, moment: float) -> int:
     """Tweets lost among those created after ``moment`` (in the window, never committed)."""
     committed = run.committed_ids()
-    return sum(1 for tweet_id in created_between(run, moment) if tweet_id not in committed)
+    return sum(1 for tweet_id in run.created_between(moment) if tweet_id not in committed)
 
 
 @pytest.mark.repro
@@ -251,6 +255,48 @@ def test_5_gil_contention_makes_the_threaded_reader_fall_behind(dagtest):
     if cost["processes"] < 1.5 * cost["threads"]:
         assert throughput["processes"] > 1.15 * throughput["threads"]
         assert processes["queue"]["lost"] < threaded["queue"]["lost"]
+    else:
+        warnings.warn(
+            f"claim 5's precondition did not hold: the processes paid {cost['processes'] * 1e6:.0f}"
+            f" µs of CPU per tweet against the threads' {cost['threads'] * 1e6:.0f} (cores worth"
+            " less when both are busy); whether they beat the threads was not judged",
+            stacklevel=1,
+        )
+
+
+def gil_cores(run: ScenarioRun) -> float:
+    """The cores the variant's processes got (the probe's per-process CPU samples)."""
+    return sum(p["cpu_ratio"] for p in run.metrics["timing"]["gil"]["per_process"])
+
+
+@pytest.mark.repro
+@pytest.mark.long
+def test_5_beside_a_busy_neighbour_the_processes_lose_their_spare_core(dagtest):
+    """Worker processes beat the GIL only with idle cores, and a real worker shares its
+    cores with its other task slots: here a neighbour keeps one of the two cores busy. The
+    threaded reader still waits for the GIL; the processes get less CPU than they had
+    alone, and, without a spare core, they do not keep up with the stream either: the
+    claim's precondition, not the GIL, decides. Each is judged by the CPU it really had."""
+    rate = 3000
+    alone = gil_cores(ScenarioRun(dagtest / "gil_multiprocess"))
+    for name in ("gil_threaded_busy", "gil_multiprocess_busy"):
+        (_start, stop) = ScenarioRun(dagtest / name).airflow_faults
+        assert stop["neighbour_cores"] > 0.5  # the neighbour really was busy
+    threads = ScenarioRun(dagtest / "gil_threaded_busy")
+    (task,) = threads.metrics["timing"]["gil"]["per_process"]
+    assert task["mean"] > 0.5  # the reader waits for the GIL still
+    processes = ScenarioRun(dagtest / "gil_multiprocess_busy")
+    busy = gil_cores(processes)
+    assert busy < alone
+    throughput = processes.metrics["timing"]["throughput"]["mean"]
+    if busy < 1.15:  # no spare core: the processes are capped like the threads
+        assert throughput < 0.95 * rate
+        assert processes.metrics["queue"]["lost"] > 0
+    else:
+        warnings.warn(
+            f"the neighbour left the processes {busy:.2f} cores: not the starved case",
+            stacklevel=1,
+        )
 
 
 @pytest.mark.repro
@@ -294,7 +340,7 @@ task = {{ execution_timeout = 4, retries = 1, retry_delay = 3 }}""",
     "handler_vs_sigterm": """variant = "timeout_handling"
 duration = 10
 [[airflow_faults]]
-type = "term_task"
+type = "sigterm_task_only"
 at = 2""",
     # 11: the worker dies, the task does not.
     "orphan": """variant = "naive_loop"
@@ -314,8 +360,8 @@ for variant in ("exactly_once", "queue_decoupled"):
         'airflow_faults = [{ type = "move_worker", at = 2 }]',
         f"{variant}-kill_task": f'variant = "{variant}"\nduration = {14 + RETRY_START}\n'
         'airflow_faults = [{ type = "kill_task", at = 2 }]',
-        f"{variant}-term_task": f'variant = "{variant}"\nduration = {12 + RETRY_START}\n'
-        'airflow_faults = [{ type = "term_task", at = 2 }]',
+        f"{variant}-sigterm_task_only": f'variant = "{variant}"\nduration = {12 + RETRY_START}\n'
+        'airflow_faults = [{ type = "sigterm_task_only", at = 2 }]',
         f"{variant}-kill_worker": f'variant = "{variant}"\nduration = 35\n'
         'airflow_faults = [{ type = "kill_worker", at = 2 }]',
         # Overlapping tries (issue 15): the orphan streams on beside its retry, on X's
@@ -355,7 +401,7 @@ def test_1_execution_timeout_leaves_a_gap_until_the_retry(worker):
     # retry_delay (3 s) plus Airflow's pick-up and the task's start-up (slower on 2.x: the
     # harness's scheduler pass and a new `airflow tasks run` process per try).
     assert 3 <= gap <= 3 * 3 + RETRY_START
-    in_gap = created_between(run, timed_out, retried)
+    in_gap = run.created_between(timed_out, retried)
     committed = run.committed_ids(2)
     if AIRFLOW_3:
         # The gap is lost for good: nothing created in it was ever committed, by any try.
@@ -363,7 +409,7 @@ def test_1_execution_timeout_leaves_a_gap_until_the_retry(worker):
         assert not set(in_gap) & run.committed_ids()
         # And only the gap: the retry read on from its own start (it times out too, and
         # what comes after that is claim 2's loss, not this one's).
-        after_start = created_between(run, retried, tries[1]["ended_at"])
+        after_start = run.created_between(retried, tries[1]["ended_at"])
         assert len(set(after_start) & committed) > 0.9 * len(after_start) > 0
     else:
         assert len([tweet_id for tweet_id in in_gap if tweet_id in committed]) > 0.9 * len(in_gap)
@@ -416,7 +462,7 @@ def test_11_a_killed_worker_orphans_the_task_and_its_retry_overlaps(worker):
 @pytest.mark.long
 @pytest.mark.parametrize("variant", ["exactly_once", "queue_decoupled"])
 @pytest.mark.parametrize(
-    "fault", ["timeout", "move_worker", "kill_task", "term_task", "kill_worker"]
+    "fault", ["timeout", "move_worker", "kill_task", "sigterm_task_only", "kill_worker"]
 )
 def test_12_the_careful_patterns_stay_exactly_once(worker, variant, fault):
     """exactly_once (checkpoint in the sink's transaction, idempotent, resumes by

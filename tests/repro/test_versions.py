@@ -150,8 +150,8 @@ def dags_test(tmp_path: Path, airflow_template: Path) -> Iterator[Callable[..., 
             while not has_commits(layout.sink) and time.monotonic() < deadline:
                 time.sleep(0.1)
             time.sleep(sigterm_after)
-            fault = {"time": time.time(), "f": "start", "fault": "term_task", "pid": task.pid,
-                     "signal": "SIGTERM"}  # fmt: skip
+            fault = {"time": time.time(), "f": "start", "fault": "sigterm_task_only",
+                     "pid": task.pid, "signal": "SIGTERM"}  # fmt: skip
             task.signal(signal.SIGTERM)
             layout.airflow_faults.write_text(json.dumps(fault) + "\n")
             time.sleep(6)
@@ -270,8 +270,8 @@ def test_10_sigterm_under_airflow_dags_test_differs_by_version(dags_test):
 # Claim 10: SIGTERM to a worker's task process ---------------------------------------------
 
 SIGTERMED = {
-    "naive_loop-term_task": "naive_loop",
-    "timeout_handling-term_task": "timeout_handling",
+    "naive_loop-sigterm_task_only": "naive_loop",
+    "timeout_handling-sigterm_task_only": "timeout_handling",
 }
 SIGTERM_AT = 2  # seconds after the first commit
 DURATION = 10  # seconds of stream after the first commit
@@ -289,7 +289,7 @@ def sigtermed(tmp_path_factory: pytest.TempPathFactory) -> Path:
             f'name = "{name}"\nvariant = "{variant}"\nmode = "{WORKER_MODE}"\nseed = 13\n'
             f"duration = {DURATION}\nrate = 500\nparams = {{cpu_us = 20, batch = 50}}\n"
             f"task = {{retries = 0}}\n"
-            f'airflow_faults = [{{type = "term_task", at = {SIGTERM_AT}}}]\n'
+            f'airflow_faults = [{{type = "sigterm_task_only", at = {SIGTERM_AT}}}]\n'
         )
         files.append(str(path))
     # An OwnedProcess, not subprocess.run: if the run times out (or pytest-timeout fires),
@@ -320,12 +320,13 @@ def _sigterm(run: Run) -> dict[str, Any]:
 @pytest.mark.timeout(900)  # the first one runs the harness (Airflow start-up included)
 @pytest.mark.skipif(not AIRFLOW_3, reason="Airflow 3.x behaviour; 2.11 has its own test")
 def test_10_on_3_3_a_sigtermed_loop_keeps_streaming_and_succeeds(sigtermed):
-    """Airflow 3.3.x: the task process's SIGTERM handler calls ``on_kill`` and returns
-    (upstream #73006): naive_loop does not listen, keeps committing until the stream ends,
-    and Airflow records the try as *success*. Nothing is lost, so the success hides no
-    loss here (``silent_failure`` false): the harm is a task that ignores being told to
-    stop (a cleared task, a worker shutting down), not a gap."""
-    run = Run(sigtermed / "naive_loop-term_task")
+    """Airflow 3.3.x, a bare SIGTERM (``sigterm_task_only``: no supervisor, no escalation):
+    the task process's SIGTERM handler calls ``on_kill`` and returns (upstream #73006);
+    naive_loop does not listen and keeps committing until the run ends it, and Airflow
+    records the try as *success*, nothing lost. That is all this shows: a cleared or
+    marked task, or a worker shutting down, gets the supervisor's SIGTERM *and* its
+    SIGKILL 5 s later, or the deploy's (tests/repro/test_production_faults.py)."""
+    run = Run(sigtermed / "naive_loop-sigterm_task_only")
     term = _sigterm(run)
     (only,) = run.tries
     assert (only["pid"], only["state"]) == (term["pid"], "success")
@@ -348,7 +349,7 @@ def test_10_on_2_11_a_sigtermed_loop_fails_the_try(sigtermed):
     a ``BaseException`` that naive_loop's ``except Exception`` does not swallow (claim 9
     for termination): Airflow records the try as failed, commits stop, and the rest of the
     stream is lost; no silent failure (the failure is reported)."""
-    run = Run(sigtermed / "naive_loop-term_task")
+    run = Run(sigtermed / "naive_loop-sigterm_task_only")
     term = _sigterm(run)
     (only,) = run.tries
     assert (only["pid"], only["state"]) == (term["pid"], "failed")
@@ -370,7 +371,7 @@ def test_10_a_task_with_its_own_sigterm_handler_succeeds_on_both_versions(sigter
     ``TimeoutError`` is caught, the function returns and Airflow records *success* while
     the stream goes on unread: the checker's ``silent_failure``. The version does not
     matter here: what differs between versions (above) is only Airflow's own handler."""
-    run = Run(sigtermed / "timeout_handling-term_task")
+    run = Run(sigtermed / "timeout_handling-sigterm_task_only")
     term = _sigterm(run)
     (only,) = run.tries
     assert (only["pid"], only["state"]) == (term["pid"], "success")

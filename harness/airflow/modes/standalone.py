@@ -35,9 +35,14 @@ from harness.airflow.base import (
 )
 from harness.airflow.modes.standalone_airflow import HEARTBEAT_TIMEOUT, StandaloneAirflow
 from harness.airflow.probed import ProbedTask, kill
-from harness.procs import parent_pid, pid_alive
+from harness.airflow.supervisor_log import supervisor_signals
+from harness.procs import parent_pid, pid_alive, start_time
 
 __all__ = ["StandaloneMode", "StandaloneTask", "dag_id"]
+
+
+#: The one task of every scenario DAG (harness/airflow/dag_factory.py).
+TASK_ID = "stream"
 
 
 def dag_id(scenario: str) -> str:
@@ -50,7 +55,9 @@ class StandaloneMode(Mode):
     """One Airflow for the matrix, with a DAG for each scenario that runs in it."""
 
     name = "standalone"
-    capabilities = frozenset({Capability.TASK_PROCESS, Capability.SUPERVISOR, Capability.SCHEDULER})
+    capabilities = frozenset(
+        {Capability.TASK_PROCESS, Capability.SUPERVISOR, Capability.TRY_STATE, Capability.SCHEDULER}
+    )
     heartbeat_timeout = HEARTBEAT_TIMEOUT + 5.0  # and its detection interval
 
     def __init__(self, root: Path, dags: list[DagSpec], template: Path) -> None:
@@ -85,6 +92,7 @@ class StandaloneTask(ProbedTask):
             raise ModeError(f"{spec.dag.name}: Airflow was started without this scenario's DAG")
         self.continuous = spec.dag.continuous
         self.launches: list[dict[str, Any]] = []
+        self._supervisors: dict[int, tuple[int | None, int | None]] = {}  # try -> (pid, start)
         self._ending = threading.Event()  # the stream is over: no new runs
         self._trigger()
         self._scheduler = threading.Thread(target=self._play_continuous, daemon=True)
@@ -113,15 +121,38 @@ class StandaloneTask(ProbedTask):
     def owns(self, pid: int) -> bool:
         return self.airflow.owns(pid)
 
-    def kill_supervisor(self) -> int | None:
+    def signal_supervisor(self, sig: int) -> int | None:
         task = self.task_pid()
-        supervisor = parent_pid(task) if task is not None else None
-        if supervisor is None:
+        if task is None:
             return None
+        # The supervisor as first seen: once it dies, the task's parent is someone else.
+        if task not in self._supervisors:
+            parent = parent_pid(task)
+            self._supervisors[task] = (parent, start_time(parent) if parent else None)
+        supervisor, started = self._supervisors[task]
+        if supervisor is None or start_time(supervisor) != started:
+            return None  # gone
         if not self.owns(supervisor):
-            raise ModeError(f"pid {supervisor} is not in a session we started; not killing it")
-        kill(supervisor, signal.SIGKILL)
+            raise ModeError(f"pid {supervisor} is not in a session we started; not signalling")
+        kill(supervisor, sig)
         return supervisor
+
+    def clear_try(self) -> None:
+        self.airflow.clear_task(self.dag_id, self.run_id, TASK_ID)
+
+    def mark_try(self, state: str) -> None:
+        self.airflow.set_task_state(self.dag_id, self.run_id, TASK_ID, state)
+
+    def supervisor_signals(self, pid: int) -> list[dict[str, Any]]:
+        started = self.starts.started(pid)
+        if started is None:
+            return []
+        since, number = started
+        task_log = (
+            self.airflow.task_logs(self.dag_id)
+            / f"run_id={self.run_id}" / f"task_id={TASK_ID}" / f"attempt={number}.log"
+        )  # fmt: skip
+        return supervisor_signals(self.airflow.worker_log, task_log, pid, since)
 
     def restart_scheduler(self) -> list[int]:
         return self.airflow.restart_scheduler()

@@ -158,6 +158,17 @@ class StandaloneAirflow:
             self.rest("PATCH", f"/dags/{dag_id}/dagRuns/{run_id}", json={"state": "failed"})
         self.rest("PATCH", f"/dags/{dag_id}", json={"is_paused": True})
 
+    def clear_task(self, dag_id: str, run_id: str, task_id: str) -> None:
+        """Clear one task instance of a run, as the UI's Clear does (running or not)."""
+        body = {"dry_run": False, "dag_run_id": run_id, "task_ids": [task_id],
+                "only_failed": False, "reset_dag_runs": True}  # fmt: skip
+        self.rest("POST", f"/dags/{dag_id}/clearTaskInstances", json=body)
+
+    def set_task_state(self, dag_id: str, run_id: str, task_id: str, state: str) -> None:
+        """Mark one task instance of a run ``state``, as the UI's Mark as does."""
+        path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}"
+        self.rest("PATCH", path, json={"new_state": state})
+
     def owns(self, pid: int) -> bool:
         """Whether ``pid`` is one of ours: in the session of a scheduler we started (a
         task leads a process group of its own, inside its scheduler's session)."""
@@ -184,6 +195,11 @@ class StandaloneAirflow:
         for process in (self.dag_processor, self.scheduler, *self._retired, self.api):
             process.stop(grace=10.0)
         self._http.close()
+
+    @property
+    def worker_log(self) -> Path:
+        """The LocalExecutor workers' output (they are the scheduler's children)."""
+        return self.logs / "scheduler.log"
 
     def task_logs(self, dag_id: str) -> Path:
         return self.home.root / "logs" / f"dag_id={dag_id}"

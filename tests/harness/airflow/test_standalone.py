@@ -33,8 +33,8 @@ SCENARIOS = {
     "checkpoint-kill_task": (
         'variant = "checkpoint"\nduration = 20\nairflow_faults = [{type = "kill_task", at = 2}]'
     ),
-    "naive_loop-term_task": (
-        'variant = "naive_loop"\nairflow_faults = [{type = "term_task", at = 2}]'
+    "naive_loop-sigterm_task_only": (
+        'variant = "naive_loop"\nairflow_faults = [{type = "sigterm_task_only", at = 2}]'
     ),
     "checkpoint-pause_task": (
         'variant = "checkpoint"\nairflow_faults = [{type = "pause_task", at = 2, duration = 3}]'
@@ -89,11 +89,11 @@ def test_kill_task_fails_the_try_and_airflow_retries_it(results):
 
 
 @pytest.mark.slow
-def test_term_task_on_3_3_keeps_the_loop_running_and_succeeds(results):
+def test_sigterm_task_only_on_3_3_keeps_the_loop_running_and_succeeds(results):
     """SIGTERM to the task process on Airflow 3.3.2: Airflow's handler calls ``on_kill``
     and returns (upstream #73006), the naive loop does not listen, keeps committing, and
     the try ends in success when the stream ends. (2.x would fail the try.)"""
-    run = scenario(results, "naive_loop-term_task")
+    run = scenario(results, "naive_loop-sigterm_task_only")
     term = run.airflow_faults[0]
     assert term["signal"] == "SIGTERM"
     (only,) = run.tries

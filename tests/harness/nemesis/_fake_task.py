@@ -8,6 +8,7 @@ has exactly the capabilities it is given: a method outside them raises, as a mod
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -22,12 +23,25 @@ from harness.procs import OwnedProcess, pid_alive
 
 __all__ = ["FakeProgress", "FakeTask", "fire", "proc_state"]
 
+#: A supervisor as Airflow's behaves to signals: it forwards a SIGTERM to its try. It
+#: reports the try's pid once the try says it is set up (its signal handling in place).
 _SUPERVISOR = """
-import subprocess, sys
-child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+import signal, subprocess, sys
+child = subprocess.Popen([sys.executable, "-c", sys.argv[1]], stdout=subprocess.PIPE)
+signal.signal(signal.SIGTERM, lambda signum, frame: child.send_signal(signum))
+child.stdout.readline()
 print(child.pid, flush=True)
 print(child.wait(), flush=True)  # how the try ended: -9 after a SIGKILL
 """
+
+#: What a try does: sleep (the default), ignore SIGTERM, or leak a MiB every 10 ms.
+TRIES = {
+    "sleep": "import time; print(flush=True); time.sleep(300)",
+    "ignore_sigterm": "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+    "print(flush=True); time.sleep(300)",
+    "leak": "import time\nprint(flush=True)\nheap = []\nwhile True:\n"
+    "    heap.append(bytearray(2**20))\n    time.sleep(0.01)",
+}
 
 
 def proc_state(pid: int) -> str | None:
@@ -56,8 +70,11 @@ class FakeProgress:
 class FakeTask(TaskHandle):
     """Tries as real processes; ``retries`` tries follow a kill; every call is logged."""
 
-    def __init__(self, capabilities: frozenset[Capability], retries: int = 5) -> None:
+    def __init__(
+        self, capabilities: frozenset[Capability], retries: int = 5, tries: str = "sleep"
+    ) -> None:
         self.capabilities = capabilities
+        self.try_code = TRIES[tries]
         self.retries_left = retries
         self.calls: list[tuple[str, object]] = []
         self.supervisors: list[OwnedProcess] = []
@@ -69,7 +86,7 @@ class FakeTask(TaskHandle):
         self._start_try()
 
     def _start_try(self) -> None:
-        supervisor = OwnedProcess([sys.executable, "-c", _SUPERVISOR])
+        supervisor = OwnedProcess([sys.executable, "-c", _SUPERVISOR, self.try_code])
         assert supervisor.popen.stdout is not None
         self.supervisors.append(supervisor)
         self.tries.append(int(supervisor.popen.stdout.readline()))
@@ -115,12 +132,39 @@ class FakeTask(TaskHandle):
         self._start_try()
         return True
 
-    def kill_supervisor(self) -> int | None:
-        self._allowed(Capability.SUPERVISOR, "kill_supervisor")
+    def signal_supervisor(self, sig: int) -> int | None:
+        self._allowed(Capability.SUPERVISOR, "signal_supervisor", signal.Signals(sig).name)
         supervisor = self.supervisors[-1]
-        supervisor.signal(signal.SIGKILL)
-        supervisor.popen.wait()
+        if not supervisor.alive():
+            return None
+        supervisor.signal(sig)
+        if sig == signal.SIGKILL:
+            supervisor.popen.wait()
         return supervisor.pid
+
+    def supervisor_signals(self, pid: int) -> list[dict[str, object]]:
+        self._allowed(Capability.SUPERVISOR, "supervisor_signals", pid)
+        return []  # the fake supervisor keeps no log
+
+    def clear_try(self) -> None:
+        self._allowed(Capability.TRY_STATE, "clear_try")
+        self._stop_as_airflow_does()
+
+    def mark_try(self, state: str) -> None:
+        self._allowed(Capability.TRY_STATE, "mark_try", state)
+        self._stop_as_airflow_does()
+
+    def _stop_as_airflow_does(self) -> None:
+        """What Airflow's supervisor does next: SIGTERM, then SIGKILL (here 0.5 s later)."""
+        pid = self.tries[-1]
+
+        def escalate() -> None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+                time.sleep(0.5)
+                os.kill(pid, signal.SIGKILL)
+
+        threading.Thread(target=escalate, daemon=True).start()
 
     def restart_scheduler(self) -> list[int]:
         self._allowed(Capability.SCHEDULER, "restart_scheduler")

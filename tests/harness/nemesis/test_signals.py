@@ -7,7 +7,7 @@ import threading
 import time
 
 from harness.airflow.base import Capability
-from harness.nemesis.signals import ExhaustRetries, KillTask, MoveWorker, PauseTask, TermTask
+from harness.nemesis.signals import ExhaustRetries, KillTask, MoveWorker, PauseTask, SigtermTaskOnly
 from tests.harness.nemesis._fake_task import FakeTask, fire, proc_state
 
 TRY = frozenset({Capability.TASK_PROCESS})
@@ -25,10 +25,10 @@ def test_kill_task_sigkills_the_try_and_the_next_one_comes(tmp_path):
     assert (stop["retry"], stop["empty_disk"]) == (True, False)
 
 
-def test_term_task_sends_a_bare_sigterm(tmp_path):
+def test_sigterm_task_only_sends_a_bare_sigterm(tmp_path):
     task = FakeTask(TRY)
     try:
-        start, _stop = fire(TermTask(at=0), task, tmp_path / "log")
+        start, _stop = fire(SigtermTaskOnly(at=0), task, tmp_path / "log")
         assert task.exit_code(1) == -15
     finally:
         task.stop()

@@ -1,0 +1,90 @@
+"""A user changes the running try's state in Airflow (the UI's Clear, Mark as): Airflow's
+own machinery then stops the try.
+
+Airflow 3.3.2's supervisor learns it at its next heartbeat (410 or 409: the task instance
+is no longer running) and calls ``kill(SIGTERM, force=True)``: SIGTERM, then SIGKILL if the
+try is still alive 5 s later (task-sdk ``execution_time/supervisor.py``: ``kill``, lines
+1076-1130, and ``_send_heartbeat_if_needed``, 1699-1737). Each fault records when it acted
+and, when the try's process died, the signals the supervisor logged.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import abstractmethod
+from typing import Any, ClassVar, Literal
+
+from harness.airflow.base import Capability, TaskHandle
+from harness.nemesis.base import AirflowFault, FaultContext, register
+from harness.procs import pid_alive
+
+__all__ = ["ClearTask", "MarkFailed", "MarkSuccess", "TryStateFault", "record_death"]
+
+
+def record_death(ctx: FaultContext, pid: int, **detail: Any) -> None:
+    """Wait for try ``pid`` to die, then record the ``stop``: when, and the signals its
+    supervisor logged (unless the run ends first: then the harness stops it)."""
+    while pid_alive(pid):
+        if ctx.wait(0.02):
+            ctx.record("stop", pid=pid, died=False, **detail)
+            return
+    died = time.time()
+    ctx.wait(1.0)  # the supervisor logs the exit just after it: give it a moment
+    signals = ctx.task.supervisor_signals(pid)
+    ctx.record("stop", at=died, pid=pid, died=True, signals=signals, **detail)
+
+
+class TryStateFault(AirflowFault):
+    """Act on the running task instance through Airflow's API; record how the try ends."""
+
+    needs: ClassVar = frozenset(
+        {Capability.TASK_PROCESS, Capability.TRY_STATE, Capability.SUPERVISOR}
+    )
+
+    #: What the fault does, as recorded in its ``start``.
+    action: ClassVar[dict[str, str]]
+
+    @abstractmethod
+    def act(self, task: TaskHandle) -> None:
+        """Change the task instance's state."""
+
+    def inject(self, ctx: FaultContext) -> None:
+        pid = ctx.wait_for_try()
+        if pid is None:
+            return
+        self.act(ctx.task)
+        ctx.record("start", pid=pid, **self.action)
+        record_death(ctx, pid)
+
+
+@register
+class ClearTask(TryStateFault):
+    """Clear the running task instance, as a user does in the UI: a new try follows."""
+
+    type: Literal["clear_task"] = "clear_task"
+    action: ClassVar = {"action": "clear"}
+
+    def act(self, task: TaskHandle) -> None:
+        task.clear_try()
+
+
+@register
+class MarkFailed(TryStateFault):
+    """Mark the running task instance failed, as a user does in the UI."""
+
+    type: Literal["mark_failed"] = "mark_failed"
+    action: ClassVar = {"action": "mark", "state": "failed"}
+
+    def act(self, task: TaskHandle) -> None:
+        task.mark_try("failed")
+
+
+@register
+class MarkSuccess(TryStateFault):
+    """Mark the running task instance successful, as a user does in the UI."""
+
+    type: Literal["mark_success"] = "mark_success"
+    action: ClassVar = {"action": "mark", "state": "success"}
+
+    def act(self, task: TaskHandle) -> None:
+        task.mark_try("success")

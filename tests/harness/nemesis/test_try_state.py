@@ -1,0 +1,35 @@
+"""harness/nemesis/try_state.py on a fake task with real processes: each fault asks the task
+handle for its change of state once, then records the try's death."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.airflow.base import Capability
+from harness.nemesis.try_state import ClearTask, MarkFailed, MarkSuccess
+from tests.harness.nemesis._fake_task import FakeTask, fire
+
+ABLE = frozenset({Capability.TASK_PROCESS, Capability.TRY_STATE, Capability.SUPERVISOR})
+
+
+@pytest.mark.parametrize(
+    ("fault", "call"),
+    [
+        (ClearTask(at=0), ("clear_try", None)),
+        (MarkFailed(at=0), ("mark_try", "failed")),
+        (MarkSuccess(at=0), ("mark_try", "success")),
+    ],
+)
+def test_a_state_change_is_asked_once_and_the_try_s_death_recorded(fault, call, tmp_path):
+    task = FakeTask(ABLE, tries="ignore_sigterm")  # only the SIGKILL that follows ends it
+    try:
+        start, stop = fire(fault, task, tmp_path / "log")
+        code = task.exit_code(1)
+    finally:
+        task.stop()
+    assert [c for c in task.calls if c[0] in ("clear_try", "mark_try")] == [call]
+    assert start["pid"] == stop["pid"] == task.tries[0]
+    assert stop["died"] is True
+    assert code == -9
+    assert 0.4 < stop["time"] - start["time"] < 5  # the fake escalates after 0.5 s
+    assert ("supervisor_signals", task.tries[0]) in task.calls

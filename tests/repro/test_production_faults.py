@@ -1,0 +1,214 @@
+"""The faults production delivers, on a real Airflow 3.3.2 (``standalone``): a user clears
+or marks the running task, a deploy shuts its worker down, the kernel's OOM killer ends a
+leaking try. Each test asserts the signals Airflow's supervisor sent and their order (read
+from Airflow's own logs), the try states Airflow recorded, and what the ledger lost.
+
+The subject is the article's naive loop (a leaking one for the OOM kill): it ignores the
+SIGTERM (Airflow's handler calls ``on_kill``, which it does not watch), so every stop ends
+in the supervisor's or the deploy's SIGKILL. One harness run (one Airflow) serves every
+test; ``nox -s "repro(3.3.2)"`` runs it (``long``: ~3 min). Airflow 2.x has no standalone
+mode here (its LocalExecutor refuses SQLite), so the module is 3.x only.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import version
+from pathlib import Path
+
+import pytest
+
+from harness import cgroups
+from harness.airflow.modes.standalone_airflow import HEARTBEAT_TIMEOUT
+from tests.scenario_runs import ScenarioRun, airflow_time, run_scenarios
+
+pytestmark = [
+    pytest.mark.repro,
+    pytest.mark.long,
+    pytest.mark.timeout(1800),
+    pytest.mark.skipif(
+        not version("apache-airflow").startswith("3."),
+        reason="standalone mode needs Airflow 3 (2.x's LocalExecutor refuses SQLite)",
+    ),
+]
+
+RATE = 500
+#: Airflow 3.3.2's supervisor: SIGTERM, then SIGKILL ``escalation_delay`` (5 s) later.
+ESCALATION = 5.0
+#: How often a supervisor heartbeats ([workers] min_heartbeat_interval), so how late it
+#: can learn of a clear or a mark.
+HEARTBEAT = 5.0
+GRACE = 10.0  # worker_shutdown's: docker stop's default
+
+COMMON = (
+    'seed = 31\nmode = "standalone"\n'
+    'params = { cpu_us = 20, batch = 50, resume = "since_id" }\n'
+    "task = { retries = 2, retry_delay = 2 }\n"
+)
+SCENARIOS = {
+    "naive_loop-clear_task": 'variant = "naive_loop"\nduration = 20\n'
+    'airflow_faults = [{ type = "clear_task", at = 3 }]',
+    "naive_loop-mark_failed": 'variant = "naive_loop"\nduration = 20\n'
+    'airflow_faults = [{ type = "mark_failed", at = 3 }]',
+    "naive_loop-mark_success": 'variant = "naive_loop"\nduration = 20\n'
+    'airflow_faults = [{ type = "mark_success", at = 3 }]',
+    # Grace, then the heartbeat timeout, then the retry: all inside the stream.
+    "naive_loop-worker_shutdown": 'variant = "naive_loop"\nduration = 45\n'
+    f'airflow_faults = [{{ type = "worker_shutdown", at = 3, grace = {GRACE} }}]',
+}
+#: A leaking neighbour's room beyond what it and the try use: small, the neighbour stays
+#: smaller than the try (an Airflow task process holds ~100-200 MB); large, it outgrows it.
+NEIGHBOUR_ROOM = {"small": 48, "large": 512}
+if cgroups.unavailable() is None:
+    # leaky_loop keeps 16 KiB per tweet: 16 MB/s at 1,000/s, so 64 MB last ~4 s.
+    SCENARIOS["leaky_loop-oom_kill"] = (
+        'variant = "leaky_loop"\nrate = 1000\nduration = 20\n'
+        'airflow_faults = [{ type = "oom_kill", at = 1, limit_mb = 64 }]'
+    )
+    for room, mb in NEIGHBOUR_ROOM.items():
+        SCENARIOS[f"naive_loop-leaking_neighbour_{room}"] = (
+            'variant = "naive_loop"\nduration = 25\nairflow_faults = [{ type = '
+            f'"leaking_neighbour", at = 2, limit_mb = {mb}, leak_mb_per_s = 64 }}]'
+        )
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    bodies = {
+        name: COMMON + ("" if "rate =" in body else f"rate = {RATE}\n") + body
+        for name, body in SCENARIOS.items()
+    }
+    return run_scenarios(tmp_path_factory.mktemp("production-faults"), bodies)
+
+
+def stopped_by_the_supervisor(run: ScenarioRun) -> tuple[dict, dict]:
+    """The fault's start and stop, after checking the supervisor's stop: SIGTERM at its
+    next heartbeat, SIGKILL ``ESCALATION`` s later (the loop ignored the SIGTERM), the
+    try's exit by SIGKILL, in that order."""
+    start, stop = run.airflow_faults
+    assert stop["died"] is True
+    term, kill, exit_ = stop["signals"]
+    assert (term["signal"], kill["signal"], exit_["exit_code"]) == ("SIGTERM", "SIGKILL", -9)
+    assert term["why"].startswith("heartbeat refused")
+    assert 0 < term["time"] - start["time"] <= HEARTBEAT + 2
+    assert ESCALATION - 0.5 <= kill["time"] - term["time"] <= ESCALATION + 1.5
+    assert kill["time"] <= exit_["time"] <= stop["time"] + 0.5
+    # The loop got the SIGTERM (Airflow's handler ran on_kill) and read on until the SIGKILL.
+    marks = [r for r in run.probe(start["pid"]) if r["f"] == "mark"]
+    assert any(abs(m["time"] - term["time"]) < 1 for m in marks if m["value"]["name"] == "on_kill")
+    assert [t for t in run.commit_times(start["pid"]) if term["time"] + 1 < t < kill["time"]]
+    return start, stop
+
+
+def test_clear_task_the_supervisor_escalates_and_airflow_starts_a_new_try(results):
+    """Clearing a running try: Airflow records it as failed at once (moved to the history),
+    the supervisor SIGTERMs and then SIGKILLs it, a new try starts (the clear uses no retry)
+    and reads from the live stream: what was created from the kill to its first read is
+    lost, nothing else."""
+    run = ScenarioRun(results / "naive_loop-clear_task")
+    start, stop = stopped_by_the_supervisor(run)
+    first, second = run.tries
+    assert (first["pid"], first["state"]) == (start["pid"], "failed")
+    assert airflow_time(first["end_date"]) <= start["time"] + 1  # recorded at the clear
+    assert second["try_number"] == 2
+    assert second["state"] == "success"
+    retried = airflow_time(second["start_date"])
+    assert retried > stop["time"]
+    gap = run.created_between(stop["time"], retried)
+    assert len(gap) > 0.5 * RATE * (retried - stop["time"])
+    assert not set(gap) & run.committed_ids()  # lost for good
+    assert run.metrics["queue"]["duplicates"] == 0
+
+
+@pytest.mark.parametrize("state", ["failed", "success"])
+def test_mark_stops_the_try_for_good_and_the_stream_with_it(results, state):
+    """Marking a running try failed or successful: the supervisor stops it the same way,
+    Airflow keeps the state the user set and starts no other try: everything created after
+    the kill is lost. Marked successful, the DAG run is a success that lost the stream."""
+    run = ScenarioRun(results / f"naive_loop-mark_{state}")
+    start, stop = stopped_by_the_supervisor(run)
+    (only,) = run.tries
+    assert (only["pid"], only["state"]) == (start["pid"], state)
+    assert not [t for t in run.commit_times() if t > stop["time"]]
+    after = run.created_between(stop["time"] + 0.5)
+    assert len(after) > 0.8 * RATE * (run.metrics["window"]["stop"] - stop["time"] - 0.5) > 0
+    assert not set(after) & run.committed_ids()
+    assert run.metrics["queue"]["lost"] >= len(after)
+
+
+def test_worker_shutdown_forwards_sigterm_then_the_deploy_kills_and_airflow_retries(results):
+    """A deploy SIGTERMs the worker: Airflow's supervisor forwards it to the try and keeps
+    supervising; the loop ignores it and streams on through the grace period. The deploy's
+    SIGKILL takes worker and try; nobody tells Airflow, which fails the try once its
+    heartbeats stop (the heartbeat timeout) and retries it. The loss is the whole time from
+    the kill to the retry's first read."""
+    run = ScenarioRun(results / "naive_loop-worker_shutdown")
+    start, stop = run.airflow_faults
+    assert start["signal"] == "SIGTERM"
+    (forwarded,) = stop["signals"]  # the worker died with the try: no exit logged
+    assert (forwarded["signal"], forwarded["why"]) == ("SIGTERM", "forwarded")
+    assert forwarded["time"] - start["time"] < 1
+    assert stop["killed_after_grace"] is True
+    assert GRACE <= stop["time"] - start["time"] <= GRACE + 1.5
+    # The loop read on through the grace period.
+    assert [t for t in run.commit_times(start["pid"]) if t > start["time"] + GRACE - 1]
+    first, second = run.tries[:2]
+    assert (first["pid"], first["state"]) == (start["pid"], "failed")
+    failed_after = airflow_time(first["end_date"]) - stop["time"]
+    assert HEARTBEAT_TIMEOUT - HEARTBEAT <= failed_after <= HEARTBEAT_TIMEOUT + 20
+    retried = airflow_time(second["start_date"])
+    gap = run.created_between(stop["time"], retried)
+    assert len(gap) > 0.5 * RATE * (retried - stop["time"])
+    assert not set(gap) & run.committed_ids()
+
+
+@pytest.mark.skipif(cgroups.unavailable() is not None, reason=str(cgroups.unavailable()))
+def test_oom_kill_the_kernel_kills_the_leaking_try_and_airflow_retries_it(results):
+    """The leaking try outgrows its worker's memory: the kernel's OOM killer SIGKILLs it
+    (the cgroup counts one OOM kill); its supervisor reports the failure and Airflow
+    retries it (the retry, outside the cgroup, runs to the end). Lost: what was created
+    from the kill to the retry's first read. (Under ``memory_limit`` the same leak is a
+    ``MemoryError`` the loop catches instead: claim 4.)"""
+    run = ScenarioRun(results / "leaky_loop-oom_kill")
+    start, stop = run.airflow_faults
+    assert (stop["died"], stop["oom_kills"]) == (True, 1)
+    ends = [r for r in run.probe(start["pid"]) if r["f"] == "task" and r["type"] != "invoke"]
+    assert ends == []  # killed: no return, no exception recorded
+    first, second = run.tries[:2]
+    assert (first["pid"], first["state"]) == (start["pid"], "failed")
+    assert second["state"] == "success"
+    retried = airflow_time(second["start_date"])
+    assert 0 < retried - stop["time"] < 30
+    assert not [t for t in run.commit_times(start["pid"]) if t > stop["time"]]
+    gap = run.created_between(stop["time"], retried)
+    assert len(gap) > 0.5 * 1000 * (retried - stop["time"])
+    assert not set(gap) & run.committed_ids()
+
+
+@pytest.mark.skipif(cgroups.unavailable() is not None, reason=str(cgroups.unavailable()))
+@pytest.mark.parametrize("room", list(NEIGHBOUR_ROOM))
+def test_leaking_neighbour_the_oom_killer_takes_the_larger_process(results, room):
+    """A neighbour on the stream's worker leaks 64 MB/s; both share the worker's memory.
+    The kernel's OOM killer picks the larger resident set: with little room the leaker is
+    still smaller than the stream's task process, and the *stream* is killed (a failed try,
+    a retry, the gap lost: the article's "a leak hurts the other tasks"); with more room the
+    leaker outgrows it and dies, and the stream reads on, nothing lost."""
+    run = ScenarioRun(results / f"naive_loop-leaking_neighbour_{room}")
+    start, stop = run.airflow_faults
+    assert stop["oom_kills"] == 1
+    peak = stop["peak_rss"]
+    larger = "try" if peak["try"] > peak["neighbour"] else "neighbour"
+    assert stop["victim"] == larger
+    if stop["victim"] == "try":
+        first, second = run.tries[:2]
+        assert (first["pid"], first["state"]) == (start["pid"], "failed")
+        retried = airflow_time(second["start_date"])
+        gap = run.created_between(stop["time"], retried)
+        assert len(gap) > 0.5 * RATE * (retried - stop["time"])
+        assert not set(gap) & run.committed_ids()
+    else:
+        assert stop["neighbour_exit"] == -9
+        (only,) = run.tries
+        assert (only["pid"], only["state"]) == (start["pid"], "success")
+        assert run.metrics["queue"]["lost"] == 0
+    expected = {"small": "try", "large": "neighbour"}[room]
+    assert stop["victim"] == expected, f"peak RSS {peak}: the kernel chose {stop['victim']}"
