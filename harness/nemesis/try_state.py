@@ -20,6 +20,9 @@ from harness.procs import pid_alive
 
 __all__ = ["ClearTask", "MarkFailed", "MarkSuccess", "TryStateFault", "record_death"]
 
+#: Seconds after a try's death its supervisor may take to log it (its escalation delay, 5 s).
+EXIT_LOGGED_WITHIN = 6.0
+
 
 def record_death(ctx: FaultContext, pid: int, **detail: Any) -> None:
     """Wait for try ``pid`` to die, then record the ``stop``: when, and the signals its
@@ -29,8 +32,14 @@ def record_death(ctx: FaultContext, pid: int, **detail: Any) -> None:
             ctx.record("stop", pid=pid, died=False, **detail)
             return
     died = time.time()
-    ctx.wait(1.0)  # the supervisor logs the exit just after it: give it a moment
+    # The supervisor logs the exit when it next looks, up to its escalation delay (5 s)
+    # later; a supervisor that died with its try logs none.
     signals = ctx.task.supervisor_signals(pid)
+    deadline = time.monotonic() + EXIT_LOGGED_WITHIN
+    while not any("exit_code" in s for s in signals) and time.monotonic() < deadline:
+        if ctx.wait(0.2):
+            break
+        signals = ctx.task.supervisor_signals(pid)
     ctx.record("stop", at=died, pid=pid, died=True, signals=signals, **detail)
 
 

@@ -144,7 +144,11 @@ class FakeTask(TaskHandle):
 
     def supervisor_signals(self, pid: int) -> list[dict[str, object]]:
         self._allowed(Capability.SUPERVISOR, "supervisor_signals", pid)
-        return []  # the fake supervisor keeps no log
+        # The fake supervisor keeps no log of its signals; it sees its try exit (and then
+        # exits 0) unless it was killed first.
+        supervisor = self.supervisors[self.tries.index(pid)]
+        seen = not pid_alive(pid) and supervisor.popen.poll() in (None, 0)
+        return [{"time": time.time(), "exit_code": None}] if seen else []
 
     def clear_try(self) -> None:
         self._allowed(Capability.TRY_STATE, "clear_try")
