@@ -107,8 +107,10 @@ class LeakingNeighbour(AirflowFault):
     """Another task on the try's worker leaks ``leak_mb_per_s``: the two share the worker's
     memory (one cgroup, ``limit_mb`` beyond what they use) until the kernel's OOM killer
     picks a victim, by its own rule (the larger resident set, roughly): the leaker, or the
-    stream. Simplified: the neighbour is a process of ours, not an Airflow task. The fault
-    ends at the OOM kill (or the run's end); the neighbour is stopped and the cgroup
+    stream. Simplified: the neighbour is a process of ours, not an Airflow task, and the
+    try joins the cgroup mid-life (where the kernel moves no charges, its older pages stay
+    charged outside, so killing it may free too little and the neighbour dies next). The
+    fault ends at the OOM kill (or the run's end); the neighbour is stopped and the cgroup
     removed then."""
 
     type: Literal["leaking_neighbour"] = "leaking_neighbour"
@@ -146,8 +148,16 @@ class LeakingNeighbour(AirflowFault):
                 for name, member in (("try", pid), ("neighbour", neighbour.pid)):
                     peak[name] = max(peak[name], _rss(member) or 0)
             ended = time.time()
-            victim = "try" if not pid_alive(pid) else "neighbour" if not neighbour.alive() else None
-            ctx.record("stop", at=ended if victim else None, pid=pid, victim=victim,
+            if not ctx.over:
+                # A victim whose death frees too little of the cgroup's charge is followed
+                # by a second kill within milliseconds.
+                ctx.wait(0.5)
+            victims = [
+                name
+                for name, alive in (("try", pid_alive(pid)), ("neighbour", neighbour.alive()))
+                if not alive
+            ]
+            ctx.record("stop", at=ended if victims else None, pid=pid, victims=victims,
                        oom_kills=group.oom_kills(), peak_rss=peak,
                        neighbour_exit=neighbour.popen.poll())  # fmt: skip
         finally:

@@ -88,7 +88,7 @@ def test_leaking_neighbour_the_kernel_kills_the_larger_of_the_two(tmp_path):
         try_alive = pid_alive(task.tries[0])
     finally:
         task.stop()
-    assert stop["victim"] == "neighbour"
+    assert stop["victims"] == ["neighbour"]
     assert stop["oom_kills"] == 1
     assert stop["neighbour_exit"] == -signal.SIGKILL
     assert stop["peak_rss"]["neighbour"] > stop["peak_rss"]["try"]
