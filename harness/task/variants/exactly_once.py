@@ -2,7 +2,8 @@
 
 - Bounded micro-batches: each commit writes the batch's rows *and* the checkpoint (the
   newest committed id) in one SQLite transaction, in the shared sink every worker can
-  reach: never a batch without its checkpoint or the reverse.
+  reach: never a batch without its checkpoint or the reverse. Whatever ends a connection
+  (a timeout raised inside the loop included), the partial batch is committed first.
 - Idempotent however tries overlap: the commit checks which tweets the sink holds inside
   its own write transaction and advances the checkpoint to ``max(stored, new)``
   (``Sink.commit_new``). A repeat on the wire (a backfill, a recovery, a replay), or an
@@ -108,7 +109,13 @@ def run(ctx: TaskContext) -> None:
         except requests.RequestException as e:
             wait = backoff.after_network_error()
             probe.mark("stream_error", error=type(e).__name__, wait_s=round(wait, 3))
-        checkpoint = commit_batch(sink, pending, checkpoint)
+        finally:
+            # Whatever ends the connection, a timeout raised inside the loop included, what
+            # was processed is committed: a partial batch waits for the next tweet, which a
+            # quiet stream may not send before the timeout (then, with the retries used up,
+            # it was lost). Idempotent, so a commit the exception cut short is safe to redo.
+            checkpoint = commit_batch(sink, pending, checkpoint)
+            pending = []
         if wait:
             ctx.stop.wait(min(wait, max(0.0, deadline - time.monotonic())))
     sink.close()
