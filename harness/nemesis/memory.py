@@ -17,7 +17,7 @@ import harness.cgroups as cgroups
 from harness.nemesis.base import AirflowFault, FaultContext, register
 from harness.procs import OwnedProcess, descendants, pid_alive
 
-__all__ = ["LeakingNeighbour", "MemoryLimit", "OomKill"]
+__all__ = ["CgroupFault", "LeakingNeighbour", "MemoryLimit", "OomKill", "confine"]
 
 #: The neighbour: waits for a line on stdin (it is in the cgroup then), then keeps
 #: ``argv[1]`` MiB more every second, touching every page so the kernel charges it.
@@ -29,6 +29,31 @@ while True:
     heap.append(bytearray(step))
     time.sleep(0.1)
 """
+
+
+class CgroupFault(AirflowFault):
+    """A fault acting through a memory cgroup of its own: refused where none can be made."""
+
+    @classmethod
+    def unavailable(cls) -> str | None:
+        return cgroups.unavailable()
+
+
+def confine(name: str, pids: list[int], room_mb: float) -> tuple[cgroups.MemoryCgroup, int, int]:
+    """A new memory cgroup holding ``pids`` (children born later are born inside), limited
+    to what it is charged then plus ``room_mb``: the group, its use and its limit. The
+    caller closes it."""
+    group = cgroups.MemoryCgroup(f"streamstall-{name}-{time.time_ns()}")
+    try:
+        for pid in pids:
+            group.add(pid)
+        used = group.usage()
+        limit = used + int(room_mb * 2**20)
+        group.limit(limit)
+    except BaseException:
+        group.close()
+        raise
+    return group, used, limit
 
 
 def _rss(pid: int) -> int | None:
@@ -66,7 +91,7 @@ class MemoryLimit(AirflowFault):
 
 
 @register
-class OomKill(AirflowFault):
+class OomKill(CgroupFault):
     """The worker runs out of memory: the try's processes go into a memory cgroup of their
     own, limited to what they use now plus ``limit_mb``; when they outgrow it the kernel's
     OOM killer SIGKILLs one (a failed try; Airflow retries it). The cgroup is removed when
@@ -77,21 +102,12 @@ class OomKill(AirflowFault):
         default=64, ge=0, le=2**20, description="memory beyond what the try uses (<= 1 TiB)"
     )
 
-    @classmethod
-    def unavailable(cls) -> str | None:
-        return cgroups.unavailable()
-
     def inject(self, ctx: FaultContext) -> None:
         pid = ctx.wait_for_try()
         if pid is None:
             return
-        group = cgroups.MemoryCgroup(f"streamstall-oom-{pid}-{time.time_ns()}")
+        group, used, limit = confine(f"oom-{pid}", [pid, *descendants(pid)], self.limit_mb)
         try:
-            for member in (pid, *descendants(pid)):  # later children are born inside
-                group.add(member)
-            used = group.usage()
-            limit = used + int(self.limit_mb * 2**20)
-            group.limit(limit)
             ctx.record("start", pid=pid, cgroup=str(group.path), used=used, limit=limit)
             while pid_alive(pid) and not ctx.wait(0.02):
                 pass
@@ -103,7 +119,7 @@ class OomKill(AirflowFault):
 
 
 @register
-class LeakingNeighbour(AirflowFault):
+class LeakingNeighbour(CgroupFault):
     """Another task on the try's worker leaks ``leak_mb_per_s``: the two share the worker's
     memory (one cgroup, ``limit_mb`` beyond what they use) until the kernel's OOM killer
     picks a victim, by its own rule (the larger resident set, roughly): the leaker, or the
@@ -119,24 +135,20 @@ class LeakingNeighbour(AirflowFault):
     )
     leak_mb_per_s: float = Field(default=64, gt=0, le=4096, description="the neighbour's leak")
 
-    @classmethod
-    def unavailable(cls) -> str | None:
-        return cgroups.unavailable()
-
     def inject(self, ctx: FaultContext) -> None:
         pid = ctx.wait_for_try()
         if pid is None:
             return
-        group = cgroups.MemoryCgroup(f"streamstall-neighbour-{pid}-{time.time_ns()}")
         neighbour = OwnedProcess(
             [sys.executable, "-c", _LEAKER, str(self.leak_mb_per_s)], stdin=subprocess.PIPE
         )
         try:
-            for member in (neighbour.pid, pid, *descendants(pid)):
-                group.add(member)
-            used = group.usage()
-            limit = used + int(self.limit_mb * 2**20)
-            group.limit(limit)
+            members = [neighbour.pid, pid, *descendants(pid)]
+            group, used, limit = confine(f"neighbour-{pid}", members, self.limit_mb)
+        except BaseException:
+            neighbour.stop(grace=1.0)
+            raise
+        try:
             assert neighbour.popen.stdin is not None
             neighbour.popen.stdin.write("go\n")
             neighbour.popen.stdin.flush()

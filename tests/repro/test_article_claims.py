@@ -46,6 +46,18 @@ NO_SCHEDULER = (
 RATE = 800  # tweets per second, unless a scenario says otherwise
 
 
+def gil_scenario(variant: str, busy: bool) -> str:
+    """Claim 5's run: 3,000 tweets/s at 400 µs is 1.2 cores of Python, more than one GIL
+    gives, less than two processes get on two cores; the server's queue holds 1 s of
+    stream. ``busy``: a neighbour spins one core from the stream's start."""
+    body = (
+        f'variant = "{variant}"\nduration = 12\nrate = 3000\n'
+        "params = { cpu_us = 400, workers = 2, batch = 100 }\nserver = { queue_size = 3000 }\n"
+    )
+    neighbour = '{ type = "busy_neighbour", from = "stream_start", at = 0, cores = 1 }'
+    return body + (f"airflow_faults = [{neighbour}]\n" if busy else "")
+
+
 # Airflow 2.11's `dags test` leaves a failed try up_for_retry and exits: it runs no
 # retries (3.x's runs them in the same process). Scenarios whose claim is about the retry
 # run there as a 2.x worker runs each try (`localtask`, the harness in the scheduler's part).
@@ -75,32 +87,13 @@ rate = 1000
 type = "memory_limit"
 at = 1
 limit_mb = 64""",
-    # 5 and 12: the same CPU cost per tweet, threads vs processes: 3,000 tweets/s at
-    # 400 us is 1.2 cores of Python, more than one GIL gives, less than two processes get
-    # on two cores. The server's queue holds 1 s of stream.
-    "gil_threaded": """variant = "threaded"
-duration = 12
-rate = 3000
-params = { cpu_us = 400, workers = 2, batch = 100 }
-server = { queue_size = 3000 }""",
-    "gil_multiprocess": """variant = "multiprocess"
-duration = 12
-rate = 3000
-params = { cpu_us = 400, workers = 2, batch = 100 }
-server = { queue_size = 3000 }""",
-    # 5, beside a neighbour task that keeps one of the worker's two cores busy.
-    "gil_threaded_busy": """variant = "threaded"
-duration = 12
-rate = 3000
-params = { cpu_us = 400, workers = 2, batch = 100 }
-server = { queue_size = 3000 }
-airflow_faults = [{ type = "busy_neighbour", from = "stream_start", at = 0, cores = 1 }]""",
-    "gil_multiprocess_busy": """variant = "multiprocess"
-duration = 12
-rate = 3000
-params = { cpu_us = 400, workers = 2, batch = 100 }
-server = { queue_size = 3000 }
-airflow_faults = [{ type = "busy_neighbour", from = "stream_start", at = 0, cores = 1 }]""",
+    # 5 and 12: the same CPU cost per tweet, threads vs processes (gil_*); 5 again beside
+    # a neighbour task that keeps one of the worker's two cores busy (gil_*_busy).
+    **{
+        f"gil_{variant}{suffix}": gil_scenario(variant, busy=bool(suffix))
+        for variant in ("threaded", "multiprocess")
+        for suffix in ("", "_busy")
+    },
     # 8: the article's SIGTERM handler against Airflow's own timeout.
     "handler_vs_timeout": f"""variant = "timeout_handling"
 duration = {12 + RETRY_START}
