@@ -3,11 +3,11 @@ it when they outgrow its limit: what happens to a worker that runs out of memory
 
 It is created inside the harness's own cgroup (so it is ours, and nested limits still
 hold), with cgroup v1's memory controller or cgroup v2's ``memory.max``; root (or a
-delegated hierarchy) is needed to write them. A process moved in brings its charged
-memory along (v1: ``memory.move_charge_at_immigrate``), so the limit counts from what it
-already uses where the kernel still moves charges (v2 and newer v1 kernels charge only
-what it allocates after the move: :meth:`MemoryCgroup.usage` says which). :meth:`close`
-moves any process left back out and removes it.
+delegated hierarchy) is needed to write them. What a process moved in had already
+allocated stays charged where it was (cgroup v2, and v1 on kernels without
+``memory.move_charge_at_immigrate``, e.g. 6.x): only what it allocates after the move
+counts against the limit, and :meth:`MemoryCgroup.usage` says what is charged here.
+:meth:`close` moves any process left back out and removes the cgroup.
 """
 
 from __future__ import annotations
@@ -90,7 +90,8 @@ class MemoryCgroup:
             else:
                 with contextlib.suppress(OSError):  # already enabled, or the parent's call
                     (self.parent / "cgroup.subtree_control").write_text("+memory")
-                self._write("memory.swap.max", "0")
+                with contextlib.suppress(OSError):  # no swap controller: no swap to use
+                    self._write("memory.swap.max", "0")
         except OSError as e:
             self.close()
             raise CgroupError(f"cannot set up the memory cgroup {self.path}: {e}") from e
