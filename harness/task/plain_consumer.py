@@ -11,7 +11,9 @@ simplest correct consumer, or the simplest forgetful one.
 
 It reads until the server ends the stream, then exits 0 (the probe records ``returned``).
 
-``python -m harness.task.plain_consumer --stream-url URL --token T --run-dir DIR --try N``
+``python -m harness.task.plain_consumer --stream-url URL --token-file F --run-dir DIR --try N``
+(the token in a file, as the ingester takes it: never on a command line, where ``ps``
+shows it and a token starting with ``-`` reads as an option).
 """
 
 from __future__ import annotations
@@ -73,15 +75,14 @@ def consume(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.task.plain_consumer")
     parser.add_argument("--stream-url", required=True)
-    parser.add_argument("--token", required=True)
+    parser.add_argument("--token-file", type=Path, required=True, help="holds the bearer token")
     parser.add_argument("--run-dir", type=Path, required=True)
     parser.add_argument("--try", dest="try_number", type=int, default=1)
     parser.add_argument("--batch", type=int, default=50, help="tweets per sink commit")
     parser.add_argument("--resume", choices=["checkpoint", "none"], default="checkpoint")
     args = parser.parse_args(argv)
-    return consume(
-        args.stream_url, args.token, args.run_dir, args.try_number, args.batch, args.resume
-    )
+    token = args.token_file.read_text().strip()
+    return consume(args.stream_url, token, args.run_dir, args.try_number, args.batch, args.resume)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,8 @@ def _consumer(
 ) -> OwnedProcess:
     return OwnedProcess([
         sys.executable, "-m", "harness.task.plain_consumer", "--stream-url", server.stream_url,
-        "--token", server.token, "--run-dir", str(run_dir), "--try", str(try_number),
+        "--token-file", str(server.token_file), "--run-dir", str(run_dir),
+        "--try", str(try_number),
         "--batch", "25", "--resume", resume,
     ])  # fmt: skip
 
