@@ -144,12 +144,14 @@ class TaskHandle(ABC):
 
     # Capability.TRY_STATE
 
-    def clear_try(self) -> None:
-        """Clear the running task instance (a new try follows, as after the UI's Clear)."""
+    def clear_try(self) -> float:
+        """Clear the running task instance (a new try follows, as after the UI's Clear);
+        when Airflow had it (UNIX time)."""
         raise self._cannot(Capability.TRY_STATE)
 
-    def mark_try(self, state: str) -> None:
-        """Set the running task instance's state (``failed`` or ``success``)."""
+    def mark_try(self, state: str) -> float:
+        """Set the running task instance's state (``failed`` or ``success``); when Airflow
+        had it (UNIX time)."""
         raise self._cannot(Capability.TRY_STATE)
 
     # Capability.SCHEDULER

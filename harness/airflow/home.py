@@ -127,16 +127,20 @@ class AirflowHome:
         overrides: dict[str, Any] | None = None,
         log: Path | None = None,
         task_id: str = "stream",
+        extra: dict[str, str] | None = None,
     ) -> OwnedProcess:
         """Start ``airflow tasks run <dag_id> <task_id> <run_id> --local`` (Airflow 2.x): a
-        ``LocalTaskJob`` forks the task process, as a 2.x worker does; output to ``log``."""
+        ``LocalTaskJob`` forks the task process, as a 2.x worker does; output to ``log``,
+        ``extra`` settings in its environment."""
         out = open(log, "ab") if log is not None else subprocess.DEVNULL  # noqa: SIM115
         dag_file = self.dags_folder / f"{dag_id}.py"
         argv = [str(AIRFLOW_BIN / "airflow"), "tasks", "run", dag_id, task_id, run_id, "--local"]
         if dag_file.exists():  # parse that file only, not the whole folder
             argv += ["-S", str(dag_file)]
         try:
-            return OwnedProcess(argv, env=self.env(overrides), stdout=out, stderr=subprocess.STDOUT)
+            return OwnedProcess(
+                argv, env=self.env(overrides, extra), stdout=out, stderr=subprocess.STDOUT
+            )
         finally:
             if log is not None:
                 out.close()

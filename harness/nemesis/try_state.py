@@ -54,15 +54,15 @@ class TryStateFault(AirflowFault):
     action: ClassVar[dict[str, str]]
 
     @abstractmethod
-    def act(self, task: TaskHandle) -> None:
-        """Change the task instance's state."""
+    def act(self, task: TaskHandle) -> float:
+        """Change the task instance's state; when Airflow had it."""
 
     def inject(self, ctx: FaultContext) -> None:
         pid = ctx.wait_for_try()
         if pid is None:
             return
-        self.act(ctx.task)
-        ctx.record("start", pid=pid, **self.action)
+        at = self.act(ctx.task)
+        ctx.record("start", at=at, pid=pid, **self.action)
         record_death(ctx, pid)
 
 
@@ -73,8 +73,8 @@ class ClearTask(TryStateFault):
     type: Literal["clear_task"] = "clear_task"
     action: ClassVar = {"action": "clear"}
 
-    def act(self, task: TaskHandle) -> None:
-        task.clear_try()
+    def act(self, task: TaskHandle) -> float:
+        return task.clear_try()
 
 
 @register
@@ -84,8 +84,8 @@ class MarkFailed(TryStateFault):
     type: Literal["mark_failed"] = "mark_failed"
     action: ClassVar = {"action": "mark", "state": "failed"}
 
-    def act(self, task: TaskHandle) -> None:
-        task.mark_try("failed")
+    def act(self, task: TaskHandle) -> float:
+        return task.mark_try("failed")
 
 
 @register
@@ -95,5 +95,5 @@ class MarkSuccess(TryStateFault):
     type: Literal["mark_success"] = "mark_success"
     action: ClassVar = {"action": "mark", "state": "success"}
 
-    def act(self, task: TaskHandle) -> None:
-        task.mark_try("success")
+    def act(self, task: TaskHandle) -> float:
+        return task.mark_try("success")

@@ -83,7 +83,7 @@ def test_a_valid_scenario_loads(tmp_path):
         (
             ('type = "kill_task"', 'type = "kill_worker"'),
             "airflow_faults: Value error, [0]: kill_worker needs supervisor, which mode "
-            "'dagtest' does not have (modes that do: standalone)",
+            "'dagtest' does not have (modes that do: localtask, standalone)",
         ),
         (("[[airflow_faults]]", "[[faults]]"), "faults: now called airflow_faults"),
     ],
@@ -103,7 +103,7 @@ TRY_STATE = {"clear_task", "mark_failed", "mark_success"}
     ("mode", "refused"),
     [
         ("dagtest", {"kill_worker", "restart_scheduler", "worker_shutdown", *TRY_STATE}),
-        ("localtask", {"kill_worker", "restart_scheduler", "worker_shutdown", *TRY_STATE}),
+        ("localtask", {"restart_scheduler"}),
         ("standalone", set()),
     ],
 )

@@ -5,11 +5,11 @@ from Airflow's own logs), the try states Airflow recorded, and what the ledger l
 
 The subject is the article's naive loop (a leaking one for the OOM kill): on 3.3 it ignores
 the SIGTERM (Airflow's handler calls ``on_kill``, which it does not watch), so every stop
-ends in the supervisor's or the deploy's SIGKILL. One harness run (one Airflow) serves
-every test; ``nox -s "repro(3.3.2)"`` and ``"repro(2.11.2)"`` run it (``long``: ~5 min).
-Clear, mark and worker shutdown need Airflow 3's ``standalone`` mode (a REST API and a
-scheduler); on 2.x (``localtask``: no API server, its LocalExecutor refuses SQLite) only
-the memory faults run.
+ends in the supervisor's or the deploy's SIGKILL. On 2.11 the SIGTERM raises
+``AirflowTaskTerminated`` and the try ends at once; what stops it there is the try's
+``LocalTaskJob`` (``localtask`` mode: no webserver, so a clear or a mark is what the UI's
+does, run by the harness in Airflow's own code). One harness run (one Airflow) serves every
+test; ``nox -s "repro(3.3.2)"`` and ``"repro(2.11.2)"`` run it (``long``: ~5 min).
 """
 
 from __future__ import annotations
@@ -26,11 +26,6 @@ from tests.scenario_runs import ScenarioRun, airflow_time, run_scenarios
 pytestmark = [pytest.mark.repro, pytest.mark.long, pytest.mark.timeout(1800)]
 
 AIRFLOW_3 = version("apache-airflow").startswith("3.")
-NEEDS_3 = pytest.mark.skipif(
-    not AIRFLOW_3,
-    reason="clear, mark and a worker shutdown need standalone mode: Airflow 3 (2.x runs "
-    "here without an API server or a scheduler: its LocalExecutor refuses SQLite)",
-)
 NEEDS_CGROUP = pytest.mark.skipif(
     cgroups.unavailable() is not None, reason=str(cgroups.unavailable())
 )
@@ -38,9 +33,12 @@ NEEDS_CGROUP = pytest.mark.skipif(
 RATE = 500
 #: Airflow 3.3.2's supervisor: SIGTERM, then SIGKILL ``escalation_delay`` (5 s) later.
 ESCALATION = 5.0
-#: How often a supervisor heartbeats ([workers] min_heartbeat_interval), so how late it
-#: can learn of a clear or a mark.
+#: How often a supervisor heartbeats (3.x: [workers] min_heartbeat_interval; 2.x: the
+#: LocalTaskJob's [scheduler] job_heartbeat_sec), so how late it learns of a clear or a
+#: mark: one heartbeat on 3.x, two on 2.x (it acts on the second that sees the change).
 HEARTBEAT = 5.0
+#: 2.x's [core] task_success_overtime: a try marked successful may run on this long.
+SUCCESS_OVERTIME = 20.0
 GRACE = 10.0  # worker_shutdown's: docker stop's default
 
 COMMON = (
@@ -48,21 +46,18 @@ COMMON = (
     'params = { cpu_us = 20, batch = 50, resume = "since_id" }\n'
     "task = { retries = 2, retry_delay = 2 }\n"
 )
-SCENARIOS = (
-    {}
-    if not AIRFLOW_3
-    else {
-        "naive_loop-clear_task": 'variant = "naive_loop"\nduration = 20\n'
-        'airflow_faults = [{ type = "clear_task", at = 3 }]',
-        "naive_loop-mark_failed": 'variant = "naive_loop"\nduration = 20\n'
-        'airflow_faults = [{ type = "mark_failed", at = 3 }]',
-        "naive_loop-mark_success": 'variant = "naive_loop"\nduration = 20\n'
-        'airflow_faults = [{ type = "mark_success", at = 3 }]',
-        # Grace, then the heartbeat timeout, then the retry: all inside the stream.
-        "naive_loop-worker_shutdown": 'variant = "naive_loop"\nduration = 45\n'
-        f'airflow_faults = [{{ type = "worker_shutdown", at = 3, grace = {GRACE} }}]',
-    }
-)
+SCENARIOS = {
+    "naive_loop-clear_task": 'variant = "naive_loop"\nduration = 25\n'
+    'airflow_faults = [{ type = "clear_task", at = 3 }]',
+    "naive_loop-mark_failed": 'variant = "naive_loop"\nduration = 20\n'
+    'airflow_faults = [{ type = "mark_failed", at = 3 }]',
+    # 2.x lets a try marked successful run on for SUCCESS_OVERTIME: the stream outlasts it.
+    "naive_loop-mark_success": 'variant = "naive_loop"\nduration = 40\n'
+    'airflow_faults = [{ type = "mark_success", at = 3 }]',
+    # Grace, then the heartbeat timeout, then the retry: all inside the stream.
+    "naive_loop-worker_shutdown": 'variant = "naive_loop"\nduration = 45\n'
+    f'airflow_faults = [{{ type = "worker_shutdown", at = 3, grace = {GRACE} }}]',
+}
 #: A leaking neighbour's room beyond what it and the try use: small, the neighbour stays
 #: smaller than the try (an Airflow task process holds ~100-200 MB); large, it outgrows it.
 NEIGHBOUR_ROOM = {"small": 48, "large": 512}
@@ -103,33 +98,50 @@ def after_the_kill(run: ScenarioRun, killed_at: float, retried: float, rate: int
         assert run.metrics["queue"]["duplicates"] > 0
 
 
-def stopped_by_the_supervisor(run: ScenarioRun) -> tuple[dict, dict]:
-    """The fault's start and stop, after checking the supervisor's stop: SIGTERM at its
-    next heartbeat, SIGKILL ``ESCALATION`` s later (the loop ignored the SIGTERM), the
-    try's exit by SIGKILL, in that order."""
+def stopped_by_the_supervisor(run: ScenarioRun, state: str) -> tuple[dict, dict]:
+    """The fault's start and stop, after checking how Airflow stopped the try it set to
+    ``state``. 3.x: its supervisor's next heartbeat is refused, SIGTERM, SIGKILL
+    ``ESCALATION`` s later (the loop ignored the SIGTERM), the try's exit by SIGKILL.
+    2.x: its LocalTaskJob sees the change at its second heartbeat (a try marked successful
+    may run ``SUCCESS_OVERTIME`` first), SIGTERMs the try's group, and the try ends on
+    ``AirflowTaskTerminated``: no SIGKILL."""
     start, stop = run.airflow_faults
     assert stop["died"] is True
-    term, kill, exit_ = stop["signals"]
-    assert (term["signal"], kill["signal"], exit_["exit_code"]) == ("SIGTERM", "SIGKILL", -9)
-    assert term["why"].startswith("heartbeat refused")
-    assert 0 < term["time"] - start["time"] <= HEARTBEAT + 2
-    assert ESCALATION - 0.5 <= kill["time"] - term["time"] <= ESCALATION + 1.5
-    assert kill["time"] - 0.1 <= stop["time"] <= kill["time"] + 1  # the harness saw it die
-    assert exit_["time"] >= kill["time"]  # logged when the supervisor next looked
-    # The loop got the SIGTERM (Airflow's handler ran on_kill) and read on until the SIGKILL.
     marks = [r for r in run.probe(start["pid"]) if r["f"] == "mark"]
+    if AIRFLOW_3:
+        term, kill, exit_ = stop["signals"]
+        assert (term["signal"], kill["signal"], exit_["exit_code"]) == ("SIGTERM", "SIGKILL", -9)
+        assert term["why"].startswith("heartbeat refused")
+        assert 0 < term["time"] - start["time"] <= HEARTBEAT + 2
+        assert ESCALATION - 0.5 <= kill["time"] - term["time"] <= ESCALATION + 1.5
+        assert kill["time"] - 0.1 <= stop["time"] <= kill["time"] + 1  # the harness saw it die
+        assert exit_["time"] >= kill["time"]  # logged when the supervisor next looked
+        # The loop got the SIGTERM (Airflow's handler ran on_kill), read on until the SIGKILL.
+        assert [t for t in run.commit_times(start["pid"]) if term["time"] + 1 < t < kill["time"]]
+    else:
+        term, exit_ = stop["signals"]
+        assert (term["signal"], term["why"]) == ("SIGTERM", f"externally set to {state}")
+        overtime = SUCCESS_OVERTIME if state == "success" else 0
+        assert overtime < term["time"] - start["time"] <= overtime + 2 * HEARTBEAT + 2
+        assert exit_["exit_code"] != -9
+        assert term["time"] <= stop["time"] <= term["time"] + 1
+        (ended,) = [
+            r for r in run.probe(start["pid"]) if r["f"] == "task" and r["type"] != "invoke"
+        ]
+        assert ended["value"]["error"] == "AirflowTaskTerminated"
+        assert not [t for t in run.commit_times(start["pid"]) if t > term["time"] + 0.5]
     assert any(abs(m["time"] - term["time"]) < 1 for m in marks if m["value"]["name"] == "on_kill")
-    assert [t for t in run.commit_times(start["pid"]) if term["time"] + 1 < t < kill["time"]]
     return start, stop
 
 
-@NEEDS_3
-def test_clear_task_the_supervisor_escalates_and_airflow_starts_a_new_try(results):
+def test_clear_task_airflow_stops_the_try_and_starts_a_new_one(results):
     """Clearing a running try: Airflow records it as failed at once (moved to the history),
-    the supervisor SIGTERMs and then SIGKILLs it, a new try starts and reads from the live
-    stream: what was created from the kill to its first read is lost, nothing else."""
+    stops it (3.x: its supervisor SIGTERMs then SIGKILLs it; 2.x: its LocalTaskJob SIGTERMs
+    it ~two heartbeats later), and a new try starts. 3.x: it reads from the live stream and
+    what was created from the kill to its first read is lost; 2.x: it reads again from the
+    logical date and nothing is lost, but what the first try had is repeated."""
     run = ScenarioRun(results / "naive_loop-clear_task")
-    start, stop = stopped_by_the_supervisor(run)
+    start, stop = stopped_by_the_supervisor(run, "restarting")
     first, second = run.tries
     assert (first["pid"], first["state"]) == (start["pid"], "failed")
     assert airflow_time(first["end_date"]) <= start["time"] + 1  # recorded at the clear
@@ -138,17 +150,20 @@ def test_clear_task_the_supervisor_escalates_and_airflow_starts_a_new_try(result
     retried = airflow_time(second["start_date"])
     assert retried > stop["time"]
     after_the_kill(run, stop["time"], retried, RATE)
-    assert run.metrics["queue"]["duplicates"] == 0
+    if AIRFLOW_3:
+        assert run.metrics["queue"]["duplicates"] == 0
+    else:
+        assert run.metrics["queue"]["lost"] == 0
 
 
-@NEEDS_3
 @pytest.mark.parametrize("state", ["failed", "success"])
 def test_mark_stops_the_try_for_good_and_the_stream_with_it(results, state):
-    """Marking a running try failed or successful: the supervisor stops it the same way,
-    Airflow keeps the state the user set and starts no other try: everything created after
-    the kill is lost. Marked successful, the DAG run is a success that lost the stream."""
+    """Marking a running try failed or successful: Airflow stops it the same way (2.x lets
+    one marked successful run ``SUCCESS_OVERTIME`` first), keeps the state the user set and
+    starts no other try: everything created after the kill is lost. Marked successful,
+    the DAG run is a success that lost the stream."""
     run = ScenarioRun(results / f"naive_loop-mark_{state}")
-    start, stop = stopped_by_the_supervisor(run)
+    start, stop = stopped_by_the_supervisor(run, state)
     (only,) = run.tries
     assert (only["pid"], only["state"]) == (start["pid"], state)
     assert not [t for t in run.commit_times() if t > stop["time"]]
@@ -158,28 +173,38 @@ def test_mark_stops_the_try_for_good_and_the_stream_with_it(results, state):
     assert run.metrics["queue"]["lost"] >= len(after)
 
 
-@NEEDS_3
-def test_worker_shutdown_forwards_sigterm_then_the_deploy_kills_and_airflow_retries(results):
-    """A deploy SIGTERMs the worker: Airflow's supervisor forwards it to the try and keeps
-    supervising; the loop ignores it and streams on through the grace period. The deploy's
-    SIGKILL takes worker and try; nobody tells Airflow, which fails the try once its
-    heartbeats stop (the heartbeat timeout) and retries it. The loss is the whole time from
-    the kill to the retry's first read."""
+def test_worker_shutdown_forwards_sigterm_and_airflow_retries(results):
+    """A deploy SIGTERMs the worker; Airflow forwards the SIGTERM to the try at once. 3.x:
+    the supervisor keeps supervising, the loop ignores the SIGTERM and streams on through
+    the grace period; the deploy's SIGKILL takes worker and try; nobody tells Airflow,
+    which fails the try once its heartbeats stop (the heartbeat timeout) and retries it:
+    the whole time from the kill to the retry's first read is lost. 2.x: the try fails on
+    the SIGTERM (up for retry), well inside the grace; the retry re-reads from the logical
+    date: nothing lost, what the first try had repeated."""
     run = ScenarioRun(results / "naive_loop-worker_shutdown")
     start, stop = run.airflow_faults
     assert start["signal"] == "SIGTERM"
-    (forwarded,) = stop["signals"]  # the worker died with the try: no exit logged
+    forwarded = stop["signals"][0]
     assert (forwarded["signal"], forwarded["why"]) == ("SIGTERM", "forwarded")
     assert forwarded["time"] - start["time"] < 1
-    assert stop["killed_after_grace"] is True
-    assert GRACE <= stop["time"] - start["time"] <= GRACE + 1.5
-    # The loop read on through the grace period.
-    assert [t for t in run.commit_times(start["pid"]) if t > start["time"] + GRACE - 1]
     first, second = run.tries[:2]
     assert (first["pid"], first["state"]) == (start["pid"], "failed")
-    failed_after = airflow_time(first["end_date"]) - stop["time"]
-    assert HEARTBEAT_TIMEOUT - HEARTBEAT <= failed_after <= HEARTBEAT_TIMEOUT + 20
-    after_the_kill(run, stop["time"], airflow_time(second["start_date"]), RATE)
+    retried = airflow_time(second["start_date"])
+    if AIRFLOW_3:
+        assert len(stop["signals"]) == 1  # the worker died with the try: no exit logged
+        assert stop["killed_after_grace"] is True
+        assert GRACE <= stop["time"] - start["time"] <= GRACE + 1.5
+        # The loop read on through the grace period.
+        assert [t for t in run.commit_times(start["pid"]) if t > start["time"] + GRACE - 1]
+        failed_after = airflow_time(first["end_date"]) - stop["time"]
+        assert HEARTBEAT_TIMEOUT - HEARTBEAT <= failed_after <= HEARTBEAT_TIMEOUT + 20
+    else:
+        assert stop["killed_after_grace"] is False
+        assert stop["time"] - start["time"] < 2
+        assert stop["signals"][1]["exit_code"] not in (None, -9)
+        assert airflow_time(first["end_date"]) - stop["time"] < 1
+        assert run.metrics["queue"]["lost"] == 0
+    after_the_kill(run, stop["time"], retried, RATE)
 
 
 @NEEDS_CGROUP

@@ -8,8 +8,9 @@ needs Airflow 3 (2.x refuses LocalExecutor on SQLite); Airflow 3 has no ``tasks 
 
 With no scheduler, the harness does the scheduler's part for the one DAG run, with
 Airflow's own code in a helper process (:mod:`harness.airflow.localtask_scheduler`):
-trigger, zombie, retry delay, try number. Nothing here imports Airflow. How a try is
-launched and retried is in harness/README.md ("Modes and what they can do").
+trigger, zombie, retry delay, try number; and, with no API server, what 2.x's REST API
+does for the UI's Clear and Mark as. Nothing here imports Airflow. How a try is launched
+and retried is in harness/README.md ("Modes and what they can do").
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from harness.airflow.base import (
     write_airflow_record,
 )
 from harness.airflow.home import AirflowHome, airflow_major, airflow_version
+from harness.airflow.local_task_job_log import local_task_job_signals
 from harness.airflow.probed import ProbedTask, kill
 from harness.procs import OwnedProcess, pid_alive, session_members
 
@@ -41,6 +43,16 @@ __all__ = ["LocalTaskMode", "LocalTaskTask"]
 HELPER_TIMEOUT = 180.0  # seconds for the scheduler's part (an Airflow import on a busy machine)
 DEATH_TIMEOUT = 90.0  # seconds a signalled try gets to end (2.x escalates after 60 s)
 _HELPER = "harness.airflow.localtask_scheduler"
+#: Task-instance states after which the scheduler has more to do for the run.
+_UNFINISHED = ("running", "up_for_retry", "restarting", "queued", "scheduled")
+#: ``[scheduler] scheduler_zombie_task_threshold``: a try whose ``LocalTaskJob`` has not
+#: heartbeat for this long is a zombie (short, as standalone's; the default is 300 s).
+ZOMBIE_THRESHOLD = 20
+_SETTINGS = {
+    "AIRFLOW__SCHEDULER__SCHEDULER_ZOMBIE_TASK_THRESHOLD": str(ZOMBIE_THRESHOLD),
+    # Airflow's default level: the LocalTaskJob logs the signals it sends at INFO.
+    "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+}
 
 
 @register_mode
@@ -48,7 +60,8 @@ class LocalTaskMode(Mode):
     """Each scenario gets an AIRFLOW_HOME of its own, with a copy of the template."""
 
     name = "localtask"
-    capabilities = frozenset({Capability.TASK_PROCESS})
+    capabilities = frozenset({Capability.TASK_PROCESS, Capability.SUPERVISOR, Capability.TRY_STATE})
+    heartbeat_timeout = ZOMBIE_THRESHOLD + 5.0  # and the LocalTaskJob's heartbeat
 
     def __init__(self, root: Path, dags: list[DagSpec], template: Path) -> None:
         if airflow_major() >= 3:
@@ -76,7 +89,8 @@ class LocalTaskTask(ProbedTask):
         self.launches: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._process: OwnedProcess | None = None  # the current try's LocalTaskJob
-        self._helper: OwnedProcess | None = None
+        self._ended: list[OwnedProcess] = []  # earlier LocalTaskJobs (an orphan may live on)
+        self._helpers: set[OwnedProcess] = set()
         self._stopping = threading.Event()
         self._hold = threading.Event()  # after_kill is moving the scratch folder
         self._over = threading.Event()  # no try runs and none will come
@@ -95,12 +109,13 @@ class LocalTaskTask(ProbedTask):
     # The scheduler's part -----------------------------------------------------------------
 
     def _scheduler_pass(self, *args: str) -> dict[str, Any]:
-        """Run the helper (``trigger`` or ``schedule``); its JSON answer."""
+        """Run the helper (``trigger``, ``schedule``, ``clear``, ``mark``); its JSON answer."""
         argv = [sys.executable, "-m", _HELPER, *args, self.dag_id, self.run_id]
         with self.log.open("ab") as log:
-            helper = OwnedProcess(argv, env=self.home.env(self.spec.dag.task), stderr=log)
+            env = self.home.env(self.spec.dag.task, _SETTINGS)
+            helper = OwnedProcess(argv, env=env, stderr=log)
         with self._lock:
-            self._helper = helper
+            self._helpers.add(helper)
         try:
             out, _ = helper.popen.communicate(timeout=HELPER_TIMEOUT)
         except subprocess.TimeoutExpired:
@@ -108,7 +123,7 @@ class LocalTaskTask(ProbedTask):
         finally:
             code = helper.stop(grace=1.0)
             with self._lock:
-                self._helper = None
+                self._helpers.discard(helper)
         if code != 0 or not out.strip():
             raise ModeError(
                 f"localtask: `{' '.join(argv[2:])}` failed (exit {code}); see {self.log}"
@@ -121,7 +136,7 @@ class LocalTaskTask(ProbedTask):
             if self._stopping.is_set():
                 return
             self._process = self.home.tasks_run(
-                self.dag_id, self.run_id, self.spec.dag.task, log=self.log
+                self.dag_id, self.run_id, self.spec.dag.task, log=self.log, extra=_SETTINGS
             )
             self.launches.append(
                 {"run_id": self.run_id, "pid": self._process.pid, "at": time.time()}
@@ -155,16 +170,19 @@ class LocalTaskTask(ProbedTask):
             self._stopping.wait(0.1)
             return True
         if process is not None:
+            # What the LocalTaskJob leaves behind is not stopped: a try it did not reap
+            # (its LocalTaskJob SIGKILLed) lives on as an orphan, as on a 2.x worker.
             with self._lock:
-                self.launches[-1]["exit"] = process.stop(grace=1.0)
+                self.launches[-1]["exit"] = process.popen.wait()
                 self.launches[-1]["ended"] = time.time()
+                self._ended.append(process)
                 self._process = None
         if self._hold.is_set():
             self._stopping.wait(0.1)
             return True
         launched = len(self.launches) - 1
         queued = False
-        if self.home.task_state(self.dag_id, self.run_id) in ("running", "up_for_retry"):
+        if self.home.task_state(self.dag_id, self.run_id) in _UNFINISHED:
             answer = self._scheduler_pass("schedule", "--wait", str(HELPER_TIMEOUT - 30))
             queued = bool(answer.get("queued"))
         if queued:
@@ -180,10 +198,32 @@ class LocalTaskTask(ProbedTask):
     # TaskHandle ------------------------------------------------------------------------
 
     def owns(self, pid: int) -> bool:
-        """Whether ``pid`` is in the session of the ``LocalTaskJob`` we started last."""
+        """Whether ``pid`` is in the session of a ``LocalTaskJob`` we started."""
+        with self._lock:
+            jobs = [*self._ended, *([self._process] if self._process else [])]
+        return any(pid in session_members(job.pid) for job in jobs)
+
+    def signal_supervisor(self, sig: int) -> int | None:
+        """Signal the current try's ``LocalTaskJob`` (what supervises a try on a 2.x
+        worker); a SIGKILL leaves the try running as an orphan."""
         with self._lock:
             process = self._process
-        return process is not None and pid in session_members(process.pid)
+        if process is None or not process.alive():
+            return None
+        kill(process.pid, sig)
+        return process.pid
+
+    def supervisor_signals(self, pid: int) -> list[dict[str, Any]]:
+        return local_task_job_signals(self._task_logs(), pid)
+
+    def clear_try(self) -> float:
+        return float(self._scheduler_pass("clear")["at"])
+
+    def mark_try(self, state: str) -> float:
+        return float(self._scheduler_pass("mark", "--state", state)["at"])
+
+    def _task_logs(self) -> Path:
+        return self.home.root / "logs" / f"dag_id={self.dag_id}" / f"run_id={self.run_id}"
 
     def after_kill(self, pid: int | None, empty_disk: bool = False) -> bool:
         """Wait for try ``pid`` and its ``LocalTaskJob`` to end; then, with ``empty_disk``,
@@ -217,13 +257,13 @@ class LocalTaskTask(ProbedTask):
         return self._over.wait(timeout)
 
     def stop(self) -> None:
-        """SIGKILL what still runs (the try, its ``LocalTaskJob``, a helper): the run is over,
-        and a SIGTERM now would make 2.x rewrite the try's record. A try still running keeps
-        Airflow's state ``running``."""
+        """SIGKILL what still runs (the try, its ``LocalTaskJob``, an orphan, a helper): the
+        run is over, and a SIGTERM now would make 2.x rewrite the try's record. A try still
+        running keeps Airflow's state ``running``."""
         self._stopping.set()
         with self._lock:
-            process, helper = self._process, self._helper
-        for owned in (process, helper):
+            owned_now = [self._process, *self._ended, *self._helpers]
+        for owned in owned_now:
             if owned is None:
                 continue
             for pid in session_members(owned.pid):

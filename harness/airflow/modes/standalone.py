@@ -137,11 +137,13 @@ class StandaloneTask(ProbedTask):
         kill(supervisor, sig)
         return supervisor
 
-    def clear_try(self) -> None:
+    def clear_try(self) -> float:
         self.airflow.clear_task(self.dag_id, self.run_id, TASK_ID)
+        return time.time()
 
-    def mark_try(self, state: str) -> None:
+    def mark_try(self, state: str) -> float:
         self.airflow.set_task_state(self.dag_id, self.run_id, TASK_ID, state)
+        return time.time()
 
     def supervisor_signals(self, pid: int) -> list[dict[str, Any]]:
         started = self.starts.started(pid)

@@ -150,13 +150,15 @@ class FakeTask(TaskHandle):
         seen = not pid_alive(pid) and supervisor.popen.poll() in (None, 0)
         return [{"time": time.time(), "exit_code": None}] if seen else []
 
-    def clear_try(self) -> None:
+    def clear_try(self) -> float:
         self._allowed(Capability.TRY_STATE, "clear_try")
         self._stop_as_airflow_does()
+        return time.time()
 
-    def mark_try(self, state: str) -> None:
+    def mark_try(self, state: str) -> float:
         self._allowed(Capability.TRY_STATE, "mark_try", state)
         self._stop_as_airflow_does()
+        return time.time()
 
     def _stop_as_airflow_does(self) -> None:
         """What Airflow's supervisor does next: SIGTERM, then SIGKILL (here 0.5 s later)."""
