@@ -41,9 +41,11 @@ def _flag_text(text: str) -> bool | str:
 
 def parser() -> argparse.ArgumentParser:
     """Every option is read as text and checked by ``validate_server_options``."""
-    p = argparse.ArgumentParser(prog="python -m fake_stream", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        allow_abbrev=False, prog="python -m fake_stream", description=__doc__.split("\n\n")[0]
+    )
     sub = p.add_subparsers(dest="command", required=True)
-    s = sub.add_parser("serve", help="run a fake X API v2 stream server")
+    s = sub.add_parser("serve", allow_abbrev=False, help="run a fake X API v2 stream server")
     add = s.add_argument
     add("--host", help="address to bind (default 127.0.0.1; others need --allow-remote)")
     add("--allow-remote", action="store_true", default=None, help="bind a non-loopback --host")

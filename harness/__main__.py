@@ -1,30 +1,48 @@
-"""``python -m harness <command>``: the harness's command line."""
+"""``python -m harness <command>``: the harness's command line.
+
+Exit statuses of ``run`` and ``check`` (README "Gating CI on a run"): 0 every scenario ran
+and every hypothesis held; 1 a hypothesis failed (``--exit-zero``: 0); 2 bad input (a
+scenario file, the command line, a folder that is not a run); 3 a scenario could not be
+run or checked; 128 + N interrupted by signal N.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
 
 from harness.procs import install_signal_handlers
 
+OK, HYPOTHESIS_FAILED, BAD_INPUT, NOT_RUN = 0, 1, 2, 3
+#: Where ``list`` looks when given no file: here, then the project this package is in.
+SCENARIO_FOLDERS = (Path("scenarios"), Path(__file__).resolve().parents[1] / "scenarios")
+
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m harness")
+    parser = argparse.ArgumentParser(allow_abbrev=False, prog="python -m harness")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser(
-        "demo", help="stream from a fake X server and check it against its ledger"
+        "demo",
+        allow_abbrev=False,
+        help="stream from a fake X server and check it against its ledger",
     )
     demo.add_argument("--seconds", type=float, default=5.0)
     demo.add_argument("--rate", type=float, default=1000.0, help="tweets per second")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--out", type=Path, help="run folder (default results/demo-<time>)")
     check = sub.add_parser(
-        "check", help="recompute metrics.json of a run folder from its raw files"
+        "check",
+        allow_abbrev=False,
+        help="recompute metrics.json of a run folder from its raw files",
     )
     check.add_argument("run_dir", type=Path)
-    run = sub.add_parser("run", help="run scenario or matrix files against a real Airflow")
+    check.add_argument("--exit-zero", action="store_true", help=_EXIT_ZERO)
+    run = sub.add_parser(
+        "run", allow_abbrev=False, help="run scenario or matrix files against a real Airflow"
+    )
     run.add_argument("files", type=Path, nargs="+")
     run.add_argument("--out", type=Path, help="results folder (default results/<time>)")
     run.add_argument("--only", help="run only scenarios whose name matches this regex")
@@ -37,15 +55,24 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument(
         "--dry-run", action="store_true", help="validate and list what would run; start nothing"
     )
-    listing = sub.add_parser("list", help="list the scenarios of scenario or matrix files")
+    run.add_argument("--exit-zero", action="store_true", help=_EXIT_ZERO)
+    listing = sub.add_parser(
+        "list", allow_abbrev=False, help="list the scenarios of scenario or matrix files"
+    )
     listing.add_argument("files", type=Path, nargs="*")
-    report = sub.add_parser("report", help="rebuild charts, report.md and index.html of a run")
+    report = sub.add_parser(
+        "report", allow_abbrev=False, help="rebuild charts, report.md and index.html of a run"
+    )
     report.add_argument("run_dir", type=Path)
-    compare = sub.add_parser("compare", help="what changed between two results folders")
+    compare = sub.add_parser(
+        "compare", allow_abbrev=False, help="what changed between two results folders"
+    )
     compare.add_argument("a", type=Path)
     compare.add_argument("b", type=Path)
     compare.add_argument("--out", type=Path, help="also write the comparison to this file")
-    gil = sub.add_parser("gil-calibrate", help="check the GIL metric on known workloads")
+    gil = sub.add_parser(
+        "gil-calibrate", allow_abbrev=False, help="check the GIL metric on known workloads"
+    )
     gil.add_argument("--seconds", type=float, default=3.0, help="per workload")
     args = parser.parse_args(argv)
     install_signal_handlers()
@@ -56,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         out.mkdir(parents=True, exist_ok=True)
         return run_demo(out, args.seconds, args.rate, args.seed)
     if args.command == "check":
-        return _check(args.run_dir)
+        code = _check(args.run_dir)
+        return OK if code == HYPOTHESIS_FAILED and args.exit_zero else code
     if args.command == "gil-calibrate":
         from harness.task.gil_calibrate import calibrate_command
 
@@ -70,10 +98,25 @@ def main(argv: list[str] | None = None) -> int:
     return _scenarios(args)
 
 
+_EXIT_ZERO = "exit 0 when a hypothesis failed (exploratory runs); errors still exit 2 or 3"
+
+
+def _scenario_files() -> list[Path]:
+    """The scenario files of the first of :data:`SCENARIO_FOLDERS` that has any."""
+    for folder in SCENARIO_FOLDERS:
+        if files := sorted(folder.glob("*.toml")):
+            return files
+    return []
+
+
 def _scenarios(args: argparse.Namespace) -> int:
     from harness.scenario import ScenarioError, load_many, quick_pattern
 
-    files = list(getattr(args, "files", None) or sorted(Path("scenarios").glob("*.toml")))
+    files = list(getattr(args, "files", None) or _scenario_files())
+    if not files:
+        looked = " and ".join(str(f.resolve()) for f in SCENARIO_FOLDERS)
+        print(f"no scenario files given, and no *.toml in {looked}", file=sys.stderr)
+        return BAD_INPUT
     try:
         only = args.only if args.command == "run" else None
         if args.command == "run" and args.quick:
@@ -83,54 +126,72 @@ def _scenarios(args: argparse.Namespace) -> int:
         scenarios = load_many(files, only)
     except ScenarioError as e:
         print(e, file=sys.stderr)
-        return 2
+        return BAD_INPUT
     if args.command == "list":
-        for s in scenarios:
-            print(f"{s.name:40} {s.variant:18} {s.description}")
-        return 0
+        try:
+            for s in scenarios:
+                print(f"{s.name:40} {s.variant:18} {s.description}")
+            sys.stdout.flush()
+        except BrokenPipeError:  # `list | head`: the reader has all it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return OK
     from harness.run.matrix import earlier_run, run_matrix
 
     if args.resume and args.out is None:
         print("--resume: give the results folder to finish with --out", file=sys.stderr)
-        return 2
+        return BAD_INPUT
     out = args.out or Path("results") / time.strftime("%Y%m%dT%H%M%S")
     if out.exists() and not out.is_dir():
         print(f"--out: {out} exists and is not a folder", file=sys.stderr)
-        return 2
+        return BAD_INPUT
     if args.dry_run:
         for s in scenarios:
             kept, why = earlier_run(s, out) if args.resume else (None, "")
             print(f"{s.name:40} {'keep' if kept else 'run':4} {why}".rstrip())
         print(f"{len(scenarios)} scenarios valid; nothing started (--dry-run)")
-        return 0
-    return run_matrix(scenarios, out, resume=args.resume)
+        return OK
+    outcome = run_matrix(scenarios, out, resume=args.resume)
+    if outcome.errored:
+        return NOT_RUN
+    return HYPOTHESIS_FAILED if outcome.failed and not args.exit_zero else OK
 
 
 def _check(run_dir: Path) -> int:
+    from harness.check import headline
     from harness.check.metrics import check_run
     from harness.check.records import RunError, require_finished
 
+    if not run_dir.is_dir():
+        print(f"error: {run_dir}: no such folder", file=sys.stderr)
+        return BAD_INPUT
     try:
         require_finished(run_dir)  # an interrupted run is never judged
         metrics = check_run(run_dir)
     except RunError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return BAD_INPUT
     except OSError as e:  # metrics.json or history.jsonl could not be written
         print(f"error: {e.filename}: cannot write ({e.strerror})", file=sys.stderr)
-        return 2
+        return BAD_INPUT
     queue = metrics["queue"]
     if "error" in queue or "created" not in queue:
         print(f"error: {run_dir}: the queue checker failed: {queue.get('error')}", file=sys.stderr)
-        return 1
+        return NOT_RUN
     print(
         f"{run_dir}: {metrics['verdict']}; created {queue['created']:,}, "
         f"processed {queue['processed_unique']:,} unique / {queue['processed_total']:,} total, "
         f"lost {queue['lost']:,}, duplicates {queue['duplicates']:,}, "
         f"unexpected {queue['unexpected']:,}; silent failure: {metrics['silent_failure']}"
     )
+    if causes := headline.lost_by_cause(metrics):
+        print("lost by cause: " + "; ".join(f"{c} {n:,}" for c, n in causes.items()))
     print(f"metrics: {run_dir / 'metrics.json'}")
-    return 0
+    hypothesis = metrics.get("hypothesis") or {}
+    if hypothesis.get("held") is False:
+        failed = [r["hypothesis"] for r in hypothesis.get("results", []) if not r["held"]]
+        print(f"hypothesis failed: {'; '.join(failed)}")
+        return HYPOTHESIS_FAILED
+    return OK
 
 
 if __name__ == "__main__":

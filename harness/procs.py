@@ -5,7 +5,7 @@ as the leader of a new session (so the child and everything it spawns share one 
 group that we own), and :meth:`OwnedProcess.stop` signals that group: SIGTERM, a grace
 period, then SIGKILL. Children that made process groups of their own (Airflow's task
 supervisor puts each task in one) are still in our session: whatever of the session is
-left after the group is SIGKILLed by PID, found in ``/proc``. :func:`stop_all` stops every
+left after the group is SIGKILLed by PID, found with ``psutil``. :func:`stop_all` stops every
 live one; it is called at interpreter exit, and :func:`install_signal_handlers` makes
 Ctrl-C / SIGTERM / SIGHUP of the harness call it too.
 
@@ -34,6 +34,8 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
+import psutil
+
 __all__ = [
     "OwnedProcess",
     "free_port",
@@ -47,6 +49,9 @@ __all__ = [
     "stop_leftovers",
     "stop_sessions",
 ]
+
+#: Process states that no longer run: a zombie (dead, not yet reaped) or dead.
+_GONE = (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
 
 _LIVE: weakref.WeakSet[OwnedProcess] = weakref.WeakSet()
 
@@ -182,61 +187,46 @@ def free_port() -> int:
 def pid_alive(pid: int) -> bool:
     """Whether ``pid`` runs (a zombie, dead but not yet reaped, does not)."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
+        return psutil.Process(pid).status() not in _GONE
+    except psutil.NoSuchProcess:
         return False
-    return stat.rsplit(") ", 1)[1].split()[0] not in ("Z", "X")
 
 
 def parent_pid(pid: int) -> int | None:
-    """``pid``'s parent, from ``/proc`` (None if it is gone)."""
+    """``pid``'s parent (None if it is gone)."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
+        return psutil.Process(pid).ppid()
+    except psutil.NoSuchProcess:
         return None
-    return int(stat.rsplit(") ", 1)[1].split()[1])
 
 
-def start_time(pid: int) -> int | None:
-    """When ``pid`` started, in clock ticks since boot (``/proc``); None if it is gone.
+def start_time(pid: int) -> float | None:
+    """When ``pid`` started (UNIX time, as the kernel records it); None if it is gone.
 
     A pid and its start time name one process: a pid reused later has a later start."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
+        return psutil.Process(pid).create_time()
+    except psutil.NoSuchProcess:
         return None
-    return int(stat.rsplit(") ", 1)[1].split()[19])  # field 22 of proc(5)
 
 
 def descendants(pid: int) -> list[int]:
-    """The live children of ``pid``, their children, and so on, from ``/proc``."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            parent = parent_pid(int(entry.name))
-            if parent is not None:
-                children.setdefault(parent, []).append(int(entry.name))
-    found, todo = [], list(children.get(pid, []))
-    while todo:
-        child = todo.pop()
-        found.append(child)
-        todo += children.get(child, [])
-    return found
+    """The live children of ``pid``, their children, and so on."""
+    try:
+        return [child.pid for child in psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
 
 
 def session_members(sid: int) -> list[int]:
-    """The pids of the live processes in session ``sid``, read from ``/proc``."""
+    """The pids of the live processes in session ``sid``."""
     members = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    for proc in psutil.process_iter(["status"]):
         try:
-            stat = (entry / "stat").read_text()
-        except OSError:  # gone meanwhile
+            if proc.pid > 0 and os.getsid(proc.pid) == sid and proc.info["status"] not in _GONE:
+                members.append(proc.pid)
+        except (ProcessLookupError, PermissionError):  # gone meanwhile
             continue
-        fields = stat.rsplit(") ", 1)[1].split()  # state, ppid, pgrp, session, ...
-        if int(fields[3]) == sid and fields[0] not in ("Z", "X"):
-            members.append(int(entry.name))
     return members
 
 
@@ -250,7 +240,7 @@ def stop_all() -> None:
 GRACE = 5.0
 
 
-def _members(sessions: dict[int, int]) -> list[int]:
+def _members(sessions: dict[int, float]) -> list[int]:
     """Live pids of the registered sessions. A session whose id is now a live process of
     another start time is someone else's (the pid was reused); while any member of ours
     lives, the kernel keeps its session id from being reused."""
@@ -263,7 +253,7 @@ def _members(sessions: dict[int, int]) -> list[int]:
     return pids
 
 
-def stop_sessions(sessions: dict[int, int], grace: float = GRACE) -> list[int]:
+def stop_sessions(sessions: dict[int, float], grace: float = GRACE) -> list[int]:
     """SIGTERM every member of ``sessions`` (sid -> leader's start time), SIGKILL what is
     left after ``grace`` seconds; the pids signalled."""
     signalled = _members(sessions)
@@ -295,7 +285,7 @@ def stop_leftovers(path: Path) -> list[int]:
     for line in path.read_text().splitlines():
         with contextlib.suppress(ValueError, KeyError, TypeError):
             entry = json.loads(line)
-            sessions[int(entry["pid"])] = int(entry["start"])
+            sessions[int(entry["pid"])] = float(entry["start"])
     return stop_sessions(sessions)
 
 

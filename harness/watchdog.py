@@ -24,11 +24,11 @@ def main() -> int:
     # Its own session already (start_new_session): no terminal's SIGINT/SIGHUP reaches it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    sessions: dict[int, int] = {}
+    sessions: dict[int, float] = {}
     for line in sys.stdin:
         op, *args = line.split()
         if op == "+":
-            sessions[int(args[0])] = int(args[1])
+            sessions[int(args[0])] = float(args[1])
         elif op == "-":
             sessions.pop(int(args[0]), None)
         elif op == "bye":

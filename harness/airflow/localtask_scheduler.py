@@ -134,7 +134,9 @@ def main(argv: list[str] | None = None) -> None:
     """Trigger or schedule; print the DAG run's state and how many tries were queued."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m harness.airflow.localtask_scheduler")
+    parser = argparse.ArgumentParser(
+        allow_abbrev=False, prog="python -m harness.airflow.localtask_scheduler"
+    )
     parser.add_argument("action", choices=["trigger", "schedule", "clear", "mark"])
     parser.add_argument("dag_id")
     parser.add_argument("run_id")

@@ -12,7 +12,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["BY_NAME", "COLUMNS", "METRICS", "MISSING", "Metric", "fault_label", "fmt", "row"]
+__all__ = [
+    "BY_NAME",
+    "COLUMNS",
+    "METRICS",
+    "MISSING",
+    "Metric",
+    "fault_label",
+    "fmt",
+    "lost_by_cause",
+    "row",
+]
 
 #: A value not measured (no metrics, no fault to recover from).
 MISSING = "-"
@@ -84,13 +94,44 @@ BY_NAME = {m.name: m for m in METRICS}
 #: and the loss as seconds of stream.
 _IN_EVERY_ROW = ("pending_at_cut", "verdict_so_far", "ended_by", "lost_seconds")
 
-#: ``(key, heading, right-aligned)`` of every summary table, identity columns first.
+#: ``(key, heading, right-aligned)`` of every summary table, identity columns first; the
+#: loss by cause follows the loss.
 COLUMNS: list[tuple[str, str, bool]] = [
     ("scenario", "scenario", False),
     ("variant", "variant", False),
     ("fault", "fault", False),
-    *[(m.name, m.heading, m.kind in ("count", "rate", "seconds")) for m in METRICS if m.column],
+    *[
+        column
+        for m in METRICS
+        if m.column
+        for column in [(m.name, m.heading, m.kind in ("count", "rate", "seconds"))]
+        + ([("lost_by_cause", "lost by cause", False)] if m.name == "lost" else [])
+    ],
 ]
+
+#: What each cause of loss in ``queue.lost_by_cause`` is called in tables; the server's
+#: drop reasons (``never_delivered_by_reason``) not listed here keep their own name.
+CAUSES = {
+    "delivered_not_processed": "delivered, not committed",
+    "in_flight_unknown": "in flight at a disconnect",
+    "no_consumer": "no connection open",
+    "client_closed": "connection closing",
+    "queue_overflow": "server queue overflow",
+    "unrecorded": "unrecorded (a ledger gap)",
+}
+
+
+def lost_by_cause(metrics: dict[str, Any]) -> dict[str, int]:
+    """The lost tweets by cause, largest first: each tweet counted once (those never
+    delivered under the server's drop reason), so the counts add up to ``lost``."""
+    causes = (metrics.get("queue") or {}).get("lost_by_cause") or {}
+    counts = {
+        "delivered_not_processed": causes.get("delivered_not_processed", 0),
+        "in_flight_unknown": causes.get("in_flight_unknown", 0),
+        **(causes.get("never_delivered_by_reason") or {}),
+    }
+    named = {CAUSES.get(k, k.replace("_", " ")): int(v) for k, v in counts.items() if v}
+    return dict(sorted(named.items(), key=lambda kv: -kv[1]))
 
 
 def fault_label(name: str, scenario: dict[str, Any]) -> str:
@@ -121,6 +162,7 @@ def row(
         "variant": scenario.get("variant", "?"),
         "fault": fault_label(name, scenario),
         **values,
+        "lost_by_cause": lost_by_cause(metrics),
         "never_recovered": any(r.get("recovery_seconds") is None for r in recoveries),
         "error": error,
     }
@@ -132,6 +174,9 @@ def fmt(headline: dict[str, Any], key: str) -> str:
     value = headline.get(key)
     if key == "hypothesis_held":
         return {True: "held", False: "FAILED"}.get(value, MISSING)
+    if key == "lost_by_cause":
+        causes = headline.get(key) or {}
+        return "; ".join(f"{cause} {count:,}" for cause, count in causes.items()) or MISSING
     if key == "recovery_s" and headline.get("never_recovered"):
         return "never"
     if value is None:

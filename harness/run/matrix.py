@@ -16,6 +16,7 @@ import json
 import threading
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from harness.report import write_report
 from harness.run.runner import Status, dag_spec, run_scenario
 from harness.scenario import Scenario
 
-__all__ = ["PROCESSES", "earlier_run", "run_matrix", "write_summary"]
+__all__ = ["PROCESSES", "Outcome", "earlier_run", "run_matrix", "write_summary"]
 
 #: In the results folder: every session the run started (pid, start time), for the next
 #: run into it to stop what this one left if it died unseen (:func:`harness.procs.stop_leftovers`).
@@ -110,9 +111,17 @@ def _run_one(
     return metrics, None
 
 
-def run_matrix(scenarios: list[Scenario], out: Path, resume: bool = False) -> int:
-    """Run every scenario (with ``resume``, keep those :func:`earlier_run` keeps); 0 if
-    none errored, 1 if any did (a failed hypothesis is a result, not an error)."""
+@dataclass(frozen=True)
+class Outcome:
+    """How many scenarios errored (not run or not checked), and how many ran with a
+    hypothesis that failed."""
+
+    errored: int
+    failed: int
+
+
+def run_matrix(scenarios: list[Scenario], out: Path, resume: bool = False) -> Outcome:
+    """Run every scenario (with ``resume``, keep those :func:`earlier_run` keeps)."""
     console = Console(stderr=True)
     out = out.resolve()  # task processes get absolute paths, whatever their working folder
     out.mkdir(parents=True, exist_ok=True)
@@ -181,6 +190,9 @@ def run_matrix(scenarios: list[Scenario], out: Path, resume: bool = False) -> in
     except Exception as error:  # the run's results stand without their charts
         console.print(f"[red]report failed[/]: {type(error).__name__}: {escape(str(error))}")
         console.print(f"rebuild it with: python -m harness report {out}")
+    failed = sum(row.get("hypothesis_held") is False for row in rows)
+    if failed:
+        console.print(f"[red]{failed} scenario(s) failed their hypothesis[/]: see summary.md")
     if errors:
         console.print(f"[red]{errors} scenario(s) errored[/]: see summary.md and error.json")
-    return 1 if errors else 0
+    return Outcome(errored=errors, failed=failed)

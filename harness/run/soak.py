@@ -446,7 +446,9 @@ def _not_negative(text: str) -> float:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m harness.run.soak", description=__doc__)
+    p = argparse.ArgumentParser(
+        allow_abbrev=False, prog="python -m harness.run.soak", description=__doc__
+    )
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.add_argument("--minutes", type=_positive, default=10.0, help="how long (default 10)")
     p.add_argument("--rate", type=_positive, default=5000.0, help="tweets/s (default 5,000)")

@@ -261,7 +261,9 @@ def calibrate_command(seconds: float) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m harness.task.gil_calibrate")
+    parser = argparse.ArgumentParser(
+        allow_abbrev=False, prog="python -m harness.task.gil_calibrate"
+    )
     parser.add_argument("workload", choices=list(WORKLOADS))
     parser.add_argument("seconds", type=float)
     parser.add_argument("instrument", choices=["gilknocker", "gil_load"])

@@ -140,7 +140,7 @@ def ingest(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m harness.task.ingester")
+    parser = argparse.ArgumentParser(allow_abbrev=False, prog="python -m harness.task.ingester")
     parser.add_argument("--stream-url", required=True)
     parser.add_argument("--token-file", type=Path, required=True, help="holds the bearer token")
     parser.add_argument("--redis-url", required=True)

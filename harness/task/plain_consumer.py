@@ -73,7 +73,9 @@ def consume(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m harness.task.plain_consumer")
+    parser = argparse.ArgumentParser(
+        allow_abbrev=False, prog="python -m harness.task.plain_consumer"
+    )
     parser.add_argument("--stream-url", required=True)
     parser.add_argument("--token-file", type=Path, required=True, help="holds the bearer token")
     parser.add_argument("--run-dir", type=Path, required=True)

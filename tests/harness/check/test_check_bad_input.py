@@ -238,4 +238,4 @@ def test_a_run_that_did_not_finish_is_not_judged(tmp_path, capsys, unfinished):
 
 def test_check_of_a_missing_folder_says_so(tmp_path, capsys):
     assert main(["check", str(tmp_path / "nowhere")]) == 2
-    assert capsys.readouterr().err == f"error: {tmp_path / 'nowhere'}: not a run folder\n"
+    assert capsys.readouterr().err == f"error: {tmp_path / 'nowhere'}: no such folder\n"

@@ -43,11 +43,26 @@ def test_a_hypothesis_reads_the_same_value_the_tables_show(killed):
     assert fmt(headline, "lost") == f"{metrics['queue']['lost']:,}"
 
 
+def test_the_loss_by_cause_adds_up_to_the_loss(killed, capsys):
+    """Each lost tweet under one cause (the server's drop reason for those it never sent),
+    in the summary's column and in ``check``'s output."""
+    metrics = json.loads((killed / "metrics.json").read_text())
+    causes = row(killed.name, {}, metrics)["lost_by_cause"]
+    assert sum(causes.values()) == metrics["queue"]["lost"] > 0
+    assert list(causes.values()) == sorted(causes.values(), reverse=True)
+    assert "no connection open" in causes  # the kill: nothing connected until the retry
+    shown = fmt({"lost_by_cause": causes}, "lost_by_cause")
+    assert shown == "; ".join(f"{cause} {n:,}" for cause, n in causes.items())
+    assert ("lost_by_cause", "lost by cause", False) in COLUMNS
+    main(["check", str(killed)])
+    assert f"lost by cause: {shown}\n" in capsys.readouterr().out
+
+
 def test_checking_a_run_again_judges_its_hypothesis_again(killed):
     """``harness check`` rewrites metrics.json; the scenario's hypothesis stays judged."""
     before = json.loads((killed / "metrics.json").read_text())["hypothesis"]
     (killed / "metrics.json").unlink()
-    assert main(["check", str(killed)]) == 0
+    assert main(["check", str(killed)]) == 1  # 1: a hypothesis failed
     after = json.loads((killed / "metrics.json").read_text())["hypothesis"]
     assert after["results"] == before["results"]
     assert [r["hypothesis"] for r in after["results"]] == [

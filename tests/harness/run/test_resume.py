@@ -144,7 +144,7 @@ def test_an_error_is_recorded_the_matrix_goes_on_and_resume_keeps_what_finished(
         (tmp_path / f"{name}.toml").write_text(body)
     files = ["broken.toml", "quick.toml"]  # the broken one first: the matrix must go on
     first = _harness(*files, "--out", "out", cwd=tmp_path)
-    assert first.returncode == 1, first.stderr[-3000:]  # 1: some scenario errored
+    assert first.returncode == 3, first.stderr[-3000:]  # 3: some scenario errored
     assert "Traceback" not in first.stderr
     out = tmp_path / "out"
     summary = json.loads((out / "summary.json").read_text())
@@ -166,7 +166,7 @@ def test_an_error_is_recorded_the_matrix_goes_on_and_resume_keeps_what_finished(
     launches = (out / "quick" / "launches.json").read_bytes()
     (out / "broken" / "stale").write_text("from the first run")
     again = _harness(*files, "--out", "out", "--resume", cwd=tmp_path)
-    assert again.returncode == 1, again.stderr[-3000:]
+    assert again.returncode == 3, again.stderr[-3000:]
     assert "Traceback" not in again.stderr
     assert (out / "quick" / "metrics.json").stat().st_mtime_ns == kept  # not run again
     assert (out / "quick" / "launches.json").read_bytes() == launches

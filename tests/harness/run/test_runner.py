@@ -45,7 +45,9 @@ def test_a_scenario_runs_and_is_judged(tmp_path):
         [sys.executable, "-m", "harness", "run", str(path), "--out", "results"],
         capture_output=True, text=True, timeout=300, cwd=tmp_path,
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-2000:]
+    # A hypothesis failed: exit 1, so a CI job can gate on the run (README "Gating CI").
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "1 scenario(s) failed their hypothesis" in result.stderr
     run = out / "eo-kill"
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["verdict"] == "exactly-once"
@@ -85,6 +87,16 @@ def test_a_scenario_runs_and_is_judged(tmp_path):
     assert len(launches) == 2
     assert not any(pid_alive(launch["pid"]) for launch in launches)
     assert os.path.exists(run / "ledger.sqlite")
+    # `check` says the same; `--exit-zero` is for exploratory runs (the finished scenario
+    # is kept: nothing runs again).
+    check = [sys.executable, "-m", "harness", "check", str(run)]
+    checked = subprocess.run(check, capture_output=True, text=True, timeout=120)
+    assert checked.returncode == 1, checked.stderr
+    assert "hypothesis failed: p99_latency_s < 0.001" in checked.stdout
+    assert subprocess.run([*check, "--exit-zero"], capture_output=True, timeout=120).returncode == 0
+    again = [sys.executable, "-m", "harness", "run", str(path), "--out", "results", "--resume"]
+    kept = subprocess.run([*again, "--exit-zero"], capture_output=True, timeout=120, cwd=tmp_path)
+    assert kept.returncode == 0, kept.stderr[-2000:]
 
 
 def _descendants(pid: int) -> set[int]:
