@@ -39,10 +39,6 @@ pytestmark = pytest.mark.timeout(2700)
 
 AIRFLOW_3 = version("apache-airflow").startswith("3.")
 WORKER_MODE = "standalone" if AIRFLOW_3 else "localtask"
-NO_SCHEDULER = (
-    "a killed worker is noticed by the scheduler's heartbeat check: Airflow 2.x runs here "
-    "without a scheduler (`localtask`), its LocalExecutor refuses SQLite"
-)
 RATE = 800  # tweets per second, unless a scenario says otherwise
 
 
@@ -369,11 +365,7 @@ for variant in ("exactly_once", "queue_decoupled"):
 
 @pytest.fixture(scope="module")
 def worker(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    bodies = {
-        name: scenario_text(name, body, WORKER_MODE)
-        for name, body in WORKER.items()
-        if AIRFLOW_3 or "kill_worker" not in body
-    }
+    bodies = {name: scenario_text(name, body, WORKER_MODE) for name, body in WORKER.items()}
     return run_scenarios(tmp_path_factory.mktemp("repro-worker"), bodies, timeout=2400)
 
 
@@ -429,10 +421,10 @@ def test_8_under_sigterm_the_handler_makes_the_task_return_normally(worker):
 
 @pytest.mark.repro
 @pytest.mark.long
-@pytest.mark.skipif(not AIRFLOW_3, reason=NO_SCHEDULER)
 def test_11_a_killed_worker_orphans_the_task_and_its_retry_overlaps(worker):
-    """The supervisor dies; the task lives on. After the heartbeat timeout the scheduler
-    fails the try and starts a retry while the orphan still holds the stream: the retry's
+    """The supervisor dies (3.x: the LocalExecutor worker; 2.x: the try's LocalTaskJob);
+    the task lives on. After the heartbeat timeout (2.x: the zombie threshold) the
+    scheduler fails the try and starts a retry while the orphan still holds the stream: the retry's
     connect is refused with 429 (one connection per token on X), and naive_loop's
     ``except Exception`` turns that into a *successful* retry that read nothing: what the
     orphan reads after is all that is read. The article expects duplicates; with X's
@@ -462,8 +454,6 @@ def test_12_the_careful_patterns_stay_exactly_once(worker, variant, fault):
     ``since_id``) and queue_decoupled (a Redis Stream between the stream and the task,
     idempotent commits) under the faults that break the article's variants: no tweet lost,
     none committed twice."""
-    if fault == "kill_worker" and not AIRFLOW_3:
-        pytest.skip(NO_SCHEDULER)
     metrics = ScenarioRun(worker / f"{variant}-{fault}").metrics
     assert metrics["verdict"] == "exactly-once", metrics["queue"]
     assert metrics["queue"]["processed_unique"] > 0.9 * metrics["queue"]["created"]
@@ -479,8 +469,6 @@ def test_12_the_careful_patterns_stay_exactly_once_while_an_orphan_overlaps(work
     orphan holds). Their commits are idempotent inside one transaction and the checkpoint
     never moves back: nothing lost, nothing committed twice. (The read-then-write commit
     before issue 15 committed tweets twice here: see tests/README.md, claim 12.)"""
-    if not AIRFLOW_3:
-        pytest.skip(NO_SCHEDULER)
     run = ScenarioRun(worker / f"{variant}-orphan_overlaps")
     kill = run.airflow_faults[0]
     first, second = run.tries[:2]
