@@ -52,6 +52,13 @@ def repro(session: nox.Session, airflow: str) -> None:
 
 
 @nox.session(python=PYTHON, default=False)
+def package(session: nox.Session) -> None:
+    """The core from pyproject.toml alone (no lock) in a fresh venv: its commands start."""
+    install(session)
+    session.run("pytest", "-m", "long", "tests/test_install.py", *session.posargs)
+
+
+@nox.session(python=PYTHON, default=False)
 def load(session: nox.Session) -> None:
     """Same scenario, same result: the same tweets and fault times twice; the clock-sensitive
     scenarios on a quiet, then a busy machine, with the same verdicts."""

@@ -13,14 +13,12 @@ not run again (:func:`earlier_run`); every other one is redone from scratch.
 from __future__ import annotations
 
 import json
-import threading
 import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from rich.markup import escape
 
 from harness.airflow.modes import Airflows
@@ -30,6 +28,7 @@ from harness.check.records import RunError, read_json, read_metrics, require_fin
 from harness.layout import RunLayout
 from harness.procs import record_into, stop_leftovers
 from harness.report import write_report
+from harness.run.display import MatrixDisplay
 from harness.run.runner import Status, dag_spec, run_scenario
 from harness.scenario import Scenario
 
@@ -122,19 +121,19 @@ class Outcome:
 
 def run_matrix(scenarios: list[Scenario], out: Path, resume: bool = False) -> Outcome:
     """Run every scenario (with ``resume``, keep those :func:`earlier_run` keeps)."""
-    console = Console(stderr=True)
+    display = MatrixDisplay(len(scenarios))
     out = out.resolve()  # task processes get absolute paths, whatever their working folder
     out.mkdir(parents=True, exist_ok=True)
     # What an earlier run into this folder left when it died with its watchdog (e.g. the
     # whole process tree SIGKILLed): stopped by pid and start time before anything starts.
     record = out / PROCESSES
     if left := stop_leftovers(record):
-        console.print(f"[yellow]stopped {len(left)} process(es) an earlier run left[/]: {left}")
+        display.print(f"[yellow]stopped {len(left)} process(es) an earlier run left[/]: {left}")
     record.unlink(missing_ok=True)
     record_into(record)
     kept = {s.name: earlier_run(s, out)[0] for s in scenarios} if resume else {}
     to_run = [s for s in scenarios if kept.get(s.name) is None]
-    console.print(
+    display.print(
         f"[bold]{len(scenarios)} scenarios[/] -> {out}"
         + (f" ({len(scenarios) - len(to_run)} finished before, kept)" if resume else "")
     )
@@ -142,57 +141,42 @@ def run_matrix(scenarios: list[Scenario], out: Path, resume: bool = False) -> Ou
     rows: list[dict[str, Any]] = []
     pending = [s.name for s in scenarios]
     write_summary(out, rows, pending)
-    status = Status()
-    done = threading.Event()
-
-    def show() -> None:
-        with console.status("") as line:
-            while not done.wait(0.5):
-                elapsed = time.time() - status.started if status.started else 0
-                line.update(
-                    f"[{len(rows) + 1}/{len(scenarios)}] {status.scenario}: {status.phase}, "
-                    f"{elapsed:.0f} s, {status.committed:,} committed, "
-                    f"{status.faults_fired} Airflow fault records"
-                )
-
-    display = threading.Thread(target=show, daemon=True)
-    display.start()
+    status = display.status
     errors = 0
     try:
-        for scenario in scenarios:
-            earlier = kept.get(scenario.name)
-            metrics, error = earlier, None
-            if earlier is None:
-                metrics, error = _run_one(scenario, out, airflows, status)
-            dump = scenario.model_dump(by_alias=True)
-            row = headline.row(scenario.name, dump, metrics, error)
-            errors += row["error"] is not None
-            rows.append(row)
-            pending.remove(scenario.name)
-            write_summary(out, rows, pending)
-            shown = ("verdict", "lost", "duplicates", "hypothesis_held")
-            console.print(
-                f"{scenario.name}: "
-                + ", ".join(f"{k.removesuffix('_held')} {headline.fmt(row, k)}" for k in shown)
-                + (" (finished before, kept)" if earlier is not None else "")
-                + (f"\n  [red]error[/]: {escape(error)}" if error else "")
-            )
+        with display:
+            for scenario in scenarios:
+                earlier = kept.get(scenario.name)
+                metrics, error = earlier, None
+                if earlier is None:
+                    metrics, error = _run_one(scenario, out, airflows, status)
+                dump = scenario.model_dump(by_alias=True)
+                row = headline.row(scenario.name, dump, metrics, error)
+                errors += row["error"] is not None
+                rows.append(row)
+                pending.remove(scenario.name)
+                write_summary(out, rows, pending)
+                shown = ("verdict", "lost", "duplicates", "hypothesis_held")
+                display.done(
+                    f"{scenario.name}: "
+                    + ", ".join(f"{k.removesuffix('_held')} {headline.fmt(row, k)}" for k in shown)
+                    + (" (finished before, kept)" if earlier is not None else "")
+                    + (f"; [red]error[/]: {escape(error)}" if error else "")
+                )
+            status.scenario, status.phase = "", "stopping Airflow"
     finally:
-        done.set()
-        display.join(timeout=2)
         write_summary(out, rows, pending)
-        status.phase = "stopping Airflow"
         airflows.close()
         record_into(None)
-    console.print(f"summary: {out / 'summary.md'}")
+    display.print(f"summary: {out / 'summary.md'}")
     try:
-        console.print(f"report: {write_report(out)}")
+        display.print(f"report: {write_report(out)}")
     except Exception as error:  # the run's results stand without their charts
-        console.print(f"[red]report failed[/]: {type(error).__name__}: {escape(str(error))}")
-        console.print(f"rebuild it with: python -m harness report {out}")
+        display.print(f"[red]report failed[/]: {type(error).__name__}: {escape(str(error))}")
+        display.print(f"rebuild it with: python -m harness report {out}")
     failed = sum(row.get("hypothesis_held") is False for row in rows)
     if failed:
-        console.print(f"[red]{failed} scenario(s) failed their hypothesis[/]: see summary.md")
+        display.print(f"[red]{failed} scenario(s) failed their hypothesis[/]: see summary.md")
     if errors:
-        console.print(f"[red]{errors} scenario(s) errored[/]: see summary.md and error.json")
+        display.print(f"[red]{errors} scenario(s) errored[/]: see summary.md and error.json")
     return Outcome(errored=errors, failed=failed)

@@ -182,3 +182,21 @@ def test_compare_shows_what_changed(built, tmp_path, capsys):
     assert "checkpoint-kill_task" in text.split("Unchanged:")[1]
     assert main(["compare", str(out), str(other), "--out", str(tmp_path / "c.md")]) == 0
     assert (tmp_path / "c.md").read_text() == capsys.readouterr().out
+
+
+def test_the_loss_chart_stacks_each_loss_by_cause_and_fits_the_page(built):
+    """Each scenario's lost bar is one segment per cause (the checker's counts), the
+    duplicates panel is there only when something was repeated, and the figure is no wider
+    than the page shows."""
+    from harness.check.headline import lost_by_cause
+    from harness.report.charts.loss import CHART
+
+    out, written = built
+    drawn = CHART.draw(load_results(out))
+    lost = drawn.figure.axes[0]
+    segments = sorted(round(p.get_height()) for p in lost.patches if p.get_height() > 0)
+    assert segments == sorted(n for m in written.values() for n in lost_by_cause(m).values())
+    assert len(segments) > len([m for m in written.values() if m["queue"]["lost"]])  # stacked
+    repeated = any(m["queue"]["duplicates"] for m in written.values())
+    assert len(drawn.figure.axes) == (2 if repeated else 1)
+    assert drawn.figure.get_size_inches()[0] <= 12

@@ -1,0 +1,93 @@
+"""What a matrix run shows while it runs: on a terminal, a progress bar (scenarios done of
+all, elapsed, time left) under the finished scenarios' lines, its description the running
+scenario's phase; elsewhere (a CI log, a file), only the lines, one per scenario, never
+wrapped."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import IO, Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from harness.run.runner import Status
+
+__all__ = ["MatrixDisplay"]
+
+
+class MatrixDisplay:
+    """The run's output (stderr by default): :meth:`print` a line, :meth:`done` a scenario;
+    while open, :attr:`status` is shown on the bar every ``refresh`` seconds."""
+
+    def __init__(self, total: int, file: IO[str] | None = None, refresh: float = 0.5) -> None:
+        probe = Console(stderr=file is None, file=file)
+        # Off a terminal rich wraps at 80 columns: a CI log wants one line per scenario.
+        self.console = Console(stderr=file is None, file=file, soft_wrap=not probe.is_terminal)
+        self.status = Status()
+        self._refresh = refresh
+        self._progress: Progress | None = None
+        self._task: Any = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if self.console.is_terminal:
+            self._progress = Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("scenarios"),
+                TimeElapsedColumn(),
+                TextColumn("left"),
+                TimeRemainingColumn(),
+                console=self.console,
+            )
+            self._task = self._progress.add_task("starting", total=total)
+
+    def __enter__(self) -> MatrixDisplay:
+        if self._progress is not None:
+            self._progress.start()
+            self._thread = threading.Thread(target=self._show, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+        if self._progress is not None:
+            self._progress.stop()
+
+    def print(self, text: str) -> None:
+        """A line (rich markup), above the bar on a terminal."""
+        self.console.print(text)
+
+    def done(self, text: str) -> None:
+        """A scenario finished: its line, and the bar one step on."""
+        self.print(text)
+        if self._progress is not None:
+            self._progress.advance(self._task)
+
+    def _show(self) -> None:
+        while not self._stop.wait(self._refresh):
+            self._progress.update(self._task, description=self.describe())  # type: ignore[union-attr]
+
+    def describe(self) -> str:
+        """The running scenario, as the bar's description shows it."""
+        s = self.status
+        if not s.scenario:
+            return s.phase or "starting"
+        elapsed = time.time() - s.started if s.started else 0
+        return (
+            f"{s.scenario}: {s.phase}, {elapsed:.0f} s, {s.committed:,} committed, "
+            f"{s.faults_fired} Airflow fault records"
+        )

@@ -1,0 +1,42 @@
+"""harness/run/display.py: a progress bar on a terminal, plain unwrapped lines elsewhere."""
+
+from __future__ import annotations
+
+import io
+import re
+import time
+
+from harness.run.display import MatrixDisplay
+
+LONG = "naive_loop-clear_task_with_a_name_longer_than_a_terminal: " + "verdict at-most-once, " * 5
+
+
+def test_off_a_terminal_one_line_per_scenario_and_no_bar():
+    out = io.StringIO()
+    with MatrixDisplay(2, file=out, refresh=0.01) as display:
+        display.status.scenario, display.status.phase = "x", "streaming"
+        display.done(LONG)
+        display.done("second: verdict exactly-once")
+    assert out.getvalue() == f"{LONG}\nsecond: verdict exactly-once\n"  # not wrapped at 80
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_on_a_terminal_a_bar_counts_the_scenarios_and_shows_the_running_one():
+    out = _Terminal()
+    display = MatrixDisplay(3, file=out, refresh=0.01)
+    display.console.size = (140, 30)
+    with display:
+        display.status.scenario, display.status.phase = "naive_loop-kill_task", "streaming"
+        display.status.committed = 12_345
+        display.done("first: verdict exactly-once")
+        time.sleep(0.3)  # the description's refresh (every 0.01 s) and the bar's own
+    shown = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", out.getvalue())  # colours, cursor moves
+    assert "first: verdict exactly-once" in shown
+    assert "1/3 scenarios" in shown
+    assert "left" in shown
+    assert "naive_loop-kill_task: streaming, " in shown
+    assert "12,345 committed" in shown
