@@ -103,9 +103,14 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def run(session: nox.Session) -> None:
-    """The main job: the default scenario matrix on Airflow -> results/<time>/ (-- --quick)."""
+    """The main job: the default scenario matrix on Airflow -> results/<time>/ (-- --quick).
+
+    Its hypothesis (nothing lost, nothing repeated) fails for the article's variants by
+    design: the matrix is a comparison, so a failed hypothesis does not fail the session
+    (`--exit-zero`); `nox -s scenarios` gates on it."""
     install(session)
-    session.run("python", "-m", "harness", "run", "scenarios/default.toml", *session.posargs)
+    argv = ["python", "-m", "harness", "run", "scenarios/default.toml", "--exit-zero"]
+    session.run(*argv, *session.posargs)
 
 
 def latest_results(root: Path = Path("results")) -> Path | None:

@@ -36,7 +36,10 @@ BUSY = "while True: pass"
 def _matrix(out: Path) -> dict[str, dict]:
     """Run the scenarios into ``out``; each one's headline row (summary.json)."""
     argv = [sys.executable, "-m", "harness", "run", str(ROOT / "scenarios" / "default.toml")]
-    subprocess.run([*argv, "--only", ONLY, "--out", str(out)], check=True, timeout=3600)
+    # The matrix's hypothesis fails for the article's variants: a result, not an error.
+    subprocess.run(
+        [*argv, "--only", ONLY, "--out", str(out), "--exit-zero"], check=True, timeout=3600
+    )
     rows = json.loads((out / "summary.json").read_text())["scenarios"]
     return {r["scenario"]: r for r in rows}
 
