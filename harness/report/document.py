@@ -101,7 +101,8 @@ def _td(text: str, classes: list[str]) -> str:
 _CSS = """
 body { font: 15px/1.5 system-ui, sans-serif; max-width: 1300px; margin: 2em auto;
        padding: 0 1em; color: #222; }
-table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 13px; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 13px;
+        display: block; max-width: 100%; overflow-x: auto; }
 th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: left; }
 th { background: #f3f3f3; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }

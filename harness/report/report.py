@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 import time
+import traceback
 from pathlib import Path
 
 from harness.check.headline import COLUMNS, fmt
@@ -23,7 +24,8 @@ from harness.report.document import (
     to_html,
     to_markdown,
 )
-from harness.report.runs import Results, load_results
+from harness.report.runs import Results, ScenarioRun, load_results
+from harness.report.scenario_page import PAGE, write_scenario_page
 
 __all__ = ["CHARTS_DIR", "write_report"]
 
@@ -37,6 +39,8 @@ def write_report(run_dir: Path) -> Path:
     started = time.monotonic()
     results = load_results(run_dir)
     charts = _charts(results, run_dir / CHARTS_DIR)
+    for run in results.scenarios:
+        _page(run)
     blocks = _overview(results) + _failures(results) + charts + _environment(results)
     blocks.append(
         Paragraph(
@@ -71,7 +75,8 @@ def _overview(results: Results) -> list[Block]:
             "Variant (rows) under each fault (columns): what happened to the data (the "
             "verdict of the judged window, with what was lost or repeated; `incomplete`: the "
             "run hit its cap before it was quiet), and whether the scenario's steady-state "
-            "hypothesis held (✓) or not (✗)."
+            "hypothesis held (✓) or not (✗). Each cell links to the scenario's own page: "
+            "what happened and why, its throughput and tries, the loss by cause."
         ),
     ]
     grid, classes = [], []
@@ -79,7 +84,7 @@ def _overview(results: Results) -> list[Block]:
         cells, colours = [], [""]
         for fault in results.fault_sets:
             runs = results.cell(variant, fault)
-            cells.append(", ".join(_verdict_cell(r.headline) for r in runs) or "not run")
+            cells.append(", ".join(_verdict_link(r) for r in runs) or "not run")
             colours.append(str(runs[0].headline["verdict"]) if len(runs) == 1 else "")
         grid.append([variant, *cells])
         classes.append(colours)
@@ -105,6 +110,11 @@ def _overview(results: Results) -> list[Block]:
     return blocks
 
 
+def _verdict_link(run: ScenarioRun) -> str:
+    """The cell, linking to the scenario's own page (:mod:`harness.report.scenario_page`)."""
+    return f"[{_verdict_cell(run.headline)}]({run.name}/{PAGE})"
+
+
 def _verdict_cell(headline: dict) -> str:
     """``at-most-once: lost 1,988 ✗``: the verdict, what made it, the hypothesis."""
     verdict = headline["verdict"]
@@ -118,6 +128,14 @@ def _verdict_cell(headline: dict) -> str:
         counts.append(f"{fmt(headline, 'duplicates')} dup")
     detail = f": {', '.join(counts)}" if counts else ""
     return f"{verdict}{detail} {_MARK[headline['hypothesis_held']]}"
+
+
+def _page(run: ScenarioRun) -> None:
+    """The scenario's page; one that cannot be drawn costs that page only."""
+    try:
+        write_scenario_page(run)
+    except Exception:  # reported, not raised: the report stands without it
+        traceback.print_exc()
 
 
 def _failures(results: Results) -> list[Block]:

@@ -116,6 +116,16 @@ class ScenarioRun:
         return [(n, a, b) for n, a, b in windows]
 
     @cached_property
+    def connections(self) -> list[dict[str, Any]]:
+        """The stream connections the ledger recorded ([] if it cannot be read)."""
+        from harness.check.history import RunError, load_history
+
+        try:
+            return list(load_history(self.root).connections)
+        except (RunError, OSError, KeyError, ValueError):
+            return []
+
+    @cached_property
     def latencies(self) -> np.ndarray | None:
         """Creation -> first commit (s) of every committed tweet of the window, sorted; None
         if the raw files cannot be read."""

@@ -89,13 +89,15 @@ def test_the_verdict_grid_has_every_scenario_in_its_cell(built):
     for name, metrics in written.items():
         variant, fault = name.split("-", 1)
         cell = grid[variant][f"fault: {fault}"]
-        assert cell.startswith(metrics["verdict"])
+        assert cell.startswith(f"[{metrics['verdict']}")
+        assert cell.endswith(f"]({name}/index.html)")  # the scenario's own page
         # What made the verdict is in the cell: the counts lost and repeated.
         assert ("lost " in cell) == (metrics["queue"]["lost"] > 0), cell
         assert (" dup" in cell) == (metrics["queue"]["duplicates"] > 0), cell
     html = (out / "index.html").read_text()
-    for metrics in written.values():  # coloured by verdict in the page
-        assert f'<td class="{metrics["verdict"]}">{metrics["verdict"]}' in html
+    for name, metrics in written.items():  # coloured by verdict in the page
+        verdict = metrics["verdict"]
+        assert f'<td class="{verdict}"><a href="{name}/index.html">{verdict}' in html
     cells = sum(len(r) - 1 for r in grid.values())
     assert sum(v == "not run" for r in grid.values() for v in r.values()) == cells - len(written)
 
@@ -200,3 +202,28 @@ def test_the_loss_chart_stacks_each_loss_by_cause_and_fits_the_page(built):
     repeated = any(m["queue"]["duplicates"] for m in written.values())
     assert len(drawn.figure.axes) == (2 if repeated else 1)
     assert drawn.figure.get_size_inches()[0] <= 12
+
+
+def test_a_scenario_page_explains_the_loss_from_the_metrics(built):
+    """The killed naive loop's page: the fault, the killed try and its successor, what was
+    lost by cause (the checker's counts, adding up to the loss), the failed hypothesis."""
+    from harness.check.headline import lost_by_cause
+    from harness.report.scenario_page import explain
+
+    out, written = built
+    metrics = written["naive_loop-kill_task"]
+    run = next(r for r in load_results(out).scenarios if r.name == "naive_loop-kill_task")
+    lines = explain(run)
+    t0 = run.window_start
+    assert lines[0].startswith("The nemesis injected `kill_task` at ")
+    first, second = metrics["timing"]["tries"]["list"][:2]
+    assert f"try 2 started at {second['started_at'] - t0:.1f} s." in lines[1]
+    causes = lost_by_cause(metrics)
+    lost = metrics["queue"]["lost"]
+    assert sum(causes.values()) == lost > 0
+    why = "; ".join(f"{n:,} {c}" for c, n in causes.items())
+    assert f"{lost:,} were never committed: {why}." in lines[2]
+    assert lines[-1].startswith("Verdict: at-most-once; the hypothesis failed: `lost == 0`")
+    page = (out / "naive_loop-kill_task" / "index.html").read_text()
+    assert all(f"<td>{cause}</td>" in page for cause in causes)  # the loss-by-cause table
+    assert (out / "naive_loop-kill_task" / "timeline.png").read_bytes()[:4] == b"\x89PNG"
