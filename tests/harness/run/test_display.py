@@ -28,15 +28,15 @@ class _Terminal(io.StringIO):
 def test_on_a_terminal_a_bar_counts_the_scenarios_and_shows_the_running_one():
     out = _Terminal()
     display = MatrixDisplay(3, file=out, refresh=0.01)
-    display.console.size = (140, 30)
+    display.console.size = (80, 30)  # a narrow terminal: the description is what is cut
     with display:
-        display.status.scenario, display.status.phase = "naive_loop-kill_task", "streaming"
+        display.status.scenario = "naive_loop-kill_task"
+        display.status.phase = "ending: until the ledger is quiet"
         display.status.committed = 12_345
         display.done("first: verdict exactly-once")
         time.sleep(0.3)  # the description's refresh (every 0.01 s) and the bar's own
     shown = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", out.getvalue())  # colours, cursor moves
     assert "first: verdict exactly-once" in shown
-    assert "1/3 scenarios" in shown
-    assert "left" in shown
-    assert "naive_loop-kill_task: streaming, " in shown
-    assert "12,345 committed" in shown
+    assert "1/3 scenarios 0:00:00 left" in shown
+    assert "naive_loop-kill_task:" in shown  # cut to the width left
+    assert "12,345 committed" in display.describe()
