@@ -56,6 +56,9 @@ class MatrixDisplay:
                 ),
                 console=self.console,
                 expand=True,
+                # Scenarios take minutes each: time left from the whole run's pace, not
+                # the last 30 s (rich's default), which often saw no scenario end.
+                speed_estimate_period=24 * 3600,
             )
             self._task = self._progress.add_task("starting", total=total)
 
