@@ -8,8 +8,8 @@ needs Airflow 3 (2.x refuses LocalExecutor on SQLite); Airflow 3 has no ``tasks 
 
 With no scheduler, the harness does the scheduler's part for the one DAG run, with
 Airflow's own code in a helper process (:mod:`harness.airflow.localtask_scheduler`):
-trigger, zombie, retry delay, try number; and, with no API server, what 2.x's REST API
-does for the UI's Clear and Mark as. Nothing here imports Airflow. How a try is launched
+trigger, zombie, retry delay, try number; and, with no webserver, what the 2.x UI's
+Clear and Mark as do. Nothing here imports Airflow. How a try is launched
 and retried is in harness/README.md ("Modes and what they can do").
 """
 
