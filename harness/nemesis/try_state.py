@@ -4,8 +4,11 @@ own machinery then stops the try.
 Airflow 3.3.2's supervisor learns it at its next heartbeat (410 or 409: the task instance
 is no longer running) and calls ``kill(SIGTERM, force=True)``: SIGTERM, then SIGKILL if the
 try is still alive 5 s later (task-sdk ``execution_time/supervisor.py``: ``kill``, lines
-1076-1130, and ``_send_heartbeat_if_needed``, 1699-1737). Each fault records when it acted
-and, when the try's process died, the signals the supervisor logged.
+1076-1130, and ``_send_heartbeat_if_needed``, 1699-1737). On 2.x (``localtask``) the try's
+``LocalTaskJob`` acts at the second heartbeat that sees the change (a try marked
+successful first runs ``task_success_overtime``) and SIGTERMs the try's process group,
+SIGKILL after ``killed_task_cleanup_time``. Each fault records when Airflow had the change
+and, when the try's process died, the signals its supervisor logged.
 """
 
 from __future__ import annotations
