@@ -184,7 +184,7 @@ def _check(run_dir: Path) -> int:
         f"unexpected {queue['unexpected']:,}; silent failure: {metrics['silent_failure']}"
     )
     if causes := headline.lost_by_cause(metrics):
-        print("lost by cause: " + "; ".join(f"{c} {n:,}" for c, n in causes.items()))
+        print(f"lost by cause: {headline.causes_text(causes)}")
     print(f"metrics: {run_dir / 'metrics.json'}")
     hypothesis = metrics.get("hypothesis") or {}
     if hypothesis.get("held") is False:

@@ -39,6 +39,7 @@ import psutil
 __all__ = [
     "OwnedProcess",
     "free_port",
+    "in_sessions",
     "install_signal_handlers",
     "parent_pid",
     "pid_alive",
@@ -216,6 +217,15 @@ def descendants(pid: int) -> list[int]:
         return [child.pid for child in psutil.Process(pid).children(recursive=True)]
     except psutil.NoSuchProcess:
         return []
+
+
+def in_sessions(pid: int, sessions: set[int]) -> bool:
+    """Whether ``pid`` runs in one of ``sessions`` (session ids: the pids of leaders we
+    started); a pid, not a scan of every process."""
+    try:
+        return pid_alive(pid) and os.getsid(pid) in sessions
+    except ProcessLookupError:
+        return False
 
 
 def session_members(sid: int) -> list[int]:

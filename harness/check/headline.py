@@ -18,6 +18,7 @@ __all__ = [
     "METRICS",
     "MISSING",
     "Metric",
+    "causes_text",
     "fault_label",
     "fmt",
     "lost_by_cause",
@@ -121,6 +122,11 @@ CAUSES = {
 }
 
 
+def causes_text(causes: dict[str, int]) -> str:
+    """``no connection open 5,223; delivered, not committed 21``."""
+    return "; ".join(f"{cause} {count:,}" for cause, count in causes.items())
+
+
 def lost_by_cause(metrics: dict[str, Any]) -> dict[str, int]:
     """The lost tweets by cause, largest first: each tweet counted once (those never
     delivered under the server's drop reason), so the counts add up to ``lost``."""
@@ -175,8 +181,7 @@ def fmt(headline: dict[str, Any], key: str) -> str:
     if key == "hypothesis_held":
         return {True: "held", False: "FAILED"}.get(value, MISSING)
     if key == "lost_by_cause":
-        causes = headline.get(key) or {}
-        return "; ".join(f"{cause} {count:,}" for cause, count in causes.items()) or MISSING
+        return causes_text(headline.get(key) or {}) or MISSING
     if key == "recovery_s" and headline.get("never_recovered"):
         return "never"
     if value is None:

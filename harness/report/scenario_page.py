@@ -200,12 +200,13 @@ def _draw(run: ScenarioRun) -> str | None:
             bottom.text(t["started_at"] - t0, i, f" try {t['try']}", va="center", fontsize=7)
         bottom.set_yticks([])
         bottom.set_xlabel("seconds from the window's start")
+        faults = run.fault_windows()
         for ax in (top, bottom):
-            for _name, start, stop in run.fault_windows():
+            for _, start, stop in faults:
                 end = stop if stop is not None and stop > start + 0.3 else start + 0.3
                 ax.axvspan(start - t0, end - t0, color="#E69F00", alpha=0.3, lw=0)
-        if run.fault_windows():
-            top.text(run.fault_windows()[0][1] - t0, top.get_ylim()[1], " fault",
+        if faults:
+            top.text(faults[0][1] - t0, top.get_ylim()[1], " fault",
                      va="top", fontsize=7, color="#9A6A00")  # fmt: skip
         figure.tight_layout()
         figure.savefig(run.root / f"{_CHART}.png", dpi=110, metadata={"Software": None})

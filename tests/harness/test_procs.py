@@ -18,6 +18,7 @@ import pytest
 
 from harness.procs import (
     OwnedProcess,
+    in_sessions,
     pid_alive,
     record_into,
     session_members,
@@ -116,3 +117,27 @@ def test_leftovers_are_stopped_by_pid_and_start_time(tmp_path):
         stranger.kill()
         stranger.wait()
         ours.stop()
+
+
+def test_in_sessions_knows_ours_by_session_not_by_name():
+    """A process we started and its child are in our session; this test's own process,
+    and a process gone, are not."""
+    leader = OwnedProcess(
+        [sys.executable, "-c", "import subprocess, sys, time; "
+         "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+         "time.sleep(60)"]
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 10
+        while not session_members(leader.pid)[1:] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        members = session_members(leader.pid)
+        assert len(members) == 2
+        assert all(in_sessions(pid, {leader.pid}) for pid in members)
+        assert not in_sessions(os.getpid(), {leader.pid})
+    finally:
+        leader.stop(grace=1.0)
+    deadline = time.monotonic() + 5  # the orphaned child is reaped by init, not by us
+    while any(in_sessions(pid, {leader.pid}) for pid in members) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(in_sessions(pid, {leader.pid}) for pid in members)

@@ -36,7 +36,7 @@ from harness.airflow.base import (
 from harness.airflow.home import AirflowHome, airflow_major, airflow_version
 from harness.airflow.local_task_job_log import local_task_job_signals
 from harness.airflow.probed import ProbedTask, kill
-from harness.procs import OwnedProcess, pid_alive, session_members
+from harness.procs import OwnedProcess, in_sessions, pid_alive, session_members
 
 __all__ = ["LocalTaskMode", "LocalTaskTask"]
 
@@ -201,7 +201,7 @@ class LocalTaskTask(ProbedTask):
         """Whether ``pid`` is in the session of a ``LocalTaskJob`` we started."""
         with self._lock:
             jobs = [*self._ended, *([self._process] if self._process else [])]
-        return any(pid in session_members(job.pid) for job in jobs)
+        return in_sessions(pid, {job.pid for job in jobs})
 
     def signal_supervisor(self, sig: int) -> int | None:
         """Signal the current try's ``LocalTaskJob`` (what supervises a try on a 2.x

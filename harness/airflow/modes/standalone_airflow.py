@@ -17,7 +17,6 @@ simple auth manager with every user an admin: loopback only).
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import socket
 import time
@@ -28,7 +27,7 @@ import requests
 
 from harness.airflow.base import ModeError
 from harness.airflow.home import AIRFLOW_BIN, AirflowHome
-from harness.procs import OwnedProcess, pid_alive
+from harness.procs import OwnedProcess, in_sessions
 
 __all__ = ["HEARTBEAT_TIMEOUT", "StandaloneAirflow"]
 
@@ -172,11 +171,7 @@ class StandaloneAirflow:
     def owns(self, pid: int) -> bool:
         """Whether ``pid`` is one of ours: in the session of a scheduler we started (a
         task leads a process group of its own, inside its scheduler's session)."""
-        sessions = {p.pid for p in (self.scheduler, *self._retired)}
-        try:
-            return pid_alive(pid) and os.getsid(pid) in sessions
-        except ProcessLookupError:
-            return False
+        return in_sessions(pid, {p.pid for p in (self.scheduler, *self._retired)})
 
     def restart_scheduler(self) -> list[int]:
         """SIGKILL the scheduler and the dag-processor (their children live on, as after a

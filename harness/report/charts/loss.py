@@ -59,7 +59,7 @@ def _bars(ax: Axes, results: Results, key: str, causes: list[str]) -> None:
                 parts = {"": value}  # duplicates, or causes that do not add up: one bar
             bottom = 0
             for cause, count in sorted(parts.items(), key=lambda kv: _order(causes, kv[0])):
-                hatch = _HATCHES[_order(causes, cause) % len(_HATCHES)] if cause else ""
+                hatch = _hatch(causes, cause) if cause else ""
                 ax.bar(x[j], count, width * 0.92, bottom=bottom, color=colour, hatch=hatch,
                        edgecolor="white", linewidth=0.4)  # fmt: skip
                 bottom += count
@@ -82,8 +82,8 @@ def _bars(ax: Axes, results: Results, key: str, causes: list[str]) -> None:
     ax.grid(axis="x", visible=False)
 
 
-def _hatches(n: int) -> list[str]:
-    return [_HATCHES[i % len(_HATCHES)] for i in range(n)]
+def _hatch(causes: list[str], cause: str) -> str:
+    return _HATCHES[_order(causes, cause) % len(_HATCHES)]
 
 
 def _order(causes: list[str], cause: str) -> int:
@@ -108,8 +108,8 @@ def draw(results: Results) -> Drawn | Skipped:
                            bbox_to_anchor=(1.0, 0.95), frameon=False)  # fmt: skip
     if causes:
         hatched = [
-            Patch(facecolor="#BBBBBB", edgecolor="white", hatch=hatch, label=cause)
-            for cause, hatch in zip(causes, _hatches(len(causes)), strict=True)
+            Patch(facecolor="#BBBBBB", edgecolor="white", hatch=_hatch(causes, c), label=c)
+            for c in causes
         ]
         figure.add_artist(legend)
         figure.legend(handles=hatched, title="lost: cause", loc="lower left",
