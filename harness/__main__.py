@@ -13,6 +13,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from harness.procs import install_signal_handlers
 
@@ -43,7 +44,18 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser(
         "run", allow_abbrev=False, help="run scenario or matrix files against a real Airflow"
     )
-    run.add_argument("files", type=Path, nargs="+")
+    run.add_argument("files", type=Path, nargs="*")
+    own = run.add_argument_group("your own DAG (instead of files; docs/your-own-dag.md)")
+    own.add_argument("--dag", type=Path, help="its DAG file")
+    own.add_argument("--dag-id", default="", help="its DAG (default: the file's only one)")
+    own.add_argument("--task", help="the task under test (with --dag)")
+    own.add_argument(
+        "--faults", default="none,kill_task", help="comma-separated: none, timeout, or an "
+        "Airflow fault type at 5 s (default: none,kill_task)",
+    )  # fmt: skip
+    own.add_argument("--duration", type=float, default=15.0, help="seconds of stream")
+    own.add_argument("--rate", type=float, default=200.0, help="tweets per second")
+    own.add_argument("--connection", default="x_stream", help="the conn id its task reads")
     run.add_argument("--out", type=Path, help="results folder (default results/<time>)")
     run.add_argument("--only", help="run only scenarios whose name matches this regex")
     run.add_argument("--quick", action="store_true", help="the matrix's quick subset")
@@ -110,8 +122,25 @@ def _scenario_files() -> list[Path]:
 
 
 def _scenarios(args: argparse.Namespace) -> int:
-    from harness.scenario import ScenarioError, load_many, quick_pattern
+    from harness.scenario import ScenarioError, dag_scenarios, load_many, quick_pattern
 
+    if args.command == "run" and (args.dag is None) == (not args.files):
+        print("run: give scenario files, or --dag FILE --task ID (not both)", file=sys.stderr)
+        return BAD_INPUT
+    if args.command == "run" and args.dag is not None:
+        if not args.task:
+            print("--dag: give the task under test with --task", file=sys.stderr)
+            return BAD_INPUT
+        try:
+            faults = [f.strip() for f in args.faults.split(",") if f.strip()]
+            scenarios = dag_scenarios(
+                args.dag, args.task, args.dag_id, faults, duration=args.duration,
+                rate=args.rate, connection=args.connection,
+            )  # fmt: skip
+        except ScenarioError as e:
+            print(e, file=sys.stderr)
+            return BAD_INPUT
+        return _run(args, scenarios)
     files = list(getattr(args, "files", None) or _scenario_files())
     if not files:
         looked = " and ".join(str(f.resolve()) for f in SCENARIO_FOLDERS)
@@ -130,12 +159,24 @@ def _scenarios(args: argparse.Namespace) -> int:
     if args.command == "list":
         try:
             for s in scenarios:
-                print(f"{s.name:40} {s.variant:18} {s.description}")
+                print(f"{s.name:40} {s.subject:18} {s.description}")
             sys.stdout.flush()
         except BrokenPipeError:  # `list | head`: the reader has all it wanted
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return OK
+    return _run(args, scenarios)
+
+
+def _run(args: argparse.Namespace, scenarios: list[Any]) -> int:
     from harness.run.matrix import earlier_run, run_matrix
+    from harness.run.runner import check_dags
+    from harness.scenario import ScenarioError
+
+    try:
+        check_dags(scenarios)  # a DAG file that does not parse: before anything starts
+    except ScenarioError as e:
+        print(e, file=sys.stderr)
+        return BAD_INPUT
 
     if args.resume and args.out is None:
         print("--resume: give the results folder to finish with --out", file=sys.stderr)
@@ -183,6 +224,8 @@ def _check(run_dir: Path) -> int:
         f"lost {queue['lost']:,}, duplicates {queue['duplicates']:,}, "
         f"unexpected {queue['unexpected']:,}; silent failure: {metrics['silent_failure']}"
     )
+    if queue.get("unobserved"):
+        print(queue["unobserved"])
     if causes := headline.lost_by_cause(metrics):
         print(f"lost by cause: {headline.causes_text(causes)}")
     print(f"metrics: {run_dir / 'metrics.json'}")

@@ -54,7 +54,9 @@ from pydantic import (
     create_model,
     field_serializer,
     field_validator,
+    model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from fake_stream.config import validate_server_options
 from fake_stream.faults import FaultError, build
@@ -72,6 +74,7 @@ __all__ = [
     "Scenario",
     "ScenarioError",
     "TaskSettings",
+    "dag_scenarios",
     "load",
     "load_many",
     "quick_pattern",
@@ -105,6 +108,15 @@ _SERVER_OWN = frozenset(
 _FAULTS = registered()
 #: An Airflow fault of any registered type, chosen by its ``type`` (harness/nemesis/).
 AirflowFaultSpec = Annotated[Union[tuple(_FAULTS.values())], Discriminator("type")]  # noqa: UP007
+
+
+class SinkQuery(_Strict):
+    """A DAG you cannot edit: a read-only query over its own SQLite sink, run before and
+    after the run (harness/run/sink_query.py). ``{airflow_home}`` in ``database``: the
+    harness's Airflow home."""
+
+    database: str = Field(min_length=1)
+    query: str = Field(pattern=r"(?is)^\s*(select|with)\b", max_length=10_000)
 
 
 class TaskSettings(_Strict):
@@ -155,7 +167,14 @@ class Scenario(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.@-]+$", max_length=200)
     description: str = ""
     seed: int = Field(default=0, ge=0, lt=2**63)
-    variant: str
+    variant: str | None = None
+    #: Or a DAG you bring (docs/your-own-dag.md): its file (relative to the scenario
+    #: file), the DAG and task to run, and the connection id its task reads the stream from.
+    dag_file: str | None = None
+    dag_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+$", max_length=250)
+    task_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+$", max_length=250)
+    connection: str = Field(default="x_stream", pattern=r"^[A-Za-z0-9_.-]+$", max_length=250)
+    sink_query: SinkQuery | None = None
     mode: str = "dagtest"
     duration: float = Field(default=15.0, gt=0, le=3600)
     rate: Any = 1000
@@ -168,10 +187,38 @@ class Scenario(_Strict):
 
     @field_validator("variant")
     @classmethod
-    def _known_variant(cls, variant: str) -> str:
-        if variant not in VARIANTS:
+    def _known_variant(cls, variant: str | None) -> str | None:
+        if variant is not None and variant not in VARIANTS:
             raise ValueError(f"unknown variant; known: {', '.join(sorted(VARIANTS))}")
         return variant
+
+    @model_validator(mode="after")
+    def _variant_or_dag(self) -> Scenario:
+        """A built-in variant, or a DAG file with its DAG and task ids (standalone only)."""
+        if (self.variant is None) == (self.dag_file is None):
+            raise PydanticCustomError(
+                "variant_or_dag", "give either variant or dag_file (with dag_id and task_id)"
+            )
+        if self.dag_file is not None:
+            missing = [f for f in ("dag_id", "task_id") if getattr(self, f) is None]
+            if missing:
+                raise PydanticCustomError("dag", f"dag_file needs {' and '.join(missing)}")
+            if self.mode != "standalone":
+                raise PydanticCustomError(
+                    "dag", "dag_file runs in mode 'standalone' (a real scheduler and API)"
+                )
+            if self.params:
+                raise PydanticCustomError(
+                    "dag", "params are the built-in variants'; a DAG you bring has its own"
+                )
+        elif self.sink_query is not None:
+            raise PydanticCustomError("dag", "sink_query is for a DAG you bring (dag_file)")
+        return self
+
+    @property
+    def subject(self) -> str:
+        """What is under test: the variant, or the DAG you brought."""
+        return self.variant or str(self.dag_id)
 
     @field_validator("mode")
     @classmethod
@@ -372,13 +419,21 @@ def _rate_file_here(path: Path, data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "rate": {**rate, "file": str((path.parent / file).resolve())}}
 
 
+def _dag_file_here(path: Path, data: dict[str, Any]) -> dict[str, Any]:
+    """A relative ``dag_file`` is relative to the scenario file's folder (made absolute)."""
+    file = data.get("dag_file")
+    if not isinstance(file, str) or not file or Path(file).is_absolute():
+        return data
+    return {**data, "dag_file": str((path.parent / file).resolve())}
+
+
 def _scenario(path: Path, data: dict[str, Any]) -> Scenario:
     if "faults" in data:
         raise ScenarioError(
             f"{path}: faults: now called airflow_faults (stream faults stay stream_faults)"
         )
     try:
-        scenario = Scenario.model_validate(_rate_file_here(path, data))
+        scenario = Scenario.model_validate(_dag_file_here(path, _rate_file_here(path, data)))
     except ValidationError as e:
         raise ScenarioError(_message(path, e)) from None
     # A number given as text ("inf") becomes one only here: check the result too.
@@ -462,4 +517,45 @@ def _expand(path: Path, data: dict[str, Any], including: tuple[Path, ...]) -> li
                     out.append(_scenario(path, scenario))
     if not out:
         raise ScenarioError(f"{path}: matrix: expands to no scenario (no variants or files)")
+    return out
+
+
+def dag_scenarios(
+    dag_file: Path,
+    task_id: str,
+    dag_id: str = "",
+    faults: list[str] | None = None,
+    *,
+    duration: float = 15.0,
+    rate: float = 200.0,
+    connection: str = "x_stream",
+) -> list[Scenario]:
+    """``harness run --dag``: one standalone scenario per fault (``none``, an Airflow fault
+    type at 5 s, or ``timeout``: an ``execution_timeout`` of half the duration) for a DAG
+    you bring. ``dag_id`` ``""``: the file's only DAG (Airflow parses it to tell)."""
+    from harness.airflow.user_dag import UserDagError, inspect
+
+    try:
+        dag_id = dag_id or inspect(dag_file, "", task_id).dag_id
+    except UserDagError as e:
+        raise ScenarioError(f"--dag: {e}") from None
+    out = []
+    for fault in faults or ["none", "kill_task"]:
+        data: dict[str, Any] = {
+            "name": f"{dag_id}-{fault}", "dag_file": str(dag_file.resolve()), "dag_id": dag_id,
+            "task_id": task_id, "connection": connection, "mode": "standalone",
+            "duration": duration, "rate": rate,
+            "description": f"{dag_file.name}: {fault} (python -m harness run --dag)",
+        }  # fmt: skip
+        if fault == "timeout":
+            data["task"] = {"execution_timeout": duration / 2}
+        elif fault != "none":
+            if fault not in _FAULTS:
+                known = ", ".join(["none", "timeout", *sorted(_FAULTS)])
+                raise ScenarioError(f"--faults: unknown fault {fault!r}; known: {known}")
+            data["airflow_faults"] = [{"type": fault, "at": 5}]
+        try:
+            out.append(Scenario.model_validate(data))
+        except ValidationError as e:
+            raise ScenarioError(_message(Path("--dag"), e)) from None
     return out

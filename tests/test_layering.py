@@ -14,15 +14,16 @@ ROOT = Path(__file__).resolve().parents[1]
 #: package -> the project packages it may import (itself always). ``task/`` runs inside
 #: Airflow's task processes; ``check/`` and ``report/`` read run folders only.
 ALLOWED = {
+    "streamstall_probe": set(),
     "fake_stream": set(),
     "harness.layout": set(),
     "harness.procs": set(),
     "harness.cgroups": set(),
     "harness.watchdog": {"harness.procs"},
-    "harness.task": {"harness.layout", "fake_stream"},
+    "harness.task": {"harness.layout", "fake_stream", "streamstall_probe"},
     "harness.check": {"harness.layout", "fake_stream"},
     "harness.report": {"harness.layout", "harness.check"},
-    "harness.airflow": {"harness.layout", "harness.procs", "harness.task"},
+    "harness.airflow": {"harness.layout", "harness.procs", "harness.task", "streamstall_probe"},
     "harness.nemesis": {"harness.procs", "harness.cgroups", "harness.airflow"},
     "harness.scenario": {
         "fake_stream",
@@ -51,10 +52,13 @@ def _imports(path: Path) -> set[str]:
             names |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names.add(node.module)
-    return {n for n in names if n.split(".")[0] in ("harness", "fake_stream")}
+    return {n for n in names if n.split(".")[0] in ("harness", "fake_stream", "streamstall_probe")}
 
 
-SOURCES = sorted(p for top in ("harness", "fake_stream") for p in (ROOT / top).rglob("*.py"))
+SOURCES = sorted(
+    [ROOT / "streamstall_probe.py"]
+    + [p for top in ("harness", "fake_stream") for p in (ROOT / top).rglob("*.py")]
+)
 
 
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(ROOT)))

@@ -26,6 +26,7 @@ __all__ = [
     "DagSpec",
     "Mode",
     "ModeError",
+    "StreamConnection",
     "TaskHandle",
     "TaskSpec",
     "register_mode",
@@ -66,6 +67,8 @@ class DagSpec:
     :param retries: the retries the task ends up with (scenario or variant default).
     :param retry_delay: seconds between tries (likewise).
     :param continuous: the variant's DAG is ``@continuous``: a new DAG run follows each.
+    :param dag_file: a DAG you bring, instead of a variant (``variant`` is then ``""``),
+        with ``dag_id`` and ``task_id``, the task under test.
     """
 
     name: str
@@ -76,15 +79,33 @@ class DagSpec:
     retry_delay: float = 1.0
     continuous: bool = False
     description: str = ""
+    dag_file: str | None = None
+    dag_id: str | None = None
+    task_id: str = "stream"
+
+
+@dataclass(frozen=True)
+class StreamConnection:
+    """The fake stream as an Airflow Connection (``host``: its base URL, ``password``: its
+    bearer token), as a task reads X's: kept out of ``dag_run.conf`` and Airflow's
+    database (:meth:`harness.airflow.home.AirflowHome.put_connection`)."""
+
+    conn_id: str
+    host: str
+    password: str = field(repr=False)
 
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """One scenario's task when it starts: its DAG, its run folder, the DAG run's conf."""
+    """One scenario's task when it starts: its DAG, its run folder, the DAG run's conf, the
+    stream's connection, and whether ``streamstall_probe`` records the commits a DAG you
+    brought reports (not when the harness reads its sink instead)."""
 
     dag: DagSpec
     layout: RunLayout
     conf: dict[str, Any]
+    connection: StreamConnection | None = None
+    probe_commits: bool = True
 
 
 class TaskHandle(ABC):
@@ -192,6 +213,11 @@ class Mode(ABC):
         self.root = root
         self.dags = dags
         self.template = template
+
+    @property
+    def home(self) -> Path | None:
+        """The AIRFLOW_HOME its tasks share (None: one per scenario, or none)."""
+        return None
 
     @abstractmethod
     def start(self, spec: TaskSpec) -> TaskHandle:

@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 try:  # Airflow 3
-    from airflow.sdk import DAG, BaseOperator
+    from airflow.sdk import DAG, BaseHook, BaseOperator
 except ImportError:  # Airflow 2.x
+    from airflow.hooks.base import BaseHook  # type: ignore[no-redef]
     from airflow.models import DAG, BaseOperator  # type: ignore[no-redef]
 
 from harness.task.variants import PARAMS, VARIANTS, TaskContext, execute_try
@@ -32,17 +33,27 @@ __all__ = ["StreamOperator", "build_dag", "scenario_dags", "task_context"]
 _SECONDS = ("execution_timeout", "retry_delay")
 
 
+#: Where X's filtered stream is under an API's base URL (a connection's host).
+STREAM_PATH = "/2/tweets/search/stream"
+
+
 def task_context(context: Any, variant: str) -> TaskContext:
-    """The variant's view of Airflow's task context."""
+    """The variant's view of Airflow's task context, with the stream's URL and token from
+    the ``stream_conn_id`` connection when there is one (held in memory only)."""
     ti = context["ti"]
     logical_date = context.get("logical_date") or context.get("execution_date")
+    params = {**PARAMS, **dict(context["params"])}
+    if params.get("stream_conn_id") and not (params.get("token") or params.get("token_file")):
+        connection = BaseHook.get_connection(params["stream_conn_id"])
+        params["stream_url"] = str(connection.host).rstrip("/") + STREAM_PATH
+        params["token"] = connection.password
     return TaskContext(
         dag_id=ti.dag_id,
         run_id=ti.run_id,
         task_id=ti.task_id,
         try_number=ti.try_number,
         logical_date=logical_date,
-        params={**PARAMS, **dict(context["params"])},
+        params=params,
     )
 
 

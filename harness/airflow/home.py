@@ -29,7 +29,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from harness.airflow.base import StreamConnection, TaskSpec
 from harness.procs import OwnedProcess
+from streamstall_probe import RUNS_ENV
 
 __all__ = ["AIRFLOW_BIN", "DAGS_FOLDER", "AirflowHome", "airflow_major", "airflow_version"]
 
@@ -71,6 +73,39 @@ class AirflowHome:
     def database(self) -> Path:
         return self.root / "airflow.db"
 
+    @property
+    def connections(self) -> Path:
+        """Airflow's secrets backend here: a file (``LocalFilesystemBackend``), so the
+        stream's token is in no DAG run's conf and not in Airflow's database."""
+        return self.root / "connections.json"
+
+    @property
+    def runs(self) -> Path:
+        """``<dag_id>.json`` per DAG the harness runs: where its run folder is
+        (``$STREAMSTALL_RUNS``, read by ``streamstall_probe``)."""
+        return self.root / "streamstall-runs"
+
+    def admit(self, spec: TaskSpec, dag_id: str) -> None:
+        """Before ``dag_id`` runs for ``spec``: its stream connection and its run folder."""
+        if spec.connection is not None:
+            self.put_connection(spec.connection)
+        self.put_run(dag_id, spec.layout.root, spec.probe_commits)
+
+    def put_connection(self, connection: StreamConnection) -> None:
+        """Add or replace a connection in the secrets file (0600, replaced whole)."""
+        entries = json.loads(self.connections.read_text()) if self.connections.exists() else {}
+        entries[connection.conn_id] = {
+            "conn_type": "http", "host": connection.host, "password": connection.password,
+        }  # fmt: skip
+        _write_private(self.connections, json.dumps(entries, indent=2))
+
+    def put_run(self, dag_id: str, run_dir: Path, commits: bool = True) -> None:
+        """Tell ``streamstall_probe`` in ``dag_id``'s tasks where the run folder is, and
+        whether to record the commits they report."""
+        self.runs.mkdir(exist_ok=True)
+        entry = {"run_dir": str(run_dir), "commits": commits}
+        _write_private(self.runs / f"{dag_id}.json", json.dumps(entry))
+
     def env(
         self, overrides: dict[str, Any] | None = None, extra: dict[str, str] | None = None
     ) -> dict[str, str]:
@@ -84,6 +119,11 @@ class AirflowHome:
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.database}",
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
+            "AIRFLOW__SECRETS__BACKEND": "airflow.secrets.local_filesystem.LocalFilesystemBackend",
+            "AIRFLOW__SECRETS__BACKEND_KWARGS": json.dumps(
+                {"connections_file_path": str(self.connections)}
+            ),
+            RUNS_ENV: str(self.runs),
             "PYTHONWARNINGS": "ignore",
             **(extra or {}),
         }
@@ -171,3 +211,13 @@ class AirflowHome:
             ]
         db.close()
         return sorted(rows, key=lambda r: (r["run_id"], r["try_number"]))
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` readable by its owner only, replacing ``path`` whole (a reader sees
+    the old file or the new one)."""
+    partial = path.with_name(path.name + ".partial")
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as f:
+        f.write(text)
+    os.replace(partial, path)

@@ -45,6 +45,8 @@ class ProbedTask(TaskHandle):
         """Move the worker's scratch folder aside, so the next try finds its local disk
         empty, as on another worker (this machine is the only one)."""
         self.moves += 1
+        if "scratch_dir" not in self.spec.conf:
+            return  # a DAG you brought: where its local disk is, only it knows
         scratch = Path(self.spec.conf["scratch_dir"])
         if scratch.exists():
             scratch.rename(scratch.with_name(f"{scratch.name}.left-behind-{self.moves}"))

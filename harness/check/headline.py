@@ -23,6 +23,7 @@ __all__ = [
     "fmt",
     "lost_by_cause",
     "row",
+    "subject",
 ]
 
 #: A value not measured (no metrics, no fault to recover from).
@@ -140,10 +141,15 @@ def lost_by_cause(metrics: dict[str, Any]) -> dict[str, int]:
     return dict(sorted(named.items(), key=lambda kv: -kv[1]))
 
 
+def subject(scenario: dict[str, Any]) -> str:
+    """What a scenario puts under test: its variant, or the id of the DAG it brought."""
+    return str(scenario.get("variant") or scenario.get("dag_id") or "?")
+
+
 def fault_label(name: str, scenario: dict[str, Any]) -> str:
     """The fault set of a scenario: its name's part after ``<variant>-`` (matrix naming),
     or the faults it injects."""
-    prefix = f"{scenario.get('variant', '?')}-"
+    prefix = f"{subject(scenario)}-"
     if name.startswith(prefix) and len(name) > len(prefix):
         return name[len(prefix) :]
     types = [f["type"] for f in scenario.get("airflow_faults", [])]
@@ -162,10 +168,12 @@ def row(
     error = error or metrics.get("error")
     values = {m.name: m.value(metrics) for m in METRICS if m.column or m.name in _IN_EVERY_ROW}
     values["verdict"] = values["verdict"] or ("error" if error else "unknown")
+    if values["verdict"] == "unobserved":  # nothing reported: no loss to claim
+        values["lost"] = None
     recoveries = _at("timing.recovery")(metrics) or []
     return {
         "scenario": name,
-        "variant": scenario.get("variant", "?"),
+        "variant": subject(scenario),
         "fault": fault_label(name, scenario),
         **values,
         "lost_by_cause": lost_by_cause(metrics),

@@ -50,8 +50,8 @@ FIELDS: dict[str, frozenset[str] | None] = {
         "created", "delivered", "duplicated_tweets", "duplicates", "duplicates_before_window",
         "duplicates_by_try", "ended_by", "lost", "lost_by_cause", "lost_seconds",
         "pending_at_cut", "processed_total", "processed_unique", "samples", "silent_failure",
-        "silent_failure_source", "silent_failure_tries", "unexpected", "valid", "verdict",
-        "verdict_so_far",
+        "silent_failure_source", "silent_failure_tries", "unexpected", "unobserved", "valid",
+        "verdict", "verdict_so_far",
     }),
     "sequence": frozenset({"gaps", "repeats", "valid"}),
     "timing": frozenset({

@@ -85,7 +85,8 @@ class _TaskSettings(_Shape):
 
 
 class _Scenario(_Shape):
-    variant: str
+    variant: str | None = None
+    dag_id: str | None = None  # a DAG the user brought, instead of a variant
     mode: str | None = None
     seed: int | None = None
     duration: float | None = None

@@ -122,7 +122,7 @@ def _verdict_cell(headline: dict) -> str:
     if verdict == "incomplete":
         counts.append(f"so far {headline['verdict_so_far']}")
         counts.append(f"pending {fmt(headline, 'pending_at_cut')}")
-    if headline.get("lost"):
+    if headline.get("lost") and verdict != "unobserved":  # nothing reported: no count
         counts.append(f"lost {fmt(headline, 'lost')}")
     if headline.get("duplicates"):
         counts.append(f"{fmt(headline, 'duplicates')} dup")

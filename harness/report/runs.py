@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from harness.check.headline import fault_label, row
+from harness.check.headline import fault_label, row, subject
 from harness.check.records import (
     RunError,
     read_error,
@@ -69,7 +69,7 @@ class ScenarioRun:
 
     @property
     def variant(self) -> str:
-        return str(self.scenario.get("variant", "?"))
+        return subject(self.scenario)
 
     @property
     def fault(self) -> str:

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.airflow.base import DagSpec, TaskSpec
+from harness.airflow.base import DagSpec, StreamConnection, TaskSpec
 from harness.airflow.modes import Airflows
+from harness.airflow.user_dag import UserDagError, inspect
 from harness.check.history import RunError
 from harness.check.metrics import check_run
 from harness.layout import RunLayout
@@ -29,13 +30,17 @@ from harness.nemesis import Nemesis
 from harness.run.ending import Ending, await_end, cap_seconds, request_stop, stop_creating
 from harness.run.progress import SinkWatch, TryWatch
 from harness.run.services import StreamServerProcess, queue_for
-from harness.scenario import Scenario
+from harness.run.sink_query import SinkQuery
+from harness.scenario import Scenario, ScenarioError
 from harness.task.probe import create_sink
 from harness.task.variants import VARIANTS
 
-__all__ = ["Status", "dag_spec", "run_scenario"]
+__all__ = ["Status", "check_dags", "dag_spec", "run_scenario"]
 
 FIRST_COMMIT_TIMEOUT = 90.0  # seconds: Airflow start-up on a loaded 2-core machine
+#: Seconds a DAG you brought may read the stream without reporting a commit before the run
+#: goes on without one (it may never call the probe: "no commits observed").
+SILENT_READER = 10.0
 
 
 @dataclass
@@ -50,10 +55,26 @@ class Status:
 
 
 def dag_spec(scenario: Scenario) -> DagSpec:
-    """What Airflow must know of the scenario's DAG, the variant's defaults filled in."""
-    variant = VARIANTS[scenario.variant]
-    defaults = variant.task
+    """What Airflow must know of the scenario's DAG, the variant's (or the DAG file's)
+    defaults filled in."""
     task = scenario.task.model_dump(exclude_none=True)  # the settings the scenario gives
+    if scenario.dag_file is not None:
+        facts = inspect(Path(scenario.dag_file), str(scenario.dag_id), str(scenario.task_id))
+        return DagSpec(
+            name=scenario.name,
+            mode=scenario.mode,
+            variant="",
+            task=task,
+            retries=int(task.get("retries", facts.retries)),
+            retry_delay=float(task.get("retry_delay", facts.retry_delay)),
+            continuous=facts.continuous,
+            description=scenario.description,
+            dag_file=scenario.dag_file,
+            dag_id=scenario.dag_id,
+            task_id=str(scenario.task_id),
+        )
+    variant = VARIANTS[str(scenario.variant)]
+    defaults = variant.task
     retries = int(task.get("retries", defaults.get("retries", 0)) or 0)
     delay = task.get("retry_delay")
     if delay is None:
@@ -61,13 +82,35 @@ def dag_spec(scenario: Scenario) -> DagSpec:
     return DagSpec(
         name=scenario.name,
         mode=scenario.mode,
-        variant=scenario.variant,
+        variant=variant.name,
         task=task,
         retries=retries,
         retry_delay=float(delay),
         continuous=variant.dag.get("schedule") == "@continuous",
         description=scenario.description,
     )
+
+
+def check_dags(scenarios: list[Scenario]) -> None:
+    """Before anything starts: every DAG file parses with the DAG and task it is run for,
+    and one DAG run in several scenarios gets the same file and retries;
+    :class:`ScenarioError` otherwise."""
+    settings: dict[str, tuple[str | None, dict[str, Any]]] = {}
+    for scenario in scenarios:
+        if scenario.dag_file is None:
+            continue
+        try:
+            spec = dag_spec(scenario)
+        except UserDagError as e:
+            raise ScenarioError(f"{scenario.name}: dag_file: {e}") from None
+        scheduled = {k: v for k, v in spec.task.items() if k in ("retries", "retry_delay")}
+        first = settings.setdefault(str(spec.dag_id), (str(spec.dag_file), scheduled))
+        if first != (spec.dag_file, scheduled):
+            raise ScenarioError(
+                f"{scenario.name}: dag_id {spec.dag_id!r} is run by another scenario with "
+                f"another file or other [task] retries ({first}): the scheduler keeps what it "
+                "parsed first; run them in separate `harness run` calls"
+            )
 
 
 def _server_args(scenario: Scenario) -> list[str]:
@@ -90,6 +133,14 @@ def resume_conf(server: dict[str, Any]) -> dict[str, Any]:
     return {"resume": "recovery" if level == "enterprise" else "live", "backfill_scale": scale}
 
 
+def _sink_query(scenario: Scenario, home: Path | None, layout: RunLayout) -> SinkQuery | None:
+    """The reader of the user's own sink, if the scenario has one."""
+    if scenario.sink_query is None:
+        return None
+    database = scenario.sink_query.database.replace("{airflow_home}", str(home or ""))
+    return SinkQuery(Path(database), scenario.sink_query.query, layout.sink)
+
+
 def run_scenario(
     scenario: Scenario, out: Path, airflows: Airflows, status: Status | None = None
 ) -> dict[str, Any]:
@@ -107,32 +158,46 @@ def run_scenario(
         server = StreamServerProcess(layout.ledger, _server_args(scenario))
         running.callback(server.stop)
         create_sink(layout.sink)
-        conf = {
-            "stream_url": server.stream_url,
-            "token_file": str(server.token_file),  # the token itself stays off the DAG's params
-            "run_dir": str(layout.root),
-            "scratch_dir": str(layout.root / "scratch" / "worker-1"),
-            "run_seconds": None,
-            **resume_conf(scenario.server),
-            **scenario.params,
-        }
+        if scenario.variant is None:  # a DAG you bring: it reads its own connection
+            connection = StreamConnection(scenario.connection, server.url, server.token)
+            conf: dict[str, Any] = {}
+        else:
+            connection = StreamConnection(f"x_stream.{scenario.name}", server.url, server.token)
+            conf = {
+                "stream_conn_id": connection.conn_id,  # the token is in the connection only
+                "run_dir": str(layout.root),
+                "scratch_dir": str(layout.root / "scratch" / "worker-1"),
+                "run_seconds": None,
+                **resume_conf(scenario.server),
+                **scenario.params,
+            }
         queue_drained: Callable[[str | None], bool] | None = None
-        if VARIANTS[scenario.variant].queue:
+        if scenario.variant is not None and VARIANTS[scenario.variant].queue:
             how = (conf["resume"], conf["backfill_scale"])
             queue_conf, queue_drained = running.enter_context(queue_for(layout, server, *how))
             conf.update(queue_conf)
         progress = SinkWatch(layout.sink)
         running.callback(progress.close)
         dag = dag_spec(scenario)
-        task = mode.start(TaskSpec(dag, layout, conf))
+        reader = _sink_query(scenario, mode.home, layout)
+        if reader is not None:
+            reader.start()
+            running.callback(reader.stop)  # after the task stopped: the last read
+        task = mode.start(TaskSpec(dag, layout, conf, connection, reader is None))
         running.callback(task.stop)
         nemesis = Nemesis(scenario.airflow_faults, task, progress, layout.airflow_faults)
         running.callback(nemesis.stop)
         nemesis.start()
         status.phase = "waiting for the first commit"
         deadline = time.monotonic() + FIRST_COMMIT_TIMEOUT
+        reading_since: float | None = None
         while progress.first_commit_at() is None and time.monotonic() < deadline:
             time.sleep(0.1)
+            if scenario.dag_file is not None:  # it may never report one: see it read
+                reading = bool(server.control("GET", "stats")["connections"])
+                reading_since = (reading_since or time.monotonic()) if reading else None
+                if reading_since and time.monotonic() - reading_since > SILENT_READER:
+                    break
         status.phase = "streaming"
         first_commit = progress.first_commit_at()
         end = (first_commit or time.time()) + scenario.duration

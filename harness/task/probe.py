@@ -40,20 +40,9 @@ from pathlib import Path
 from typing import Any
 
 from harness.layout import RunLayout
+from streamstall_probe import SINK_SCHEMA
 
 __all__ = ["SINK_SCHEMA", "Probe", "Sink", "create_sink"]
-
-SINK_SCHEMA = """
-CREATE TABLE IF NOT EXISTS tweets(
-    tweet_id INTEGER NOT NULL, result REAL, processed_at REAL NOT NULL,
-    pid INTEGER NOT NULL, try_number INTEGER NOT NULL);
-CREATE INDEX IF NOT EXISTS tweets_by_id ON tweets(tweet_id);
-CREATE TABLE IF NOT EXISTS commits(
-    commit_id INTEGER PRIMARY KEY, committed_at REAL NOT NULL, pid INTEGER NOT NULL,
-    try_number INTEGER NOT NULL, count INTEGER NOT NULL, tweet_ids BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS checkpoints(
-    name TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at REAL NOT NULL);
-"""
 
 
 def create_sink(path: Path) -> None:

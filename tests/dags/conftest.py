@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from fake_stream import snowflake
+from harness.airflow.base import StreamConnection
 from harness.airflow.home import AirflowHome
 from harness.check.metrics import check_run
 from harness.layout import RunLayout
@@ -37,8 +38,7 @@ class VariantRun:
 
     def conf(self, **params: Any) -> dict[str, Any]:
         return {
-            "stream_url": self.server.stream_url,
-            "token": self.server.token,
+            "stream_conn_id": "x_stream",  # the stream as an Airflow Connection, as in a run
             "run_dir": str(self.layout.root),
             "scratch_dir": str(self.layout.root / "scratch"),
             # This server has our extensions and X's windows unscaled: a backfill's minute
@@ -100,9 +100,9 @@ def variant_run(tmp_path: Path, airflow_template: Path) -> Iterator[Callable[...
         layout.root.mkdir()
         server = StreamServerProcess(layout.ledger, server_args)
         create_sink(layout.sink)
-        run = VariantRun(
-            layout, server, AirflowHome(tmp_path / f"airflow-{len(runs)}", airflow_template)
-        )
+        home = AirflowHome(tmp_path / f"airflow-{len(runs)}", airflow_template)
+        home.put_connection(StreamConnection("x_stream", server.url, server.token))
+        run = VariantRun(layout, server, home)
         runs.append(run)
         return run
 

@@ -40,6 +40,7 @@ class DagTestMode(Mode):
 
     def start(self, spec: TaskSpec) -> DagTestTask:
         home = AirflowHome(spec.layout.root / "airflow-home", self.template)
+        home.admit(spec, spec.dag.variant)
         return DagTestTask(home, spec)
 
 

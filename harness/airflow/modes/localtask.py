@@ -74,6 +74,7 @@ class LocalTaskMode(Mode):
 
     def start(self, spec: TaskSpec) -> LocalTaskTask:
         home = AirflowHome(spec.layout.root / "airflow-home", self.template)
+        home.admit(spec, spec.dag.variant)
         return LocalTaskTask(home, spec)
 
 

@@ -41,10 +41,6 @@ from harness.procs import parent_pid, pid_alive, start_time
 __all__ = ["StandaloneMode", "StandaloneTask", "dag_id"]
 
 
-#: The one task of every scenario DAG (harness/airflow/dag_factory.py).
-TASK_ID = "stream"
-
-
 def dag_id(scenario: str) -> str:
     """The DAG id of a scenario (Airflow allows letters, digits, ``-``, ``_`` and ``.``)."""
     return scenario.replace("@", "_at_")
@@ -65,8 +61,20 @@ class StandaloneMode(Mode):
         definitions = {
             dag_id(d.name): {"variant": d.variant, "task": d.task, "description": d.description}
             for d in dags
+            if d.dag_file is None
         }
-        self.airflow = StandaloneAirflow(root / "airflow-standalone", definitions, template)
+        user_dags = {
+            d.dag_id: {"file": d.dag_file, "task_id": d.task_id, "task": d.task}
+            for d in dags
+            if d.dag_file is not None and d.dag_id is not None
+        }
+        self.airflow = StandaloneAirflow(
+            root / "airflow-standalone", definitions, template, user_dags
+        )
+
+    @property
+    def home(self) -> Path:
+        return self.airflow.home.root
 
     def start(self, spec: TaskSpec) -> StandaloneTask:
         return StandaloneTask(self.airflow, spec)
@@ -87,9 +95,15 @@ class StandaloneTask(ProbedTask):
     def __init__(self, airflow: StandaloneAirflow, spec: TaskSpec) -> None:
         super().__init__(spec)
         self.airflow = airflow
-        self.dag_id = dag_id(spec.dag.name)
+        self.dag_id = spec.dag.dag_id or dag_id(spec.dag.name)
+        self.task_id = spec.dag.task_id
+        #: A DAG you brought: it does not read the stop request; Airflow stops it.
+        self.brought = spec.dag.dag_file is not None
         if self.dag_id not in airflow.dag_ids:
             raise ModeError(f"{spec.dag.name}: Airflow was started without this scenario's DAG")
+        if self.brought:
+            airflow.set_task_settings(self.dag_id, spec.dag.task)
+        airflow.home.admit(spec, self.dag_id)
         self.continuous = spec.dag.continuous
         self.launches: list[dict[str, Any]] = []
         self._supervisors: dict[int, tuple[int | None, int | None]] = {}  # try -> (pid, start)
@@ -138,11 +152,11 @@ class StandaloneTask(ProbedTask):
         return supervisor
 
     def clear_try(self) -> float:
-        self.airflow.clear_task(self.dag_id, self.run_id, TASK_ID)
+        self.airflow.clear_task(self.dag_id, self.run_id, self.task_id)
         return time.time()
 
     def mark_try(self, state: str) -> float:
-        self.airflow.set_task_state(self.dag_id, self.run_id, TASK_ID, state)
+        self.airflow.set_task_state(self.dag_id, self.run_id, self.task_id, state)
         return time.time()
 
     def supervisor_signals(self, pid: int) -> list[dict[str, Any]]:
@@ -152,7 +166,7 @@ class StandaloneTask(ProbedTask):
         since, number = started
         task_log = (
             self.airflow.task_logs(self.dag_id)
-            / f"run_id={self.run_id}" / f"task_id={TASK_ID}" / f"attempt={number}.log"
+            / f"run_id={self.run_id}" / f"task_id={self.task_id}" / f"attempt={number}.log"
         )  # fmt: skip
         return supervisor_signals(self.airflow.worker_log, task_log, pid, since)
 
@@ -178,7 +192,12 @@ class StandaloneTask(ProbedTask):
         return over and self._state() in ("success", "failed")
 
     def request_stop(self) -> None:
+        """The harness's variants read the stop request; a DAG you brought does not, so
+        the operator's stop is Airflow's: the run marked failed (its try gets SIGTERM)."""
         self._end_continuous()
+        if self.brought:
+            with contextlib.suppress(requests.RequestException, ModeError):
+                self.airflow.end_run(self.dag_id, self.run_id)
 
     def wait(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -202,8 +221,10 @@ class StandaloneTask(ProbedTask):
 
     def record(self) -> None:
         layout = self.spec.layout
-        tries = self.airflow.home.task_instances(self.dag_id)  # the scenario's DAG: its runs
+        runs = {launch["run_id"] for launch in self.launches}  # a brought DAG's others aren't
+        tries = [t for t in self.airflow.home.task_instances(self.dag_id) if t["run_id"] in runs]
         write_airflow_record(layout, tries, self.launches)
-        logs = self.airflow.task_logs(self.dag_id)
-        if logs.exists():
-            shutil.copytree(logs, layout.root / "airflow" / "logs", dirs_exist_ok=True)
+        for run_id in runs:
+            logs = self.airflow.task_logs(self.dag_id) / f"run_id={run_id}"
+            if logs.exists():
+                shutil.copytree(logs, layout.root / "airflow" / "logs" / logs.name)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import shutil
 import socket
 import time
 from pathlib import Path
@@ -27,6 +28,7 @@ import requests
 
 from harness.airflow.base import ModeError
 from harness.airflow.home import AIRFLOW_BIN, AirflowHome
+from harness.airflow.user_dag import write_policy
 from harness.procs import OwnedProcess, in_sessions
 
 __all__ = ["HEARTBEAT_TIMEOUT", "StandaloneAirflow"]
@@ -59,16 +61,26 @@ class StandaloneAirflow:
     :param root: its AIRFLOW_HOME (created).
     :param dags: ``{dag_id: {"variant", "task", "description"}}``.
     :param template: a migrated ``airflow.db`` to copy instead of migrating.
+    :param user_dags: DAGs you bring, ``{dag_id: {"file", "task_id", "task"}}``: each
+        file copied in unchanged, under the cluster policy of :mod:`harness.airflow.user_dag`.
     """
 
     def __init__(
-        self, root: Path, dags: dict[str, dict[str, Any]], template: Path | None = None
+        self,
+        root: Path,
+        dags: dict[str, dict[str, Any]],
+        template: Path | None = None,
+        user_dags: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         dags_folder = root / "dags"
         dags_folder.mkdir(parents=True, exist_ok=True)
         (dags_folder / "scenarios.json").write_text(json.dumps(dags, indent=2))
         (dags_folder / "streamstall_scenarios.py").write_text(_DAG_FILE)
-        self.dag_ids = sorted(dags)
+        self.user_dags = dict(user_dags or {})
+        for dag_id, entry in self.user_dags.items():
+            shutil.copyfile(entry["file"], dags_folder / f"user_{dag_id}.py")
+        write_policy(root / "config", self._policy())
+        self.dag_ids = sorted([*dags, *self.user_dags])
         self.port = free_port()
         self.api_url = f"http://127.0.0.1:{self.port}"
         self.home = AirflowHome(root, template, dags_folder=dags_folder)
@@ -112,8 +124,17 @@ class StandaloneAirflow:
             started.write(json.dumps({"component": component, "pid": process.pid}) + "\n")
         return process
 
+    def _policy(self) -> dict[str, dict[str, Any]]:
+        return {d: {"task_id": e["task_id"], "task": e["task"]} for d, e in self.user_dags.items()}
+
+    def set_task_settings(self, dag_id: str, task: dict[str, Any]) -> None:
+        """The task settings of a DAG you brought, for its tries from now on."""
+        self.user_dags[dag_id] = {**self.user_dags[dag_id], "task": task}
+        write_policy(self.home.root / "config", self._policy())
+
     def _wait_ready(self) -> None:
-        """Until the API answers and the dag-processor has stored every scenario's DAG."""
+        """Until the API answers and the dag-processor has stored every scenario's DAG;
+        a DAG file Airflow could not import fails at once, with Airflow's message."""
         deadline = time.monotonic() + STARTUP_TIMEOUT
         missing = set(self.dag_ids)
         while missing:
@@ -129,11 +150,18 @@ class StandaloneAirflow:
                     f"{', '.join(sorted(missing))}; logs in {self.logs}"
                 )
             try:
-                found = self.rest("GET", "/dags", params={"limit": 1000, "tags": "streamstall"})
+                found = self.rest("GET", "/dags", params={"limit": 1000})
                 missing -= {d["dag_id"] for d in found["dags"]}
+                errors = self.rest("GET", "/importErrors", params={"limit": 100})
             except (requests.ConnectionError, ModeError):
-                pass
-            time.sleep(1.0)
+                continue
+            finally:
+                time.sleep(1.0)
+            if errors["import_errors"]:
+                first = errors["import_errors"][0]
+                raise ModeError(
+                    f"Airflow cannot import {first['filename']}:\n{first['stack_trace']}"
+                )
 
     def rest(self, method: str, path: str, **kwargs: Any) -> Any:
         """Call the REST API (``/api/v2`` + ``path``); its JSON answer."""

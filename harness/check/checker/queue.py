@@ -18,9 +18,11 @@ tweets (created between the first stream connect and the end of the run minus th
 
 Verdict: ``exactly-once`` (nothing lost or repeated), ``at-least-once`` (repeats, no
 loss), ``at-most-once`` (loss, no repeats), ``broken`` (both, or unexpected ids);
-``incomplete`` when the run was cut at its cap (harness/run/ending.py) before it was quiet:
-``verdict_so_far`` is the verdict of what happened until then, and the tweets the cut
-caught queued or in flight are ``pending_at_cut``, not ``lost``.
+``unobserved`` when a DAG the user brought never reported a commit (``unobserved`` says
+why: the counts are not the DAG's); ``incomplete`` when the run was cut at its cap
+(harness/run/ending.py) before it was quiet: ``verdict_so_far`` is the verdict of what
+happened until then, and the tweets the cut caught queued or in flight are
+``pending_at_cut``, not ``lost``.
 
 ``silent_failure``: a try ended on its own (before the harness's stop request) with the
 state *success* (Airflow's record when the run has one, the probe's otherwise), and tweets
@@ -74,10 +76,16 @@ class TotalQueueChecker:
         cut = (history.ending or {}).get("how") == "cap"
         if cut:
             verdict = "incomplete"
+        unobserved = _unobserved(history)
+        if unobserved:
+            verdict = "unobserved"
         silent_tries, silent_source = _silent_tries(history, lost_mask)
         return {
-            "valid": "unknown" if window.size == 0 or cut else verdict == "exactly-once",
+            "valid": (
+                "unknown" if window.size == 0 or cut or unobserved else verdict == "exactly-once"
+            ),
             "verdict": verdict,
+            "unobserved": unobserved,
             "verdict_so_far": so_far,
             "silent_failure": bool(silent_tries) if silent_source else "unknown",
             "silent_failure_source": silent_source,
@@ -203,6 +211,18 @@ def _duplicate_samples(history: History, tweets: Any, offsets: np.ndarray) -> li
         ]
         out.append({"id": tweet_id, "copies": copies})
     return out
+
+
+def _unobserved(history: History) -> str | None:
+    """Why nothing can be judged: a DAG the user brought whose tries started (the probe's
+    start record) but never reported a commit (``streamstall_probe.committed``)."""
+    brought = any(t.start.get("probe") == "streamstall_probe" for t in history.tries)
+    if not brought or len(history.commits):
+        return None
+    return (
+        "no commits observed: the task never called streamstall_probe.committed(tweet_ids) "
+        "after its commits (docs/your-own-dag.md), so loss cannot be told from silence"
+    )
 
 
 def _caught_by_cut(history: History, tweets: Any) -> np.ndarray:

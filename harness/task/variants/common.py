@@ -32,9 +32,13 @@ __all__ = ["PARAMS", "TaskContext", "cpu_work", "read_stream"]
 
 #: The DAG params every variant accepts (``dag_run.conf`` overrides them), with defaults.
 PARAMS: dict[str, Any] = {
+    # The stream, as an Airflow Connection (host: the API's base URL, password: the bearer
+    # token), read by the operator when the try starts: the harness's way, nothing secret
+    # in dag_run.conf. Without Airflow, the three below say it directly.
+    "stream_conn_id": "x_stream",
     "stream_url": "http://127.0.0.1:8080/2/tweets/search/stream",
-    "token": "",  # the stream's bearer token; or, kept off the DAG's params:
-    "token_file": "",  # a file holding it (the harness's way: 0600, in the run folder)
+    "token": "",  # the stream's bearer token; or
+    "token_file": "",  # a file holding it
     "run_dir": "/tmp/streamstall-run",
     "cpu_us": 50.0,  # CPU work per tweet, microseconds
     "batch": 50,  # tweets per sink commit (or per checkpoint write)
