@@ -87,6 +87,14 @@ def crash(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON, default=False)
+def examples(session: nox.Session) -> None:
+    """Your own DAG, by example: both examples/ DAGs under every fault, counted against
+    their own tables (docs/your-own-dag.md)."""
+    install(session)
+    session.run("pytest", "-m", "long", "tests/harness/test_your_own_dag.py", *session.posargs)
+
+
+@nox.session(python=PYTHON, default=False)
 def soak(session: nox.Session) -> None:
     """The fake stream through faults for -- --minutes N: RSS, CPU, ledger == consumer."""
     install(session)

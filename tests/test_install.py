@@ -49,8 +49,10 @@ def test_the_core_installs_from_pyproject_alone_and_its_commands_start(tmp_path)
         )
         assert done.returncode == 0, f"{name}: {done.stderr[-2000:]}"
         assert done.stdout, name
-    where = subprocess.run(
-        [str(python), "-c", "import harness; print(harness.__file__)"],
-        capture_output=True, text=True, check=True, cwd=away,
-    )  # fmt: skip
-    assert not where.stdout.startswith(str(ROOT / "harness"))
+    for module in ("harness", "streamstall_probe"):  # the probe: what a user's DAG imports
+        where = subprocess.run(
+            [str(python), "-c", f"import {module}; print({module}.__file__)"],
+            capture_output=True, text=True, check=True, cwd=away,
+        )  # fmt: skip
+        assert "site-packages" in where.stdout, module
+        assert not where.stdout.startswith(str(ROOT)), module

@@ -114,6 +114,10 @@ class TaskHandle(ABC):
     overrides them (and declares it). Every pid it reports or signals is checked to be one
     the harness started (never found by name)."""
 
+    #: Its tries end on reading the run's stop request (the harness's variants do; a DAG
+    #: the user brought does not, and :meth:`request_stop` asks Airflow to stop it).
+    reads_stop_request: bool = True
+
     @abstractmethod
     def wait(self, timeout: float) -> bool:
         """Wait up to ``timeout`` s for the task to end on its own; whether it did."""

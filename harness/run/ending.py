@@ -64,8 +64,10 @@ class Ending:
     """How a run ended (``run.json``'s ``ending``). Times are UNIX s.
 
     ``how``: ``quiescent`` or ``cap``. ``task_ended_by``: ``itself`` (the task was over
-    before the stop request), ``stop_request`` (its try ended on reading it) or ``harness``
-    (it ignored it and was ended by force)."""
+    before the stop request), ``stop_request`` (its try ended on reading it), ``airflow``
+    (a DAG the user brought, which does not read it: its run was marked failed through
+    Airflow's API and Airflow stopped the try) or ``harness`` (it ignored either and was
+    ended by force)."""
 
     created_until: float
     cap_seconds: float
@@ -163,4 +165,5 @@ def request_stop(
     task.request_stop()
     server.control("POST", "keepalive")
     if not ending.task_ended_by:
-        ending.task_ended_by = "stop_request" if task.wait(STOP_WAIT) else "harness"
+        how = "stop_request" if task.reads_stop_request else "airflow"
+        ending.task_ended_by = how if task.wait(STOP_WAIT) else "harness"

@@ -206,7 +206,8 @@ def check_example(out: Path, name: str) -> tuple[ScenarioRun, dict[str, Any]]:
     """The checker's counts for scenario ``name`` equal the independent ones."""
     run = ScenarioRun(out / name)
     queue = run.metrics["queue"]
-    assert run.json("run.json")["ending"]["how"] == "quiescent"
+    ending = run.json("run.json")["ending"]
+    assert (ending["how"], ending["task_ended_by"]) == ("quiescent", "airflow")
     counted = independent_count(run, out / "airflow-standalone" / "examples" / "tweets.sqlite")
     assert counted["rows"] > 0
     assert probe_commits(run) == counted["rows"]
@@ -287,4 +288,25 @@ def test_the_tweepy_example_counted_against_its_own_table(tmp_path):
     assert silent_run.metrics["verdict"] == "unobserved"
     assert "no commits observed" in silent_run.metrics["queue"]["unobserved"]
     assert silent_run.task_starts()  # the cluster policy recorded the try's start
+    no_token_in_airflow(out)
+
+
+@pytest.mark.long
+@pytest.mark.timeout(1800)
+def test_both_examples_under_every_fault_count_as_their_own_tables(tmp_path):
+    """``scenarios/byo-example.toml`` as users run it: each example under no fault,
+    kill_task, clear_task and a timeout, each counted against its own table
+    (``nox -s examples``)."""
+    out = tmp_path / "out"
+    done = _harness(str(ROOT / "scenarios" / "byo-example.toml"), "--out", str(out))
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    for example in ("tweepy_stream", "requests_loop"):
+        baseline, queue = check_example(out, f"{example}-none")
+        assert (queue["lost"], queue["duplicates"]) == (0, 0)
+        assert len(baseline.tries) == 1
+        for fault in ("kill_task", "clear_task", "timeout"):
+            run, queue = check_example(out, f"{example}-{fault}")
+            assert run.tries[0]["state"] == "failed", (example, fault)
+            assert len(run.tries) >= 2, (example, fault)  # a retry followed
+            assert queue["lost"] > 0, (example, fault)  # both reconnect "from now"
     no_token_in_airflow(out)

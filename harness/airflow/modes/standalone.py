@@ -99,6 +99,7 @@ class StandaloneTask(ProbedTask):
         self.task_id = spec.dag.task_id
         #: A DAG you brought: it does not read the stop request; Airflow stops it.
         self.brought = spec.dag.dag_file is not None
+        self.reads_stop_request = not self.brought
         if self.dag_id not in airflow.dag_ids:
             raise ModeError(f"{spec.dag.name}: Airflow was started without this scenario's DAG")
         if self.brought:
