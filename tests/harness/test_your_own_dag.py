@@ -94,6 +94,20 @@ def test_redirect_sends_calls_for_x_to_the_fake(server: StreamServerProcess):
     assert set(same.adapters) == {"https://", "http://"}
 
 
+def test_a_proxy_variable_cannot_send_x_calls_to_the_fake(server, monkeypatch):
+    """Why the docs ask for one line instead of no change: with ``HTTPS_PROXY`` set to the
+    fake, clients open a CONNECT tunnel to api.twitter.com:443 for TLS, which the fake
+    cannot answer on X's behalf (docs/your-own-dag.md)."""
+    import httpx
+
+    monkeypatch.setenv("HTTPS_PROXY", server.url)
+    url = "https://api.twitter.com/2/tweets/search/stream/rules"
+    with pytest.raises(requests.exceptions.ProxyError, match="Tunnel connection failed"):
+        requests.get(url, headers=server.headers, timeout=5)
+    with pytest.raises(httpx.ProxyError):
+        httpx.get(url, headers=server.headers, timeout=5)
+
+
 # Checks before anything starts ----------------------------------------------------------------
 
 
