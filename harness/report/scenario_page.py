@@ -108,7 +108,8 @@ def explain(run: ScenarioRun) -> list[str]:
 
 
 def _settings(run: ScenarioRun) -> list[list[str]]:
-    keys = ("variant", "mode", "seed", "duration", "rate", "params", "task", "server")
+    keys = ("variant", "dag_file", "dag_id", "task_id", "sink_query", "mode", "seed",
+            "duration", "rate", "params", "task", "server")  # fmt: skip
     rows = [[k, _short(run.scenario[k])] for k in keys if run.scenario.get(k) not in (None, {})]
     for fault in run.scenario.get("airflow_faults", []):
         rows.append(["Airflow fault", _short(fault)])
