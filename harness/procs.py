@@ -114,6 +114,7 @@ class OwnedProcess:
     :param argv: the command.
     :param stdout: where its stdout goes (default: a pipe we read).
     :param stderr: where its stderr goes (default: inherited).
+    :param user: run it as this user and its group (a server that refuses root).
     """
 
     def __init__(
@@ -125,8 +126,10 @@ class OwnedProcess:
         stdout: int | IO[Any] | None = subprocess.PIPE,
         stderr: int | IO[Any] | None = None,
         stdin: int | IO[Any] | None = None,
+        user: str | None = None,
     ) -> None:
         self.argv = list(argv)
+        as_user: dict[str, Any] = {"user": user, "group": user, "extra_groups": []} if user else {}
         self.popen = subprocess.Popen(
             self.argv,
             cwd=cwd,
@@ -136,6 +139,7 @@ class OwnedProcess:
             stderr=stderr,
             text=True,
             start_new_session=True,  # leader of a new session and process group: ours
+            **as_user,
         )
         self.pid = self.popen.pid
         self.pgid = self.pid
@@ -147,13 +151,14 @@ class OwnedProcess:
         if self.popen.poll() is None:
             os.kill(self.pid, sig)
 
-    def stop(self, grace: float = 10.0) -> int | None:
-        """SIGTERM the group, wait ``grace`` seconds for the leader, then SIGKILL the group.
+    def stop(self, grace: float = 10.0, first: int | None = None) -> int | None:
+        """Signal the group with ``first`` (default SIGTERM), wait ``grace`` seconds for
+        the leader, then SIGKILL the group.
 
         Returns the leader's exit code. Safe to call more than once.
         """
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.pgid, signal.SIGTERM)
+            os.killpg(self.pgid, signal.SIGTERM if first is None else first)
         try:
             code = self.popen.wait(timeout=grace)
         except subprocess.TimeoutExpired:
