@@ -7,17 +7,18 @@ not import, a DAG id it does not define or a task id the DAG lacks.
 :func:`write_policy` puts ``airflow_local_settings.py`` into an Airflow home's ``config/``
 (on Airflow's ``sys.path``): a cluster policy, as platform teams use to enforce timeouts,
 that applies each scenario's task settings (``[task]``: ``execution_timeout``, ``retries``,
-``retry_delay``; the scheduler keeps the retries of its first parse, so those must
-agree across a run's scenarios) to the DAG's task, makes the DAG triggered-only (the harness plays a
-``@continuous`` schedule, as for its own variants) and records the probe's start when a try
-begins (``on_execute_callback``), so a fault can find the try before its first commit. The
-DAG file itself is copied unchanged.
+``retry_delay``; the scheduler keeps the retries of its first parse, so those must agree
+across a run's scenarios) to the DAG's task, makes the DAG triggered-only (the harness plays
+a ``@continuous`` schedule, as for its own variants) and records the probe's start when a
+try begins (``on_execute_callback``), so a fault can find the try before its first commit.
+The DAG file itself is copied unchanged.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -85,8 +86,7 @@ def inspect(file: Path, dag_id: str, task_id: str) -> DagFacts:
 
 
 def _base_env() -> dict[str, str]:
-    import os
-
+    """This environment without Airflow's settings (the parse gets a home of its own)."""
     return {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
 
 
