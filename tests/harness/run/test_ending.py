@@ -37,6 +37,8 @@ print(read, flush=True)
 class Task:
     """A stand-in for a mode's TaskHandle: one try process (or none), over when it exits."""
 
+    reads_stop_request = True  # a variant's try: it ends on reading the run's stop request
+
     def __init__(self, process: OwnedProcess | None = None, over: bool = False) -> None:
         self.process, self.over, self.stop_requested = process, over, False
 
