@@ -9,43 +9,22 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import requests
-from requests.adapters import HTTPAdapter
+from streamstall_probe import redirect_x_api
 
 if TYPE_CHECKING:
     import tweepy
     import xdk
 
-__all__ = ["ToFakeServer", "redirect_tweepy", "tweepy_streaming_client", "xdk_client"]
-
-#: tweepy's host, hard-coded in its ``StreamingClient`` and ``Client``.
-TWEEPY_HOST = "https://api.twitter.com"
+__all__ = ["redirect_tweepy", "tweepy_streaming_client", "xdk_client"]
 
 StreamT = TypeVar("StreamT", bound="tweepy.StreamingClient")
 
 
-class ToFakeServer(HTTPAdapter):
-    """A requests adapter that sends what is meant for ``https://api.twitter.com`` to
-    ``base_url`` (path and query kept), directly: proxies chosen for api.twitter.com do
-    not apply to the fake."""
-
-    def __init__(self, base_url: str) -> None:
-        super().__init__()
-        self.base_url = base_url.rstrip("/")
-
-    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
-        url = request.url or ""
-        if not url.startswith(TWEEPY_HOST + "/"):
-            raise ValueError(f"{url!r} is not a request for {TWEEPY_HOST}")
-        request.url = self.base_url + url[len(TWEEPY_HOST) :]
-        kwargs["proxies"] = {}
-        return super().send(request, **kwargs)
-
-
 def redirect_tweepy(client: StreamT, base_url: str) -> StreamT:
     """Send a tweepy client's requests (stream and rules) to the fake at ``base_url``,
-    e.g. ``http://127.0.0.1:41234``; returns the client. Works on subclasses."""
-    client.session.mount(TWEEPY_HOST + "/", ToFakeServer(base_url))
+    e.g. ``http://127.0.0.1:41234``; returns the client. Works on subclasses. The same
+    adapter a user's DAG mounts (``streamstall_probe.redirect_x_api``)."""
+    redirect_x_api(client.session, base_url)
     return client
 
 

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 #: Airflow's task processes; ``check/`` and ``report/`` read run folders only.
 ALLOWED = {
     "streamstall_probe": set(),
-    "fake_stream": set(),
+    "fake_stream": {"streamstall_probe"},  # clients.py: the redirect a user's DAG uses
     "harness.layout": set(),
     "harness.procs": set(),
     "harness.cgroups": set(),
