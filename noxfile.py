@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 from pathlib import Path
 
@@ -47,6 +48,7 @@ def repro(session: nox.Session, airflow: str) -> None:
     )
     if (installed or "").strip() != airflow:
         session.error(f"{AIRFLOW_LOCKS[airflow]} installed Airflow {installed!r}, not {airflow}")
+    postgres(session)  # tests/repro/test_distributed_faults.py (the celery mode)
     # Arguments after -- go to pytest (a later `-m` replaces `repro`).
     session.run("pytest", "-m", "repro", *session.posargs)
 
@@ -141,7 +143,21 @@ def charts(session: nox.Session) -> None:
 def scenarios(session: nox.Session) -> None:
     """Run the scenario or matrix files named in posargs."""
     install(session)
+    if any("celery" in Path(a).read_text() for a in session.posargs if Path(a).is_file()):
+        postgres(session)
     session.run("python", "-m", "harness", "run", *session.posargs)
+
+
+def postgres(session: nox.Session) -> None:
+    """Debian's PostgreSQL server (the celery mode's database), installed when missing."""
+    if glob.glob("/usr/lib/postgresql/*/bin/postgres"):
+        return
+    sudo = [] if os.geteuid() == 0 else ["sudo"]
+    session.run(*sudo, "apt-get", "update", "-qq", external=True)
+    session.run(
+        *sudo, "env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-qq",
+        "postgresql", external=True,
+    )  # fmt: skip
 
 
 @nox.session(python=PYTHON, default=False)

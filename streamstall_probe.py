@@ -39,10 +39,14 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RUNS_ENV", "SINK_SCHEMA", "committed", "redirect_x_api", "started"]
+__all__ = ["RUNS_ENV", "SINK_SCHEMA", "WORKER_ENV", "committed", "redirect_x_api", "started"]
 
 #: The environment variable naming the folder of the harness's run files.
 RUNS_ENV = "STREAMSTALL_RUNS"
+
+#: The environment variable naming the worker a try runs on (the ``celery`` mode sets it
+#: on each Celery worker; recorded with the try's start as ``worker``).
+WORKER_ENV = "STREAMSTALL_WORKER"
 
 #: The run's sink: the checker reads ``commits`` (one row per batch, the ids packed as
 #: int64) and checks ``tweets`` holds as many rows. ``harness/task/probe.py`` writes it too.
@@ -125,8 +129,9 @@ class _Run:
             if self._started:
                 return
             self._started = True
-            value = {**self.context, "host": self.host, "logical_date": None,
-                     "resumed_from": None, "probe": "streamstall_probe"}  # fmt: skip
+            value = {**self.context, "host": self.host, "worker": os.environ.get(WORKER_ENV),
+                     "logical_date": None, "resumed_from": None,
+                     "probe": "streamstall_probe"}  # fmt: skip
             record = {"time": time.time(), "pid": self.pid, "try": self.try_number,
                       "type": "invoke", "f": "task", "value": value}  # fmt: skip
             folder = self.run_dir / "probe"

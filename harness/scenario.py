@@ -27,7 +27,8 @@ A scenario (``scenarios/<family>-<case>.toml``) says what to run and what to exp
 
 A matrix (``[matrix]`` table) crosses ``variants`` x ``fault_sets`` x ``rates`` x
 ``params`` (a list of param tables merged over the base's, e.g. ``[{cpu_us = 0}, {cpu_us =
-400}]``; names get ``-cpu_us400``) over a ``[base]`` scenario, and/or lists scenario files.
+400}]``; names get ``-cpu_us400``, and ``prefix`` before them) over a ``[base]`` scenario,
+and/or lists scenario files.
 Errors name the file, the field path and what is wrong, e.g. ``scenarios/x.toml:
 airflow_faults[2].at: Input should be a valid number, ..., got 'soon'``; an Airflow fault
 its mode lacks the capabilities for is refused the same way, as are numbers that are not
@@ -194,7 +195,8 @@ class Scenario(_Strict):
 
     @model_validator(mode="after")
     def _variant_or_dag(self) -> Scenario:
-        """A built-in variant, or a DAG file with its DAG and task ids (standalone only)."""
+        """A built-in variant, or a DAG file with its DAG and task ids (modes with a real
+        scheduler only)."""
         if (self.variant is None) == (self.dag_file is None):
             raise PydanticCustomError(
                 "variant_or_dag", "give either variant or dag_file (with dag_id and task_id)"
@@ -203,9 +205,12 @@ class Scenario(_Strict):
             missing = [f for f in ("dag_id", "task_id") if getattr(self, f) is None]
             if missing:
                 raise PydanticCustomError("dag", f"dag_file needs {' and '.join(missing)}")
-            if self.mode != "standalone":
+            if self.mode in MODES and not MODES[self.mode].runs_dag_files:
+                able = sorted(n for n, m in MODES.items() if m.runs_dag_files)
                 raise PydanticCustomError(
-                    "dag", "dag_file runs in mode 'standalone' (a real scheduler and API)"
+                    "dag",
+                    f"dag_file runs in mode {' or '.join(repr(n) for n in able)} "
+                    "(a real scheduler and API)",
                 )
             if self.params:
                 raise PydanticCustomError(
@@ -313,6 +318,9 @@ class MatrixTable(_Strict):
     params: list[dict[str, Any]] = Field(default_factory=lambda: [{}], min_length=1)
     files: list[str] = Field(default_factory=list)
     quick: str | None = None  # the --quick subset, a regex over names
+    #: Put before each name (``celery-`` + ``naive_loop-none``): matrices of other modes
+    #: over the same variants and fault sets keep distinct names.
+    prefix: str = Field(default="", pattern=r"^[A-Za-z0-9_.-]*$", max_length=40)
 
     @field_validator("quick")
     @classmethod
@@ -513,7 +521,7 @@ def _expand(path: Path, data: dict[str, Any], including: tuple[Path, ...]) -> li
                     given = scenario.get("params", {})
                     scenario["params"] = {**given, **params} if isinstance(given, dict) else given
                     tag = "".join(f"-{k}{v}" for k, v in params.items())
-                    scenario["name"] = f"{variant}-{set_name}{rate_tag}{tag}"
+                    scenario["name"] = f"{matrix.prefix}{variant}-{set_name}{rate_tag}{tag}"
                     out.append(_scenario(path, scenario))
     if not out:
         raise ScenarioError(f"{path}: matrix: expands to no scenario (no variants or files)")

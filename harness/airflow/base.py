@@ -53,6 +53,11 @@ class Capability(StrEnum):
     TRY_STATE = "try_state"
     #: Kill the scheduler and start a new one (:meth:`TaskHandle.restart_scheduler`).
     SCHEDULER = "scheduler"
+    #: The try runs on one of several workers, each its own process tree: find the try's
+    #: worker, signal, restart or cut it off the API server, hold it off the queue.
+    WORKERS = "workers"
+    #: Stop and start the metadata database and the broker (:meth:`TaskHandle.stop_service`).
+    SERVICES = "services"
 
 
 @dataclass(frozen=True)
@@ -185,6 +190,45 @@ class TaskHandle(ABC):
         """Kill the scheduler (and dag-processor) and start new ones; the killed pids."""
         raise self._cannot(Capability.SCHEDULER)
 
+    # Capability.WORKERS
+
+    def try_worker(self) -> str | None:
+        """The name of the worker running the current try (None if no try runs)."""
+        raise self._cannot(Capability.WORKERS)
+
+    def signal_worker(self, name: str, sig: int, whole: bool = False) -> list[int]:
+        """Send ``sig`` to worker ``name``'s main process, or with ``whole`` to every process
+        of it (its pool, the supervisors, the tries: a machine or container going away);
+        the pids signalled."""
+        raise self._cannot(Capability.WORKERS)
+
+    def worker_alive(self, name: str) -> bool:
+        """Whether worker ``name``'s main process still runs."""
+        raise self._cannot(Capability.WORKERS)
+
+    def restart_worker(self, name: str) -> int:
+        """Start worker ``name`` again (same name, same disk) once it is down, and wait until
+        it is ready; the new pid."""
+        raise self._cannot(Capability.WORKERS)
+
+    def partition_worker(self, name: str, cut: bool) -> float:
+        """Cut worker ``name`` off the API server (``cut``) or heal it; when (UNIX time)."""
+        raise self._cannot(Capability.WORKERS)
+
+    def hold_worker(self, name: str, held: bool) -> None:
+        """Stop worker ``name`` taking work from the queue (``held``) or let it again."""
+        raise self._cannot(Capability.WORKERS)
+
+    # Capability.SERVICES
+
+    def stop_service(self, service: str) -> list[int]:
+        """Stop ``service`` (``database`` or ``broker``) as its operator does; the pids."""
+        raise self._cannot(Capability.SERVICES)
+
+    def start_service(self, service: str) -> list[int]:
+        """Start ``service`` again, on the same port with the same data; the new pids."""
+        raise self._cannot(Capability.SERVICES)
+
     def _cannot(self, capability: Capability) -> ModeError:
         return ModeError(f"{type(self).__name__} has no {capability.value} capability")
 
@@ -195,6 +239,15 @@ CAPABILITY_METHODS: dict[Capability, tuple[str, ...]] = {
     Capability.SUPERVISOR: ("signal_supervisor", "supervisor_signals"),
     Capability.TRY_STATE: ("clear_try", "mark_try"),
     Capability.SCHEDULER: ("restart_scheduler",),
+    Capability.WORKERS: (
+        "try_worker",
+        "signal_worker",
+        "worker_alive",
+        "restart_worker",
+        "partition_worker",
+        "hold_worker",
+    ),
+    Capability.SERVICES: ("stop_service", "start_service"),
 }
 
 
@@ -203,7 +256,8 @@ class Mode(ABC):
 
     :param root: where its files go (the results folder).
     :param dags: the DAGs of every scenario that will run in it, known up front.
-    :param template: a migrated Airflow database to copy instead of migrating.
+    :param template: a migrated Airflow database to copy instead of migrating (None for a
+        mode that is not on SQLite).
     """
 
     #: The ``mode`` of a scenario file.
@@ -212,8 +266,12 @@ class Mode(ABC):
     capabilities: ClassVar[frozenset[Capability]]
     #: Seconds Airflow takes to notice a try whose supervisor died (0: no such check).
     heartbeat_timeout: ClassVar[float] = 0.0
+    #: It runs a DAG file you bring (``dag_file``): a real scheduler parses it.
+    runs_dag_files: ClassVar[bool] = False
+    #: Its Airflow keeps its database in SQLite (copied from the migrated ``template``).
+    sqlite: ClassVar[bool] = True
 
-    def __init__(self, root: Path, dags: list[DagSpec], template: Path) -> None:
+    def __init__(self, root: Path, dags: list[DagSpec], template: Path | None) -> None:
         self.root = root
         self.dags = dags
         self.template = template

@@ -51,20 +51,27 @@ def airflow_major() -> int:
 
 
 class AirflowHome:
-    """A private AIRFLOW_HOME with a migrated SQLite database.
+    """A private AIRFLOW_HOME with a migrated database: SQLite in the folder, or the one
+    at ``database_url`` (e.g. PostgreSQL, migrated here).
 
     :param root: the folder to use (created).
     :param template: an already migrated ``airflow.db`` to copy instead of migrating
         (``airflow db migrate`` takes seconds; tests share one template).
+    :param database_url: a SQLAlchemy URL of an empty database to use instead of SQLite.
     """
 
     def __init__(
-        self, root: Path, template: Path | None = None, dags_folder: Path = DAGS_FOLDER
+        self,
+        root: Path,
+        template: Path | None = None,
+        dags_folder: Path = DAGS_FOLDER,
+        database_url: str | None = None,
     ) -> None:
         self.root = root.resolve()  # Airflow refuses a relative SQLite path
         self.dags_folder = dags_folder
+        self.database_url = database_url or f"sqlite:///{self.database}"
         self.root.mkdir(parents=True, exist_ok=True)
-        if template is not None:
+        if template is not None and database_url is None:
             shutil.copy(template, self.database)
         else:
             self.migrate()
@@ -117,7 +124,7 @@ class AirflowHome:
             "AIRFLOW_HOME": str(self.root),
             "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.database}",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.database_url,
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
             "AIRFLOW__SECRETS__BACKEND": "airflow.secrets.local_filesystem.LocalFilesystemBackend",
             "AIRFLOW__SECRETS__BACKEND_KWARGS": json.dumps(
@@ -200,17 +207,33 @@ class AirflowHome:
     def task_instances(self, dag_id: str) -> list[dict[str, Any]]:
         """Every try Airflow recorded for ``dag_id``: earlier tries from
         ``task_instance_history``, the latest from ``task_instance``."""
-        db = sqlite3.connect(f"file:{self.database}?mode=ro", uri=True, timeout=30)
-        db.row_factory = sqlite3.Row
         columns = "dag_id, run_id, task_id, try_number, state, start_date, end_date, hostname, pid"
         rows = []
-        for table in ("task_instance_history", "task_instance"):
-            rows += [
-                dict(r)
-                for r in db.execute(f"SELECT {columns} FROM {table} WHERE dag_id = ?", (dag_id,))
-            ]
-        db.close()
+        if self.database_url.startswith("sqlite:"):
+            db = sqlite3.connect(f"file:{self.database}?mode=ro", uri=True, timeout=30)
+            db.row_factory = sqlite3.Row
+            for table in ("task_instance_history", "task_instance"):
+                query = f"SELECT {columns} FROM {table} WHERE dag_id = ?"
+                rows += [dict(r) for r in db.execute(query, (dag_id,))]
+            db.close()
+        else:
+            import sqlalchemy  # Airflow's own; only a server database needs it here
+
+            engine = sqlalchemy.create_engine(self.database_url)
+            with engine.connect() as db:
+                for table in ("task_instance_history", "task_instance"):
+                    query = sqlalchemy.text(f"SELECT {columns} FROM {table} WHERE dag_id = :d")
+                    rows += [
+                        {k: _plain(v) for k, v in r._mapping.items()}
+                        for r in db.execute(query, {"d": dag_id})
+                    ]
+            engine.dispose()
         return sorted(rows, key=lambda r: (r["run_id"], r["try_number"]))
+
+
+def _plain(value: Any) -> Any:
+    """A column value as SQLite gives it: dates as ISO text (UTC)."""
+    return value.isoformat() if hasattr(value, "isoformat") else value
 
 
 def _write_private(path: Path, text: str) -> None:

@@ -64,6 +64,11 @@ class PostgresServer:
         self._give(self.data, self._as)
         self._run("initdb", "-D", str(self.data), "-U", self.user, "-A", "trust", "-E", "UTF8",
                   "--locale=C.UTF-8", "--no-sync", "--no-instructions")  # fmt: skip
+        self.process: OwnedProcess | None = None
+        self.start()
+
+    def start(self) -> None:
+        """Start the server (again, after :meth:`halt`: same port, same data)."""
         with open(self.root / "postgres.log", "ab") as log:
             self.process = OwnedProcess(
                 [str(self.bin / "postgres"), "-D", str(self.data), "-p", str(self.port),
@@ -101,11 +106,15 @@ class PostgresServer:
                 raise PostgresError(f"not a database name we make: {given!r}")
         self.sql(f"CREATE DATABASE {name}" + (f" TEMPLATE {template}" if template else ""))
 
+    def halt(self) -> int | None:
+        """Fast shutdown (SIGINT: clients are disconnected), SIGKILL after 10 s."""
+        if self.process is None:
+            return None
+        return self.process.stop(grace=10.0, first=signal.SIGINT)
+
     def stop(self) -> int | None:
-        """Fast shutdown (SIGINT), SIGKILL after 10 s; the folder is ours again."""
-        code = (
-            self.process.stop(grace=10.0, first=signal.SIGINT) if hasattr(self, "process") else None
-        )
+        """:meth:`halt`, and the folder is ours again."""
+        code = self.halt() if hasattr(self, "process") else None
         if self._as is not None and self.data.exists():
             self._give(self.data, None)
         return code
@@ -122,7 +131,7 @@ class PostgresServer:
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while True:
-            if not self.process.alive():
+            if self.process is None or not self.process.alive():
                 raise PostgresError(f"postgres exited; see {self.root / 'postgres.log'}")
             ready = subprocess.run(
                 [str(self.bin / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port)],

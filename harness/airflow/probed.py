@@ -71,6 +71,11 @@ class TaskStarts:
         """Pids of the tries that started, oldest first."""
         return [pid for pid, _ in sorted(self._records().items(), key=lambda r: r[1]["time"])]
 
+    def worker(self, pid: int) -> str | None:
+        """The worker try ``pid`` ran on, as its probe recorded it (None: not recorded)."""
+        record = self._records().get(pid)
+        return record["value"].get("worker") if record else None
+
     def started(self, pid: int) -> tuple[float, int] | None:
         """When try ``pid`` started and its try number (None: no such start recorded)."""
         record = self._records().get(pid)

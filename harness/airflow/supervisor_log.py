@@ -32,12 +32,14 @@ _REFUSED = "Server indicated the task shouldn't be running anymore"
 
 
 def supervisor_signals(
-    worker_log: Path, task_log: Path, pid: int, since: float
+    worker_logs: list[Path], task_log: Path, pid: int, since: float
 ) -> list[dict[str, Any]]:
     """What the supervisor did to try ``pid`` after ``since`` (UNIX time), oldest first:
     ``{"time", "signal", "why"}`` per signal, and ``{"time", "exit_code"}`` when it saw the
     try exit."""
-    found = _refusals(task_log, since) + _worker_lines(worker_log, pid, since)
+    found = _refusals(task_log, since)
+    for worker_log in worker_logs:  # a pid is one try's while it lives: no other matches
+        found += _worker_lines(worker_log, pid, since)
     return sorted(found, key=lambda r: r["time"])
 
 

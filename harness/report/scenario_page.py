@@ -148,7 +148,13 @@ def _tries(run: ScenarioRun) -> Table | Paragraph:
         ]
         for t in tries
     ]  # fmt: skip
-    return Table(["try", "pid", "started (s)", "ended (s)", "outcome", "how"], rows, {0, 1, 2, 3})
+    header = ["try", "pid", "started (s)", "ended (s)", "outcome", "how"]
+    if any(t.get("worker") for t in tries):  # several workers: which ran each try
+        header.insert(2, "worker")
+        for row, t in zip(rows, tries, strict=True):
+            row.insert(2, t.get("worker") or "-")
+        return Table(header, rows, {0, 1, 3, 4})
+    return Table(header, rows, {0, 1, 2, 3})
 
 
 def _connections(run: ScenarioRun) -> Table | Paragraph:

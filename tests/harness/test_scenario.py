@@ -83,7 +83,7 @@ def test_a_valid_scenario_loads(tmp_path):
         (
             ('type = "kill_task"', 'type = "kill_worker"'),
             "airflow_faults: Value error, [0]: kill_worker needs supervisor, which mode "
-            "'dagtest' does not have (modes that do: localtask, standalone)",
+            "'dagtest' does not have (modes that do: celery, localtask, standalone)",
         ),
         (("[[airflow_faults]]", "[[faults]]"), "faults: now called airflow_faults"),
     ],
@@ -97,14 +97,23 @@ def test_invalid_fields_are_named(tmp_path, change, message):
 
 
 TRY_STATE = {"clear_task", "mark_failed", "mark_success"}
+#: The faults only a deployment of several workers has (the celery mode's).
+DISTRIBUTED = {
+    "kill_celery_worker", "worker_warm_shutdown", "restart_broker", "restart_database",
+    "network_partition_worker",
+}  # fmt: skip
 
 
 @pytest.mark.parametrize(
     ("mode", "refused"),
     [
-        ("dagtest", {"kill_worker", "restart_scheduler", "worker_shutdown", *TRY_STATE}),
-        ("localtask", {"restart_scheduler"}),
-        ("standalone", set()),
+        (
+            "dagtest",
+            {"kill_worker", "restart_scheduler", "worker_shutdown", *TRY_STATE, *DISTRIBUTED},
+        ),
+        ("localtask", {"restart_scheduler", *DISTRIBUTED}),
+        ("standalone", DISTRIBUTED),
+        ("celery", set()),
     ],
 )
 def test_each_mode_refuses_the_faults_it_cannot_deliver(tmp_path, mode, refused):
@@ -179,3 +188,25 @@ def test_the_default_matrix_expands_every_variant_and_fault_set():
         assert f"exactly_once-{fault_set}" in names
     quick = load_many([path], quick_pattern([path]))
     assert 0 < len(quick) < len(scenarios)
+
+
+def test_the_celery_matrix_has_names_of_its_own_beside_the_default_one():
+    """Every variant under every distributed fault, on the celery mode, loads beside the
+    default matrix (its prefix keeps the names apart)."""
+    celery = load_many([REPO / "scenarios" / "celery.toml"])
+    default = load_many([REPO / "scenarios" / "default.toml"])
+    assert {s.mode for s in celery} == {"celery"}
+    assert {s.variant for s in celery} == {s.variant for s in default}
+    assert all(s.name.startswith("celery-") for s in celery)
+    assert load_many([REPO / "scenarios" / "celery.toml", REPO / "scenarios" / "default.toml"])
+    faults = {f.type for s in celery for f in s.airflow_faults}
+    assert faults == {
+        "kill_celery_worker", "worker_warm_shutdown", "restart_broker", "restart_database",
+        "network_partition_worker", "move_worker",
+    }  # fmt: skip
+
+
+def test_a_matrix_prefix_is_checked(tmp_path):
+    body = '[matrix]\nprefix = "a/b-"\nvariants = ["naive_loop"]\n[base]\n[fault_sets.none]\n'
+    with pytest.raises(ScenarioError, match=r"matrix\.prefix"):
+        load(_write(tmp_path, body))

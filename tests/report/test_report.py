@@ -227,3 +227,22 @@ def test_a_scenario_page_explains_the_loss_from_the_metrics(built):
     page = (out / "naive_loop-kill_task" / "index.html").read_text()
     assert all(f"<td>{cause}</td>" in page for cause in causes)  # the loss-by-cause table
     assert (out / "naive_loop-kill_task" / "timeline.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_scenario_page_names_the_worker_of_each_try_when_there_are_several():
+    from types import SimpleNamespace
+
+    from harness.report.scenario_page import _tries
+
+    def run(workers):
+        tries = [
+            {"try": n, "pid": 100 + n, "started_at": 10.0 * n, "ended_at": None,
+             "outcome": "info", "worker": worker}
+            for n, worker in enumerate(workers, 1)
+        ]  # fmt: skip
+        return SimpleNamespace(window_start=0.0, timing={"tries": {"list": tries}})
+
+    table = _tries(run(["w1", "w2"]))
+    assert table.header[2] == "worker"
+    assert [row[2] for row in table.rows] == ["w1", "w2"]
+    assert "worker" not in _tries(run([None, None])).header  # one machine: no column

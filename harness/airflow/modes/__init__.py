@@ -47,7 +47,8 @@ class Airflows:
             if mode not in MODES:
                 raise ModeError(f"unknown Airflow mode {mode!r}; known: {', '.join(sorted(MODES))}")
             dags = [d for d in self.dags if d.mode == mode]
-            self._modes[mode] = MODES[mode](self.root, dags, self.template())
+            kind = MODES[mode]
+            self._modes[mode] = kind(self.root, dags, self.template() if kind.sqlite else None)
         return self._modes[mode]
 
     def close(self) -> None:

@@ -63,7 +63,7 @@ class LocalTaskMode(Mode):
     capabilities = frozenset({Capability.TASK_PROCESS, Capability.SUPERVISOR, Capability.TRY_STATE})
     heartbeat_timeout = ZOMBIE_THRESHOLD + 5.0  # and the LocalTaskJob's heartbeat
 
-    def __init__(self, root: Path, dags: list[DagSpec], template: Path) -> None:
+    def __init__(self, root: Path, dags: list[DagSpec], template: Path | None) -> None:
         if airflow_major() >= 3:
             raise ModeError(
                 f"mode 'localtask' runs `airflow tasks run --local`, which Airflow "

@@ -55,8 +55,9 @@ class StandaloneMode(Mode):
         {Capability.TASK_PROCESS, Capability.SUPERVISOR, Capability.TRY_STATE, Capability.SCHEDULER}
     )
     heartbeat_timeout = HEARTBEAT_TIMEOUT + 5.0  # and its detection interval
+    runs_dag_files = True
 
-    def __init__(self, root: Path, dags: list[DagSpec], template: Path) -> None:
+    def __init__(self, root: Path, dags: list[DagSpec], template: Path | None) -> None:
         super().__init__(root, dags, template)
         definitions = {
             dag_id(d.name): {"variant": d.variant, "task": d.task, "description": d.description}
@@ -68,8 +69,13 @@ class StandaloneMode(Mode):
             for d in dags
             if d.dag_file is not None and d.dag_id is not None
         }
-        self.airflow = StandaloneAirflow(
-            root / "airflow-standalone", definitions, template, user_dags
+        self.airflow = self._airflow(definitions, user_dags)
+
+    def _airflow(
+        self, definitions: dict[str, dict[str, Any]], user_dags: dict[str, dict[str, Any]]
+    ) -> StandaloneAirflow:
+        return StandaloneAirflow(
+            self.root / "airflow-standalone", definitions, self.template, user_dags
         )
 
     @property
@@ -169,7 +175,7 @@ class StandaloneTask(ProbedTask):
             self.airflow.task_logs(self.dag_id)
             / f"run_id={self.run_id}" / f"task_id={self.task_id}" / f"attempt={number}.log"
         )  # fmt: skip
-        return supervisor_signals(self.airflow.worker_log, task_log, pid, since)
+        return supervisor_signals(self.airflow.worker_logs, task_log, pid, since)
 
     def restart_scheduler(self) -> list[int]:
         return self.airflow.restart_scheduler()
@@ -223,7 +229,7 @@ class StandaloneTask(ProbedTask):
     def record(self) -> None:
         layout = self.spec.layout
         runs = {launch["run_id"] for launch in self.launches}  # a brought DAG's others aren't
-        tries = [t for t in self.airflow.home.task_instances(self.dag_id) if t["run_id"] in runs]
+        tries = self.airflow.tries(self.dag_id, runs)
         write_airflow_record(layout, tries, self.launches)
         for run_id in runs:
             logs = self.airflow.task_logs(self.dag_id) / f"run_id={run_id}"

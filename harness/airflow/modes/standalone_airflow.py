@@ -83,9 +83,27 @@ class StandaloneAirflow:
         self.dag_ids = sorted([*dags, *self.user_dags])
         self.port = free_port()
         self.api_url = f"http://127.0.0.1:{self.port}"
-        self.home = AirflowHome(root, template, dags_folder=dags_folder)
+        self.logs = root / "process-logs"
+        self.logs.mkdir(exist_ok=True)
+        self._retired: list[OwnedProcess] = []  # killed schedulers: their groups hold orphans
+        self._http = requests.Session()
+        try:
+            self.home = self._home(root, template, dags_folder)
+            self.env = self._env()
+            self._start_all()
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _home(self, root: Path, template: Path | None, dags_folder: Path) -> AirflowHome:
+        """Its AIRFLOW_HOME and database (here SQLite, a copy of ``template``)."""
+        return AirflowHome(root, template, dags_folder=dags_folder)
+
+    def _env(self) -> dict[str, str]:
+        """The environment of every Airflow process it starts."""
         secret = secrets.token_hex(16)
-        self.env = self.home.env(extra={
+        return self.home.env(extra={
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             # INFO, not the harness's WARNING: a task log then holds what the task printed.
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
@@ -101,27 +119,29 @@ class StandaloneAirflow:
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT),
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
         })  # fmt: skip
-        self.logs = root / "process-logs"
-        self.logs.mkdir(exist_ok=True)
-        self._http = requests.Session()
-        self._retired: list[OwnedProcess] = []  # killed schedulers: their groups hold orphans
+
+    def _start_all(self) -> None:
         self.api = self._start("api-server")
         self.scheduler = self._start("scheduler")
         self.dag_processor = self._start("dag-processor")
-        try:
-            self._wait_ready()
-        except BaseException:
-            self.stop()
-            raise
 
-    def _start(self, component: str) -> OwnedProcess:
-        with open(self.logs / f"{component}.log", "ab") as log:
+    def _components(self) -> list[OwnedProcess]:
+        """The Airflow processes that must stay up (a dead one fails the start)."""
+        return [self.api, self.scheduler, self.dag_processor]
+
+    def _start(
+        self, component: str, *args: str, name: str = "", env: dict[str, str] | None = None
+    ) -> OwnedProcess:
+        """Start ``airflow <component> <args>``, its output in ``<name or component>.log``."""
+        name = name or component
+        with open(self.logs / f"{name}.log", "ab") as log:
             process = OwnedProcess(
-                [str(AIRFLOW_BIN / "airflow"), component], env=self.env, stdout=log, stderr=log
-            )
+                [str(AIRFLOW_BIN / "airflow"), component, *args],
+                env=env or self.env, stdout=log, stderr=log,
+            )  # fmt: skip
         # Every process we start, for whoever checks afterwards that none is left.
         with open(self.logs / "started.jsonl", "a") as started:
-            started.write(json.dumps({"component": component, "pid": process.pid}) + "\n")
+            started.write(json.dumps({"component": name, "pid": process.pid}) + "\n")
         return process
 
     def _policy(self) -> dict[str, dict[str, Any]]:
@@ -138,11 +158,11 @@ class StandaloneAirflow:
         deadline = time.monotonic() + STARTUP_TIMEOUT
         missing = set(self.dag_ids)
         while missing:
-            for process in (self.api, self.scheduler, self.dag_processor):
+            for process in self._components():
                 if not process.alive():
                     raise ModeError(
                         f"airflow {process.argv[1]} exited ({process.popen.returncode}); "
-                        f"see {self.logs / (process.argv[1] + '.log')}"
+                        f"see {self.logs}"
                     )
             if time.monotonic() > deadline:
                 raise ModeError(
@@ -215,14 +235,25 @@ class StandaloneAirflow:
         return killed
 
     def stop(self) -> None:
-        for process in (self.dag_processor, self.scheduler, *self._retired, self.api):
+        """Stop every process it started (safe after a failed start)."""
+        for name in ("dag_processor", "scheduler"):
+            if hasattr(self, name):
+                getattr(self, name).stop(grace=10.0)
+        for process in self._retired:
             process.stop(grace=10.0)
+        if hasattr(self, "api"):
+            self.api.stop(grace=10.0)
         self._http.close()
 
     @property
-    def worker_log(self) -> Path:
-        """The LocalExecutor workers' output (they are the scheduler's children)."""
-        return self.logs / "scheduler.log"
+    def worker_logs(self) -> list[Path]:
+        """Where the supervisors of tries log: the LocalExecutor workers are the
+        scheduler's children."""
+        return sorted(self.logs.glob("scheduler*.log"))
+
+    def tries(self, dag_id: str, run_ids: set[str]) -> list[dict[str, Any]]:
+        """Airflow's record of every try of ``dag_id`` in ``run_ids``."""
+        return [t for t in self.home.task_instances(dag_id) if t["run_id"] in run_ids]
 
     def task_logs(self, dag_id: str) -> Path:
         return self.home.root / "logs" / f"dag_id={dag_id}"

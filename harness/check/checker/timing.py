@@ -137,6 +137,7 @@ def _tries(history: History) -> dict[str, Any]:
             "outcome": t.outcome,
             "how": t.how,
             "error": t.error,
+            "worker": t.start.get("worker"),  # the celery mode's worker name (else None)
         }
         for t in sorted(history.tries, key=lambda t: t.started_at)
     ]

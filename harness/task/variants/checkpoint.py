@@ -40,7 +40,7 @@ STATE_FILE = "twitter_stream_state.json"
 
 
 def state_file(ctx: TaskContext) -> Path:
-    return Path(ctx.param("scratch_dir")) / STATE_FILE
+    return ctx.scratch_dir / STATE_FILE
 
 
 def load_state(path: Path) -> int | None:

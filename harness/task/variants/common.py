@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ from harness.layout import RunLayout
 from harness.task.gil import READER
 from harness.task.probe import Probe
 from harness.task.resume import now_ms, plan
+from streamstall_probe import WORKER_ENV
 
 __all__ = ["PARAMS", "TaskContext", "cpu_work", "read_stream"]
 
@@ -43,7 +45,8 @@ PARAMS: dict[str, Any] = {
     "cpu_us": 50.0,  # CPU work per tweet, microseconds
     "batch": 50,  # tweets per sink commit (or per checkpoint write)
     "run_seconds": None,  # bound the task's run (the harness's stop); None = run forever
-    "scratch_dir": "/tmp/streamstall-worker",  # this worker's local disk (checkpoint variant)
+    # This worker's local disk (checkpoint variant); ``{worker}``: the worker's name.
+    "scratch_dir": "/tmp/streamstall-worker",
     "workers": 2,  # processes or threads of the multiprocess / threaded variants
     "try_seconds": 60.0,  # exactly_once: how long one try runs before it exits cleanly
     # The careful variants' way back after a gap (harness/task/resume.py): recovery,
@@ -79,6 +82,13 @@ class TaskContext:
     @property
     def run_dir(self) -> Path:
         return Path(self.params["run_dir"])
+
+    @property
+    def scratch_dir(self) -> Path:
+        """This worker's local disk: ``scratch_dir`` with ``{worker}`` replaced by the name
+        of the worker the try runs on (``$STREAMSTALL_WORKER``; ``worker-1`` if unset)."""
+        worker = os.environ.get(WORKER_ENV) or "worker-1"
+        return Path(str(self.param("scratch_dir")).replace("{worker}", worker))
 
     @property
     def probe(self) -> Probe:

@@ -31,6 +31,6 @@ def test_every_capability_names_its_methods():
 
 
 def test_an_unknown_mode_is_refused_before_anything_starts(tmp_path):
-    with pytest.raises(ModeError, match="unknown Airflow mode 'celery'; known: "):
-        Airflows(tmp_path, []).get("celery")
+    with pytest.raises(ModeError, match="unknown Airflow mode 'kubernetes'; known: "):
+        Airflows(tmp_path, []).get("kubernetes")
     assert list(tmp_path.iterdir()) == []  # not even the template database

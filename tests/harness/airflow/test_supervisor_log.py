@@ -32,7 +32,7 @@ def test_a_cleared_try_sigterm_then_sigkill_then_its_exit(tmp_path):
     worker, task = tmp_path / "scheduler.log", tmp_path / "attempt=1.log"
     worker.write_text(WORKER_LOG)
     task.write_text(TASK_LOG)
-    found = supervisor_signals(worker, task, 4390, since=_at("2026-12-02T04:18:56"))
+    found = supervisor_signals([worker], task, 4390, since=_at("2026-12-02T04:18:56"))
     assert found == [
         {"time": _at("2026-12-02T04:19:05.933585"), "signal": "SIGTERM",
          "why": "heartbeat refused: not_found"},
@@ -46,7 +46,7 @@ def test_only_that_pid_and_only_after_its_start(tmp_path):
     worker, task = tmp_path / "scheduler.log", tmp_path / "missing.log"
     worker.write_text(WORKER_LOG)
     # pid=439 is a prefix of 4390 and 43901: neither is it.
-    assert supervisor_signals(worker, task, 439, since=0) == []
-    (forwarded,) = supervisor_signals(worker, task, 43901, since=0)
+    assert supervisor_signals([worker], task, 439, since=0) == []
+    (forwarded,) = supervisor_signals([worker], task, 43901, since=0)
     assert (forwarded["signal"], forwarded["why"]) == ("SIGTERM", "forwarded")
-    assert supervisor_signals(worker, task, 4390, since=_at("2026-12-02T04:20:00")) == []
+    assert supervisor_signals([worker], task, 4390, since=_at("2026-12-02T04:20:00")) == []

@@ -44,6 +44,10 @@ TRIES = {
 }
 
 
+_SLEEP = "import time; time.sleep(300)"
+SERVICES = ("broker", "database")
+
+
 def proc_state(pid: int) -> str | None:
     """The kernel's state letter of ``pid`` (``T``: stopped; None: gone)."""
     try:
@@ -80,8 +84,13 @@ class FakeTask(TaskHandle):
         self.supervisors: list[OwnedProcess] = []
         self.tries: list[int] = []  # pids of every try, oldest first
         self.empty_disks = 0
-        self.scheduler = OwnedProcess([sys.executable, "-c", "import time; time.sleep(300)"])
+        self.scheduler = OwnedProcess([sys.executable, "-c", _SLEEP])
         self.schedulers = [self.scheduler.pid]
+        #: The one worker, "w1", is the current try's supervisor; a restarted one is a
+        #: process of its own. Services (broker, database) are processes too.
+        self.restarted_workers: list[OwnedProcess] = []
+        self.services = {name: OwnedProcess([sys.executable, "-c", _SLEEP]) for name in SERVICES}
+        self.service_pids = {name: [p.pid] for name, p in self.services.items()}
         self._lock = threading.Lock()
         self._start_try()
 
@@ -99,7 +108,11 @@ class FakeTask(TaskHandle):
 
     def owned(self) -> set[int]:
         """Every pid the fake started."""
-        return {*self.tries, *(s.pid for s in self.supervisors), *self.schedulers}
+        return {
+            *self.tries, *(s.pid for s in self.supervisors), *self.schedulers,
+            *(w.pid for w in self.restarted_workers),
+            *(pid for pids in self.service_pids.values() for pid in pids),
+        }  # fmt: skip
 
     def _allowed(self, capability: Capability, call: str, arg: object = None) -> None:
         with self._lock:
@@ -177,9 +190,56 @@ class FakeTask(TaskHandle):
         old = self.scheduler
         old.signal(signal.SIGKILL)
         old.popen.wait()
-        self.scheduler = OwnedProcess([sys.executable, "-c", "import time; time.sleep(300)"])
+        self.scheduler = OwnedProcess([sys.executable, "-c", _SLEEP])
         self.schedulers.append(self.scheduler.pid)
         return [old.pid]
+
+    def _worker(self) -> OwnedProcess:
+        return self.restarted_workers[-1] if self.restarted_workers else self.supervisors[-1]
+
+    def try_worker(self) -> str | None:
+        self._allowed(Capability.WORKERS, "try_worker")
+        return "w1" if pid_alive(self.tries[-1]) else None
+
+    def signal_worker(self, name: str, sig: int, whole: bool = False) -> list[int]:
+        self._allowed(Capability.WORKERS, "signal_worker", (name, signal.Signals(sig).name, whole))
+        worker = self._worker()
+        if not worker.alive():
+            return []
+        pids = [worker.pid] + ([self.tries[-1]] if whole and pid_alive(self.tries[-1]) else [])
+        for pid in pids:
+            os.kill(pid, sig)
+        if sig == signal.SIGKILL:
+            worker.popen.wait()
+        return pids
+
+    def worker_alive(self, name: str) -> bool:
+        self._allowed(Capability.WORKERS, "worker_alive", name)
+        return self._worker().alive()
+
+    def restart_worker(self, name: str) -> int:
+        self._allowed(Capability.WORKERS, "restart_worker", name)
+        self.restarted_workers.append(OwnedProcess([sys.executable, "-c", _SLEEP]))
+        return self.restarted_workers[-1].pid
+
+    def partition_worker(self, name: str, cut: bool) -> float:
+        self._allowed(Capability.WORKERS, "partition_worker", (name, cut))
+        return time.time()
+
+    def hold_worker(self, name: str, held: bool) -> None:
+        self._allowed(Capability.WORKERS, "hold_worker", (name, held))
+
+    def stop_service(self, service: str) -> list[int]:
+        self._allowed(Capability.SERVICES, "stop_service", service)
+        process = self.services[service]
+        process.stop(grace=1.0)
+        return [process.pid]
+
+    def start_service(self, service: str) -> list[int]:
+        self._allowed(Capability.SERVICES, "start_service", service)
+        self.services[service] = OwnedProcess([sys.executable, "-c", _SLEEP])
+        self.service_pids[service].append(self.services[service].pid)
+        return [self.services[service].pid]
 
     def ended(self) -> bool:
         return False
@@ -191,7 +251,12 @@ class FakeTask(TaskHandle):
         for pid in self.tries:  # orphans are not in a supervisor's group any more
             if pid_alive(pid):
                 os.kill(pid, signal.SIGKILL)
-        for process in [*self.supervisors, self.scheduler]:
+        for process in [
+            *self.supervisors,
+            self.scheduler,
+            *self.restarted_workers,
+            *self.services.values(),
+        ]:
             process.stop(grace=1.0)
 
     def record(self) -> None:

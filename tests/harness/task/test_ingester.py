@@ -12,7 +12,8 @@ import pytest
 import redis
 
 from harness.procs import OwnedProcess
-from harness.run.services import RedisServer, StreamServerProcess, redis_drained
+from harness.redis_server import RedisServer
+from harness.run.services import StreamServerProcess, redis_drained
 from harness.task.ingester import FLUSH_INTERVAL
 from harness.task.variants.queue_decoupled import GROUP
 
