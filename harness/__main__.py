@@ -218,14 +218,15 @@ def _check(run_dir: Path) -> int:
     if "error" in queue or "created" not in queue:
         print(f"error: {run_dir}: the queue checker failed: {queue.get('error')}", file=sys.stderr)
         return NOT_RUN
-    print(
-        f"{run_dir}: {metrics['verdict']}; created {queue['created']:,}, "
-        f"processed {queue['processed_unique']:,} unique / {queue['processed_total']:,} total, "
-        f"lost {queue['lost']:,}, duplicates {queue['duplicates']:,}, "
-        f"unexpected {queue['unexpected']:,}; silent failure: {metrics['silent_failure']}"
-    )
-    if queue.get("unobserved"):
-        print(queue["unobserved"])
+    if queue.get("unobserved"):  # nothing observed: no counts to print
+        print(f"{run_dir}: {metrics['verdict']}: {queue['unobserved']}")
+    else:
+        print(
+            f"{run_dir}: {metrics['verdict']}; created {queue['created']:,}, processed "
+            f"{queue['processed_unique']:,} unique / {queue['processed_total']:,} total, "
+            f"lost {queue['lost']:,}, duplicates {queue['duplicates']:,}, "
+            f"unexpected {queue['unexpected']:,}; silent failure: {metrics['silent_failure']}"
+        )
     if causes := headline.lost_by_cause(metrics):
         print(f"lost by cause: {headline.causes_text(causes)}")
     print(f"metrics: {run_dir / 'metrics.json'}")

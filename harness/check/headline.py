@@ -67,8 +67,14 @@ class Metric:
     read: Callable[[dict[str, Any]], Any] | None = None
 
     def value(self, metrics: dict[str, Any]) -> Any:
+        if self.name in _NOT_COUNTED and metrics.get("verdict") == "unobserved":
+            return None  # nothing was observed to count: "not measured", never a 0 that holds
         return (self.read or _at(self.path))(metrics)
 
+
+#: What an ``unobserved`` run (queue checker: no try read the stream, or a DAG you brought
+#: reported no commit) has no value for.
+_NOT_COUNTED = frozenset({"lost", "lost_seconds", "duplicates", "processed"})
 
 #: In column order. ``recovery_s`` is the slowest recovery after any fault.
 METRICS: list[Metric] = [
@@ -168,8 +174,6 @@ def row(
     error = error or metrics.get("error")
     values = {m.name: m.value(metrics) for m in METRICS if m.column or m.name in _IN_EVERY_ROW}
     values["verdict"] = values["verdict"] or ("error" if error else "unknown")
-    if values["verdict"] == "unobserved":  # nothing reported: no loss to claim
-        values["lost"] = None
     recoveries = _at("timing.recovery")(metrics) or []
     return {
         "scenario": name,

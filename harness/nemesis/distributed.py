@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import signal
 import time
+from abc import abstractmethod
 from typing import ClassVar, Literal
 
 from pydantic import Field
@@ -30,51 +31,56 @@ WORKERS = frozenset({Capability.TASK_PROCESS, Capability.WORKERS})
 SERVICES = frozenset({Capability.SERVICES})
 
 
-def _try_worker(ctx: FaultContext) -> tuple[int, str] | None:
-    """Wait for a try; its pid and the worker it runs on (None: the run ended first)."""
-    while not ctx.over:
-        pid = ctx.wait_for_try()
-        if pid is None:
+class _OnTryWorker(AirflowFault):
+    """A fault on the worker the try runs on: :meth:`act` once there is one."""
+
+    needs: ClassVar = WORKERS
+
+    def inject(self, ctx: FaultContext) -> None:
+        while (pid := ctx.wait_for_try()) is not None:  # None: the run ended first
+            worker = ctx.task.try_worker()
+            if worker is not None:
+                self.act(ctx, pid, worker)
+                return
+            ctx.wait(0.05)  # the try's worker is not known yet
+
+    @abstractmethod
+    def act(self, ctx: FaultContext, pid: int, worker: str) -> None:
+        """Act on ``worker``, which runs try ``pid``; record a ``start`` and a ``stop``."""
+
+
+class _TakesWorkerDown(_OnTryWorker):
+    """A fault that takes the worker down; its deploy tool starts it again."""
+
+    restart_after: float = Field(default=5.0, ge=0, le=3600, description="seconds down")
+
+    def restart(self, ctx: FaultContext, worker: str) -> int | None:
+        """Start ``worker`` again ``restart_after`` seconds from now (unless the run ends
+        first: the next scenario's start makes the deployment whole)."""
+        if ctx.wait(self.restart_after):
             return None
-        worker = ctx.task.try_worker()
-        if worker is not None:
-            return pid, worker
-        ctx.wait(0.05)
-    return None
-
-
-def _restart(ctx: FaultContext, worker: str, after: float) -> int | None:
-    """Start ``worker`` again ``after`` seconds from now (unless the run ends first)."""
-    if ctx.wait(after):
-        return None
-    return ctx.task.restart_worker(worker)
+        return ctx.task.restart_worker(worker)
 
 
 @register
-class KillCeleryWorker(AirflowFault):
+class KillCeleryWorker(_TakesWorkerDown):
     """SIGKILL the Celery worker the try runs on: with ``whole`` (default) every process of
     it, the try too (its machine or container is gone); without, its main process only (the
     OOM killer's pick), orphaning its pool and the try. Started again after
     ``restart_after`` seconds. Airflow finds the lost try by its missing heartbeats."""
 
     type: Literal["kill_celery_worker"] = "kill_celery_worker"
-    needs: ClassVar = WORKERS
     whole: bool = Field(default=True, description="kill every process of the worker")
-    restart_after: float = Field(default=5.0, ge=0, le=3600, description="seconds down")
 
-    def inject(self, ctx: FaultContext) -> None:
-        found = _try_worker(ctx)
-        if found is None:
-            return
-        pid, worker = found
+    def act(self, ctx: FaultContext, pid: int, worker: str) -> None:
         killed = ctx.task.signal_worker(worker, signal.SIGKILL, whole=self.whole)
         ctx.record("start", pid=pid, worker=worker, killed=killed, whole=self.whole)
-        restarted = _restart(ctx, worker, self.restart_after)
+        restarted = self.restart(ctx, worker)
         ctx.record("stop", pid=pid, worker=worker, restarted=restarted)
 
 
 @register
-class WorkerWarmShutdown(AirflowFault):
+class WorkerWarmShutdown(_TakesWorkerDown):
     """A deploy stops the Celery worker the try runs on: SIGTERM to its main process
     (Celery's warm shutdown: take no new tasks, wait for the running ones), and if it still
     runs ``grace`` seconds later, SIGKILL to every process of it, as the deploy tool does.
@@ -82,18 +88,12 @@ class WorkerWarmShutdown(AirflowFault):
     after ``restart_after`` seconds."""
 
     type: Literal["worker_warm_shutdown"] = "worker_warm_shutdown"
-    needs: ClassVar = WORKERS
     grace: float = Field(
         default=30.0, ge=0, le=3600,
         description="seconds before the SIGKILL (Kubernetes' default: 30; docker stop's: 10)",
     )  # fmt: skip
-    restart_after: float = Field(default=5.0, ge=0, le=3600, description="seconds down")
 
-    def inject(self, ctx: FaultContext) -> None:
-        found = _try_worker(ctx)
-        if found is None:
-            return
-        pid, worker = found
+    def act(self, ctx: FaultContext, pid: int, worker: str) -> None:
         started = time.monotonic()
         (main,) = ctx.task.signal_worker(worker, signal.SIGTERM)[:1] or (None,)
         ctx.record("start", pid=pid, worker=worker, main=main, signal="SIGTERM")
@@ -111,7 +111,7 @@ class WorkerWarmShutdown(AirflowFault):
             killed_after_grace=killed,
         )  # fmt: skip
         if not ctx.over:
-            _restart(ctx, worker, self.restart_after)
+            self.restart(ctx, worker)
 
 
 class _ServiceDown(AirflowFault):
@@ -148,19 +148,14 @@ class RestartDatabase(_ServiceDown):
 
 
 @register
-class NetworkPartitionWorker(AirflowFault):
+class NetworkPartitionWorker(_OnTryWorker):
     """The try's worker cannot reach the API server for ``duration`` seconds: its traffic
     to it is held (not refused) by the worker's forwarder, then delivered on the heal."""
 
     type: Literal["network_partition_worker"] = "network_partition_worker"
-    needs: ClassVar = WORKERS
     duration: float = Field(default=30.0, gt=0, le=3600, description="seconds cut off")
 
-    def inject(self, ctx: FaultContext) -> None:
-        found = _try_worker(ctx)
-        if found is None:
-            return
-        pid, worker = found
+    def act(self, ctx: FaultContext, pid: int, worker: str) -> None:
         cut = ctx.task.partition_worker(worker, True)
         ctx.record("start", at=cut, pid=pid, worker=worker)
         ctx.wait(self.duration)  # healed even when the run ends meanwhile

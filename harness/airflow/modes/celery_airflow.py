@@ -134,7 +134,12 @@ class CeleryAirflow(StandaloneAirflow):
         control ``add_consumer`` / ``cancel_consumer``, as an operator draining a worker)."""
         from celery import Celery  # the airflow extra's; only this mode needs it
 
+        if not on:  # held from now on, even if the reply is lost: make_whole undoes it
+            self.held.add(name)
         app = Celery(broker=self.broker.url, set_as_current=False)
+        # No pooled connection: one pooled before a broker restart fails after it
+        # ("Connection closed by server"), and restart_broker is one of our faults.
+        app.conf.broker_pool_limit = 0
         try:
             control = app.control.add_consumer if on else app.control.cancel_consumer
             replies = control(
@@ -146,8 +151,6 @@ class CeleryAirflow(StandaloneAirflow):
             raise ModeError(f"worker {name} did not answer {'add' if on else 'cancel'}_consumer")
         if on:
             self.held.discard(name)
-        else:
-            self.held.add(name)
 
     def make_whole(self) -> list[str]:
         """Undo what faults left behind (a service or worker down, a partition, a worker

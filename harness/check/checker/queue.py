@@ -18,11 +18,12 @@ tweets (created between the first stream connect and the end of the run minus th
 
 Verdict: ``exactly-once`` (nothing lost or repeated), ``at-least-once`` (repeats, no
 loss), ``at-most-once`` (loss, no repeats), ``broken`` (both, or unexpected ids);
-``unobserved`` when a DAG the user brought never reported a commit (``unobserved`` says
-why: the counts are not the DAG's); ``incomplete`` when the run was cut at its cap
-(harness/run/ending.py) before it was quiet: ``verdict_so_far`` is the verdict of what
-happened until then, and the tweets the cut caught queued or in flight are
-``pending_at_cut``, not ``lost``.
+``unobserved`` when no try ever connected to the stream (every one failed before reading,
+or none started: there is no window to count in), or when a DAG the user brought
+never reported a commit (``unobserved`` says which: the counts are not the task's);
+``incomplete`` when the run was cut at its cap (harness/run/ending.py) before it was
+quiet: ``verdict_so_far`` is the verdict of what happened until then, and the tweets the
+cut caught queued or in flight are ``pending_at_cut``, not ``lost``.
 
 ``silent_failure``: a try ended on its own (before the harness's stop request) with the
 state *success* (Airflow's record when the run has one, the probe's otherwise), and tweets
@@ -214,8 +215,20 @@ def _duplicate_samples(history: History, tweets: Any, offsets: np.ndarray) -> li
 
 
 def _unobserved(history: History) -> str | None:
-    """Why nothing can be judged: a DAG the user brought whose tries started (the probe's
-    start record) but never reported a commit (``streamstall_probe.committed``)."""
+    """Why nothing can be judged: no try connected to the stream, or a DAG the user brought
+    never reported a commit (``streamstall_probe.committed``)."""
+    if not history.connections:
+        errors = sorted({t.error for t in history.tries if t.error})
+        tries = len(history.tries)
+        return (
+            "the stream was never read: "
+            + (
+                f"{tries} {'try' if tries == 1 else 'tries'} started, none connected to it"
+                if tries
+                else "no try started"
+            )
+            + (f" (they raised {', '.join(errors)})" if errors else "")
+        )
     brought = any(t.start.get("probe") == "streamstall_probe" for t in history.tries)
     if not brought or len(history.commits):
         return None

@@ -86,7 +86,8 @@ def oracle(spec: Spec) -> dict:
         "duplicates": duplicates,
         "duplicates_before_window": before_dups,
         "unexpected": unexpected,
-        "verdict": "incomplete" if cut else verdict,
+        # No connection was ever opened: no window, nothing to judge.
+        "verdict": "unobserved" if not opened else "incomplete" if cut else verdict,
         "lost_by_cause": {
             "delivered_not_processed": sum(1 for i in lost if i in acked),
             "in_flight_unknown": sum(1 for i in lost if i not in acked and i in unknown),

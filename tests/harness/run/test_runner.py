@@ -145,3 +145,44 @@ def test_sigint_mid_run_stops_everything_and_keeps_the_summary(tmp_path):
     assert not [pid for pid in started if pid_alive(pid)]
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["incomplete"] == ["long"]
+
+
+NEVER_READS = """
+name = "never-reads"
+description = "checkpoint pointed at a closed port: its try ends before reading"
+seed = 3
+variant = "checkpoint"
+duration = 60
+rate = 500
+params = {stream_url = "http://127.0.0.1:1/2/tweets/search/stream", token = "x"}
+task = {retries = 1, retry_delay = 1}
+hypothesis = ["lost == 0"]
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_a_task_that_never_reads_the_stream_is_unobserved_not_exactly_once(tmp_path):
+    """The article's checkpoint catches the refused connection and returns: the run ends
+    when Airflow has no try left (not after the scenario's 60 s of stream), nothing can be
+    counted, and the hypothesis that nothing was lost fails as "not measured" instead of
+    holding on an empty window."""
+    path = tmp_path / "never-reads.toml"
+    path.write_text(NEVER_READS)
+    result = subprocess.run(
+        [sys.executable, "-m", "harness", "run", str(path), "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr[-2000:]
+    run = tmp_path / "out" / "never-reads"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["verdict"] == "unobserved"
+    assert metrics["queue"]["unobserved"] == (
+        "the stream was never read: 1 try started, none connected to it"
+    )
+    assert metrics["hypothesis"]["results"] == [
+        {"hypothesis": "lost == 0", "held": False, "measured": "lost was not measured"}
+    ]
+    record = json.loads((run / "run.json").read_text())
+    assert record["first_commit_at"] is None
+    assert record["ending"]["created_until"] - record["started_at"] < 60  # no stream waited
