@@ -128,6 +128,8 @@ class CeleryTask(StandaloneTask):
 
     def stop_service(self, service: str) -> list[int]:
         server = self._service(service)
+        if service == "broker":
+            self.airflow.broker_down()
         pid = server.process.pid if server.process is not None else None
         server.halt() if service == "database" else server.stop()
         return [pid] if pid is not None else []

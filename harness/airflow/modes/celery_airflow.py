@@ -76,8 +76,13 @@ class CeleryAirflow(StandaloneAirflow):
         self.worker_count = workers
         self.workers: dict[str, Worker] = {}
         self.held: set[str] = set()  # workers taken off the queue (consume)
-        #: Airflow processes the service manager started again: ``{"time", "component",
-        #: "exited", "exit_code", "pid"}``.
+        #: Workers that were running when the broker went down. Seen here (Celery 5.6.3,
+        #: Redis): such a worker reconnects, then never takes another task (its prefetch
+        #: window stays full of the message it held), so the next scenario gets a new one.
+        self.deaf: set[str] = set()
+        #: Airflow processes the service manager started again (``{"time", "component",
+        #: "exited", "exit_code", "pid"}``), and what :meth:`make_whole` undid before a
+        #: scenario (``{"time", "component": "deployment", "before_scenario"}``).
         self.restarts: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._closing = threading.Event()
@@ -152,9 +157,14 @@ class CeleryAirflow(StandaloneAirflow):
         if on:
             self.held.discard(name)
 
+    def broker_down(self) -> None:
+        """The broker is going down: every worker running now will come back deaf."""
+        self.deaf |= {n for n, w in self.workers.items() if w.process and w.process.alive()}
+
     def make_whole(self) -> list[str]:
         """Undo what faults left behind (a service or worker down, a partition, a worker
-        off the queue); what it had to undo."""
+        off the queue or deaf after a broker restart); what it had to undo (also in
+        ``restarts``)."""
         undone = []
         for name, server in (("database", self.postgres), ("broker", self.broker)):
             if server.process is None or not server.process.alive():
@@ -164,13 +174,20 @@ class CeleryAirflow(StandaloneAirflow):
             if worker.proxy.partitioned:
                 worker.proxy.heal()
                 undone.append(f"healed {name}")
+            if name in self.deaf and worker.process is not None and worker.process.alive():
+                worker.process.stop(grace=10.0)
+                undone.append(f"stopped {name}: it lived through a broker restart")
             if worker.process is None or not worker.process.alive():
                 self.start_worker(name)
                 undone.append(f"restarted {name}")
+        self.deaf.clear()
         self.wait_workers()
         for name in sorted(self.held):
             self.consume(name, True)
             undone.append(f"put {name} back on the queue")
+        if undone:
+            self.restarts.append({"time": time.time(), "component": "deployment",
+                                  "before_scenario": undone})  # fmt: skip
         return undone
 
     def _components(self) -> list[OwnedProcess]:
