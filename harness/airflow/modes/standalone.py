@@ -131,8 +131,11 @@ class StandaloneTask(ProbedTask):
 
     def _play_continuous(self) -> None:
         while not self._ending.wait(0.5):
-            if self._state() in ("success", "failed") and not self._ending.is_set():
-                self._trigger()
+            try:
+                if self._state() in ("success", "failed") and not self._ending.is_set():
+                    self._trigger()
+            except (ModeError, requests.RequestException):
+                continue  # the API answered 5xx (e.g. its database is down): ask again
 
     def _end_continuous(self) -> None:
         self._ending.set()
@@ -196,7 +199,10 @@ class StandaloneTask(ProbedTask):
 
     def ended(self) -> bool:
         over = not self.continuous or self._ending.is_set()
-        return over and self._state() in ("success", "failed")
+        try:
+            return over and self._state() in ("success", "failed")
+        except (ModeError, requests.RequestException):
+            return False  # Airflow cannot say now (its database restarting): not over
 
     def request_stop(self) -> None:
         """The harness's variants read the stop request; a DAG you brought does not, so
