@@ -145,7 +145,7 @@ def test_a_missing_task_or_dag_is_refused_naming_what_is_there(tmp_path):
     ("body", "message"),
     [
         ('dag_file = "d.py"\ntask_id = "t"\nmode = "standalone"', "dag_file needs dag_id"),
-        ('dag_file = "d.py"\ndag_id = "d"\ntask_id = "t"', "runs in mode 'standalone'"),
+        ('dag_file = "d.py"\ndag_id = "d"\ntask_id = "t"', "runs in mode 'celery' or 'standalone'"),
         ('variant = "naive_loop"\ndag_file = "d.py"', "give either variant or dag_file"),
         ('mode = "standalone"', "give either variant or dag_file"),
         (
