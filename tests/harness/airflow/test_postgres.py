@@ -43,8 +43,12 @@ def test_a_server_answers_copies_a_database_and_leaves_nothing(folder):
         server.stop()
     assert not pid_alive(pid)
     assert session_members(pid) == []
-    with socket.socket() as s:  # its port is free again
+    with socket.socket() as s:  # nobody listens on its port again
+        # (SO_REUSEADDR: its closed connections may still hold the port in TIME_WAIT;
+        # Linux still refuses the bind while a socket listens on it.)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", server.port))
+        s.listen()
     owners = {p.stat().st_uid for p in (server.data, *server.data.rglob("*"))}
     assert owners == {os.getuid()}
 
