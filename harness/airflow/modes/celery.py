@@ -79,7 +79,8 @@ class CeleryTask(StandaloneTask):
             retry = super().after_kill(pid)
             deadline = time.monotonic() + MOVE_TIMEOUT
             while retry and time.monotonic() < deadline and not self.ended():
-                if any(p != pid for p in self.starts.pids()[-1:]):
+                started = self.starts.pids()
+                if started and started[-1] != pid:
                     break  # the next try started (on another worker: this one is held)
                 time.sleep(0.1)
         finally:
@@ -131,7 +132,10 @@ class CeleryTask(StandaloneTask):
         if service == "broker":
             self.airflow.broker_down()
         pid = server.process.pid if server.process is not None else None
-        server.halt() if service == "database" else server.stop()
+        if service == "database":
+            server.halt()  # its folder stays the server's, for the start
+        else:
+            server.stop()
         return [pid] if pid is not None else []
 
     def start_service(self, service: str) -> list[int]:
