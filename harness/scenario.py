@@ -277,6 +277,18 @@ class Scenario(_Strict):
                 raise ValueError(f"[{i}].{e}") from None
         return faults
 
+    @field_validator("task")
+    @classmethod
+    def _settings_reach_the_dag(cls, task: TaskSettings, info: ValidationInfo) -> TaskSettings:
+        """``[task]`` settings are parsed with the DAG: only modes that write it take them."""
+        mode = info.data.get("mode")
+        if mode in MODES and not MODES[mode].parses_task_settings and task.model_fields_set:
+            raise ValueError(
+                f"mode {mode!r} runs the DAG as it is deployed: set "
+                f"{', '.join(sorted(task.model_fields_set))} in the DAG there, not here"
+            )
+        return task
+
     @field_validator("airflow_faults")
     @classmethod
     def _faults_fit_the_mode(

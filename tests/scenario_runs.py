@@ -4,6 +4,7 @@ assert on real runs (Airflow's task-instance records, the probe, the sink, metri
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -19,9 +20,15 @@ from harness.run.progress import committed_count
 __all__ = ["ScenarioRun", "airflow_time", "has_commits", "run_scenarios"]
 
 
-def run_scenarios(folder: Path, scenarios: dict[str, str], timeout: float = 1200) -> Path:
+def run_scenarios(
+    folder: Path,
+    scenarios: dict[str, str],
+    timeout: float = 1200,
+    env: dict[str, str] | None = None,
+) -> Path:
     """Write each ``{name: toml body}`` as a scenario file, run them all in one harness
-    run (one Airflow per mode), assert it succeeded; the results folder."""
+    run (one Airflow per mode; ``env`` added to its environment), assert it succeeded; the
+    results folder."""
     files = []
     for name, body in scenarios.items():
         path = folder / f"{name}.toml"
@@ -31,7 +38,7 @@ def run_scenarios(folder: Path, scenarios: dict[str, str], timeout: float = 1200
     with log.open("wb") as out:
         harness = OwnedProcess(
             [sys.executable, "-m", "harness", "run", *files, "--out", str(folder / "out")],
-            stdout=out, stderr=subprocess.STDOUT,
+            stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
         )  # fmt: skip
     try:
         code = harness.popen.wait(timeout=timeout)
@@ -107,6 +114,15 @@ class ScenarioRun:
                     "SELECT committed_at FROM commits WHERE pid = ? ORDER BY committed_at", (pid,)
                 )
             return [r[0] for r in rows]
+        finally:
+            db.close()
+
+    def commit_tries(self) -> list[tuple[float, int]]:
+        """Each batch's commit time and the try number that committed it, in order."""
+        db = sqlite3.connect(self.root / "sink.sqlite")
+        try:
+            query = "SELECT committed_at, try_number FROM commits ORDER BY committed_at"
+            return [(r[0], r[1]) for r in db.execute(query)]
         finally:
             db.close()
 

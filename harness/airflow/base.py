@@ -10,6 +10,7 @@ loaded, from those declarations (``harness/scenario.py``).
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ __all__ = [
     "TaskHandle",
     "TaskSpec",
     "register_mode",
+    "running_try",
+    "try_ended",
     "write_airflow_record",
 ]
 
@@ -49,7 +52,9 @@ class Capability(StrEnum):
     #: did to the try (:meth:`TaskHandle.supervisor_signals`).
     SUPERVISOR = "supervisor"
     #: Change the running try's state through Airflow's REST API, as a user does in the
-    #: UI (:meth:`TaskHandle.clear_try`, :meth:`TaskHandle.mark_try`).
+    #: UI (:meth:`TaskHandle.clear_try`, :meth:`TaskHandle.mark_try`), and read from
+    #: Airflow's record which try runs and when one ended (:meth:`TaskHandle.running_try`,
+    #: :meth:`TaskHandle.try_ended`): all an operator has when the tries run elsewhere.
     TRY_STATE = "try_state"
     #: Kill the scheduler and start a new one (:meth:`TaskHandle.restart_scheduler`).
     SCHEDULER = "scheduler"
@@ -184,6 +189,14 @@ class TaskHandle(ABC):
         had it (UNIX time)."""
         raise self._cannot(Capability.TRY_STATE)
 
+    def running_try(self) -> int | None:
+        """Airflow's try number of the task instance while it is ``running`` (else None)."""
+        raise self._cannot(Capability.TRY_STATE)
+
+    def try_ended(self, number: int) -> float | None:
+        """When Airflow recorded the end of try ``number`` (UNIX time; None: not yet)."""
+        raise self._cannot(Capability.TRY_STATE)
+
     # Capability.SCHEDULER
 
     def restart_scheduler(self) -> list[int]:
@@ -237,7 +250,7 @@ class TaskHandle(ABC):
 CAPABILITY_METHODS: dict[Capability, tuple[str, ...]] = {
     Capability.TASK_PROCESS: ("task_pid", "signal", "after_kill"),
     Capability.SUPERVISOR: ("signal_supervisor", "supervisor_signals"),
-    Capability.TRY_STATE: ("clear_try", "mark_try"),
+    Capability.TRY_STATE: ("clear_try", "mark_try", "running_try", "try_ended"),
     Capability.SCHEDULER: ("restart_scheduler",),
     Capability.WORKERS: (
         "try_worker",
@@ -270,6 +283,9 @@ class Mode(ABC):
     runs_dag_files: ClassVar[bool] = False
     #: Its Airflow keeps its database in SQLite (copied from the migrated ``template``).
     sqlite: ClassVar[bool] = True
+    #: A scenario's ``[task]`` settings reach its DAG (the harness writes what Airflow
+    #: parses; not so in an Airflow someone else deploys).
+    parses_task_settings: ClassVar[bool] = True
 
     def __init__(self, root: Path, dags: list[DagSpec], template: Path | None) -> None:
         self.root = root
@@ -280,6 +296,11 @@ class Mode(ABC):
     def home(self) -> Path | None:
         """The AIRFLOW_HOME its tasks share (None: one per scenario, or none)."""
         return None
+
+    @property
+    def stream_host(self) -> str:
+        """The address the fake stream binds, where the tries reach it."""
+        return "127.0.0.1"
 
     @abstractmethod
     def start(self, spec: TaskSpec) -> TaskHandle:
@@ -310,3 +331,18 @@ def write_airflow_record(
     layout.task_instances.parent.mkdir(exist_ok=True)
     layout.task_instances.write_text(json.dumps(tries, default=str, indent=2))
     layout.launches.write_text(json.dumps(launches, indent=2, default=str))
+
+
+def running_try(tries: list[dict[str, Any]]) -> int | None:
+    """The try number of the ``running`` one among Airflow's ``tries`` (None: none runs)."""
+    running = [int(t["try_number"]) for t in tries if t.get("state") == "running"]
+    return max(running, default=None)
+
+
+def try_ended(tries: list[dict[str, Any]], number: int) -> float | None:
+    """When try ``number`` ended, from its ``end_date`` among Airflow's ``tries``."""
+    for t in tries:
+        if t.get("try_number") == number and t.get("end_date"):
+            end = dt.datetime.fromisoformat(str(t["end_date"]).replace("Z", "+00:00"))
+            return end.replace(tzinfo=end.tzinfo or dt.UTC).timestamp()  # Airflow's are UTC
+    return None

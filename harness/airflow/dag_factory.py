@@ -26,6 +26,7 @@ except ImportError:  # Airflow 2.x
     from airflow.hooks.base import BaseHook  # type: ignore[no-redef]
     from airflow.models import DAG, BaseOperator  # type: ignore[no-redef]
 
+from harness.task.postgres_store import database_url, store_url
 from harness.task.variants import PARAMS, VARIANTS, TaskContext, execute_try
 
 __all__ = ["StreamOperator", "build_dag", "scenario_dags", "task_context"]
@@ -39,7 +40,8 @@ STREAM_PATH = "/2/tweets/search/stream"
 
 def task_context(context: Any, variant: str) -> TaskContext:
     """The variant's view of Airflow's task context, with the stream's URL and token from
-    the ``stream_conn_id`` connection when there is one (held in memory only)."""
+    the ``stream_conn_id`` connection when there is one, and the run's PostgreSQL store
+    from ``sink_conn_id`` (held in memory only)."""
     ti = context["ti"]
     logical_date = context.get("logical_date") or context.get("execution_date")
     params = {**PARAMS, **dict(context["params"])}
@@ -47,6 +49,10 @@ def task_context(context: Any, variant: str) -> TaskContext:
         connection = BaseHook.get_connection(params["stream_conn_id"])
         params["stream_url"] = str(connection.host).rstrip("/") + STREAM_PATH
         params["token"] = connection.password
+    if params.get("sink_conn_id"):
+        sink = BaseHook.get_connection(params["sink_conn_id"])
+        url = database_url(sink.host, sink.port, sink.login, sink.password, sink.schema)
+        params["run_store"] = store_url(url, params["sink_schema"])
     return TaskContext(
         dag_id=ti.dag_id,
         run_id=ti.run_id,
@@ -95,13 +101,14 @@ def build_dag(
     :param dag_id: its id (default: the variant's name).
     :param overrides: task settings in seconds (default: ``$STREAMSTALL_TASK_OVERRIDES``).
     :param triggered_only: no schedule, even for ``@continuous`` variants (a scheduler
-        would otherwise start runs without the scenario's conf).
+        would otherwise start runs without the scenario's conf); also when
+        ``$STREAMSTALL_TRIGGERED_ONLY`` is ``1`` (``dags/`` deployed for the ``external`` mode).
     """
     variant = VARIANTS[name]
     if overrides is None:
         overrides = json.loads(os.environ.get("STREAMSTALL_TASK_OVERRIDES", "{}"))
     dag_settings = {"schedule": None, **variant.dag}
-    if triggered_only:
+    if triggered_only or os.environ.get("STREAMSTALL_TRIGGERED_ONLY") == "1":
         dag_settings["schedule"] = None
     with DAG(
         dag_id=dag_id or name,

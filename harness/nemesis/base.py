@@ -53,10 +53,17 @@ class FaultContext:
     """What a fault sees while it acts: the task, a clock that ends with the run, its log."""
 
     def __init__(
-        self, fault: str, task: TaskHandle, over: threading.Event, log: Callable[[str], None]
+        self,
+        fault: str,
+        task: TaskHandle,
+        over: threading.Event,
+        log: Callable[[str], None],
+        capabilities: frozenset[Capability] = frozenset(Capability),
     ) -> None:
         self.fault = fault
         self.task = task
+        #: What the task's mode can do (a fault may act more closely with more).
+        self.capabilities = capabilities
         self._over = over
         self._log = log
 
@@ -144,13 +151,20 @@ def registered() -> dict[str, type[AirflowFault]]:
 
 
 class Nemesis:
-    """Fires each of ``faults`` in its own thread against ``task``, logging to ``log``."""
+    """Fires each of ``faults`` in its own thread against ``task`` (of a mode with
+    ``capabilities``), logging to ``log``."""
 
     def __init__(
-        self, faults: list[AirflowFault], task: TaskHandle, progress: Progress, log: Path
+        self,
+        faults: list[AirflowFault],
+        task: TaskHandle,
+        progress: Progress,
+        log: Path,
+        capabilities: frozenset[Capability] = frozenset(Capability),
     ) -> None:
         self.faults = faults
         self.task = task
+        self.capabilities = capabilities
         self.progress = progress
         self.log = log
         self._over = threading.Event()
@@ -182,4 +196,5 @@ class Nemesis:
         while not fault.due(self.progress):
             if self._over.wait(0.05):
                 return
-        fault.inject(FaultContext(fault.type, self.task, self._over, self._write))
+        context = FaultContext(fault.type, self.task, self._over, self._write, self.capabilities)
+        fault.inject(context)

@@ -8,20 +8,26 @@ try is still alive 5 s later (task-sdk ``execution_time/supervisor.py``: ``kill`
 ``LocalTaskJob`` acts at the second heartbeat that sees the change (a try marked
 successful first runs ``task_success_overtime``) and SIGTERMs the try's process group,
 SIGKILL after ``killed_task_cleanup_time``. Each fault records when Airflow had the change
-and, when the try's process died, the signals its supervisor logged.
+and, when the try's process died, the signals its supervisor logged. Where the harness
+sees no process of the try (the ``external`` mode: it runs on your workers), it records
+what an operator sees instead: the try number, and when Airflow recorded the try's end
+(3.3.2 records it at the change itself; the process lives on until its supervisor acts).
 """
 
 from __future__ import annotations
 
 import time
 from abc import abstractmethod
-from typing import Any, ClassVar, Literal
+from collections.abc import Callable
+from typing import Any, ClassVar, Literal, TypeVar
 
-from harness.airflow.base import Capability, TaskHandle
+from harness.airflow.base import Capability, ModeError, TaskHandle
 from harness.nemesis.base import AirflowFault, FaultContext, register
 from harness.procs import pid_alive
 
 __all__ = ["ClearTask", "MarkFailed", "MarkSuccess", "TryStateFault", "record_death"]
+
+T = TypeVar("T")
 
 #: Seconds after a try's death its supervisor may take to log it (its escalation delay, 5 s).
 EXIT_LOGGED_WITHIN = 6.0
@@ -49,9 +55,7 @@ def record_death(ctx: FaultContext, pid: int, **detail: Any) -> None:
 class TryStateFault(AirflowFault):
     """Act on the running task instance through Airflow's API; record how the try ends."""
 
-    needs: ClassVar = frozenset(
-        {Capability.TASK_PROCESS, Capability.TRY_STATE, Capability.SUPERVISOR}
-    )
+    needs: ClassVar = frozenset({Capability.TRY_STATE})
 
     #: What the fault does, as recorded in its ``start``.
     action: ClassVar[dict[str, str]]
@@ -61,12 +65,35 @@ class TryStateFault(AirflowFault):
         """Change the task instance's state; when Airflow had it."""
 
     def inject(self, ctx: FaultContext) -> None:
-        pid = ctx.wait_for_try()
-        if pid is None:
+        if {Capability.TASK_PROCESS, Capability.SUPERVISOR} <= ctx.capabilities:
+            pid = ctx.wait_for_try()
+            if pid is None:
+                return
+            at = self.act(ctx.task)
+            ctx.record("start", at=at, pid=pid, **self.action)
+            record_death(ctx, pid)
+            return
+        number = _wait(ctx, ctx.task.running_try)
+        if number is None:
             return
         at = self.act(ctx.task)
-        ctx.record("start", at=at, pid=pid, **self.action)
-        record_death(ctx, pid)
+        ctx.record("start", at=at, try_number=number, **self.action)
+        ended = _wait(ctx, lambda: ctx.task.try_ended(number))
+        ctx.record("stop", at=ended, try_number=number, seen_by="airflow", ended=ended is not None)
+
+
+def _wait(ctx: FaultContext, read: Callable[[], T | None]) -> T | None:
+    """Poll Airflow's record with ``read`` until it gives a value (None: the run ended
+    first). An API that cannot answer now (its database restarting) is asked again."""
+    while not ctx.over:
+        try:
+            value = read()
+        except ModeError:
+            value = None
+        if value is not None:
+            return value
+        ctx.wait(0.2)
+    return None
 
 
 @register

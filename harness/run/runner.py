@@ -155,7 +155,9 @@ def run_scenario(
     layout.scenario.write_text(scenario.model_dump_json(indent=2, by_alias=True))
     mode = airflows.get(scenario.mode)  # a shared Airflow starts before our clock does
     with contextlib.ExitStack() as running:  # stopped in reverse: nemesis, task, services
-        server = StreamServerProcess(layout.ledger, _server_args(scenario))
+        host = mode.stream_host  # another: the user chose it (external mode), it warns
+        where = [] if host == "127.0.0.1" else ["--host", host, "--allow-remote"]
+        server = StreamServerProcess(layout.ledger, [*_server_args(scenario), *where])
         running.callback(server.stop)
         create_sink(layout.sink)
         if scenario.variant is None:  # a DAG you bring: it reads its own connection
@@ -185,7 +187,9 @@ def run_scenario(
             running.callback(reader.stop)  # after the task stopped: the last read
         task = mode.start(TaskSpec(dag, layout, conf, connection, reader is None))
         running.callback(task.stop)
-        nemesis = Nemesis(scenario.airflow_faults, task, progress, layout.airflow_faults)
+        nemesis = Nemesis(
+            scenario.airflow_faults, task, progress, layout.airflow_faults, mode.capabilities
+        )
         running.callback(nemesis.stop)
         nemesis.start()
         status.phase = "waiting for the first commit"

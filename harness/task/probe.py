@@ -15,6 +15,9 @@ Two records, both surviving a SIGKILL at any instant:
   marks, RSS and GIL samples. A start with no end means the process was killed (the checker
   records it as ``info``, Jepsen's unknown outcome).
 
+On workers that do not share the harness's disk, ``run_dir`` is a ``postgresql://`` store
+instead of a folder (:mod:`harness.task.postgres_store`): the same records, as tables.
+
 Usage in a task::
 
     probe = Probe(run_dir, dag_id="naive_loop", run_id=run_id, task_id="stream", try_number=1)
@@ -37,12 +40,15 @@ from array import array
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.layout import RunLayout
 from streamstall_probe import SINK_SCHEMA, WORKER_ENV
 
-__all__ = ["SINK_SCHEMA", "Probe", "Sink", "create_sink"]
+if TYPE_CHECKING:
+    from harness.task.postgres_store import PostgresEvents
+
+__all__ = ["SINK_SCHEMA", "Probe", "Sink", "create_sink", "is_store_url"]
 
 
 def create_sink(path: Path) -> None:
@@ -168,10 +174,15 @@ class Sink:
         self._db.close()
 
 
+def is_store_url(run_dir: str) -> bool:
+    """Whether a probe's ``run_dir`` names a PostgreSQL store rather than a folder."""
+    return run_dir.startswith(("postgresql://", "postgres://"))
+
+
 class Probe:
     """Records one task process's lifecycle; hands out :class:`Sink` connections.
 
-    :param run_dir: the run folder (see :mod:`harness.layout`).
+    :param run_dir: the run folder (see :mod:`harness.layout`), or a PostgreSQL store's URL.
     :param try_number: Airflow's try number (1 for the first try).
     """
 
@@ -184,14 +195,21 @@ class Probe:
         task_id: str,
         try_number: int,
     ) -> None:
+        self.run_dir = str(run_dir)
         self.layout = RunLayout(Path(run_dir))
         self.pid = os.getpid()
         self.host = socket.gethostname()
         self.try_number = try_number
         self.context = {"dag_id": dag_id, "run_id": run_id, "task_id": task_id}
-        self.layout.probe_dir.mkdir(parents=True, exist_ok=True)
-        path = self.layout.probe_dir / f"{self.host}-{self.pid}.jsonl"
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._events: PostgresEvents | None = None
+        if is_store_url(self.run_dir):
+            from harness.task.postgres_store import PostgresEvents
+
+            self._events = PostgresEvents(self.run_dir, self.host, self.pid)
+        else:
+            self.layout.probe_dir.mkdir(parents=True, exist_ok=True)
+            path = self.layout.probe_dir / f"{self.host}-{self.pid}.jsonl"
+            self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self._sampler: threading.Thread | None = None
         #: A task start is recorded and its end is not yet.
         self.in_try = False
@@ -201,7 +219,16 @@ class Probe:
     def _op(self, type_: str, f: str, value: dict[str, Any]) -> None:
         record = {"time": time.time(), "pid": self.pid, "try": self.try_number, "type": type_}
         line = json.dumps({**record, "f": f, "value": value}, default=str) + "\n"
-        os.write(self._fd, line.encode())  # one write: whole line or nothing
+        if self._events is not None:
+            self._events.write(line)
+        else:
+            os.write(self._fd, line.encode())  # one write: whole line or nothing
+
+    def stop_requested(self) -> bool:
+        """Whether the run's stop request is there (the operator ends the run)."""
+        if self._events is not None:
+            return self._events.stop_requested()
+        return self.layout.stop_request.exists()
 
     def started(self, *, logical_date: Any = None, resumed_from: Any = None, **detail: Any) -> None:
         """The task began: what it saw of its context and where it resumes from."""
@@ -213,6 +240,7 @@ class Probe:
                 **self.context,
                 "host": self.host,
                 "worker": os.environ.get(WORKER_ENV),
+                "store": "folder" if self._events is None else "postgresql",
                 "logical_date": logical_date,
                 "resumed_from": resumed_from,
                 **detail,
@@ -269,7 +297,7 @@ class Probe:
 
     @contextmanager
     def sink(self) -> Iterator[Sink]:
-        sink = Sink(self.layout.sink, self.pid, self.try_number)
+        sink = self.open_sink()
         try:
             yield sink
         finally:
@@ -277,4 +305,8 @@ class Probe:
 
     def open_sink(self) -> Sink:
         """A sink connection the caller closes (for long-lived loops and worker processes)."""
+        if self._events is not None:
+            from harness.task.postgres_store import PostgresSink
+
+            return PostgresSink(self.run_dir, self.pid, self.try_number)
         return Sink(self.layout.sink, self.pid, self.try_number)

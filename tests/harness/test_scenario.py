@@ -114,6 +114,8 @@ DISTRIBUTED = {
         ("localtask", {"restart_scheduler", *DISTRIBUTED}),
         ("standalone", DISTRIBUTED),
         ("celery", set()),
+        # Your own Airflow, through its REST API: only what an operator does in the UI.
+        ("external", set(registered()) - TRY_STATE),
     ],
 )
 def test_each_mode_refuses_the_faults_it_cannot_deliver(tmp_path, mode, refused):
@@ -188,6 +190,28 @@ def test_the_default_matrix_expands_every_variant_and_fault_set():
         assert f"exactly_once-{fault_set}" in names
     quick = load_many([path], quick_pattern([path]))
     assert 0 < len(quick) < len(scenarios)
+
+
+def test_task_settings_are_refused_where_the_harness_does_not_write_the_dag(tmp_path):
+    """On your own Airflow the DAG is parsed as you deployed it: a scenario's ``[task]``
+    would silently not apply, so it is refused, naming the settings."""
+    body = 'name = "x"\nvariant = "naive_loop"\nmode = "external"\n'
+    assert [s.mode for s in load(_write(tmp_path, body))] == ["external"]
+    path = _write(tmp_path, body + "task = {retries = 0, execution_timeout = 5}\n")
+    with pytest.raises(ScenarioError) as error:
+        load(path)
+    assert "task: Value error, mode 'external' runs the DAG as it is deployed: set " in str(
+        error.value
+    )
+    assert "execution_timeout, retries in the DAG there" in str(error.value)
+
+
+def test_the_external_matrix_loads_without_an_airflow_to_run_it():
+    """Loading needs no environment: where your Airflow is, is asked when it runs."""
+    external = load_many([REPO / "scenarios" / "external.toml"])
+    assert {s.mode for s in external} == {"external"}
+    assert all(s.name.startswith("external-") for s in external)
+    assert {f.type for s in external for f in s.airflow_faults} == TRY_STATE
 
 
 def test_the_celery_matrix_has_names_of_its_own_beside_the_default_one():

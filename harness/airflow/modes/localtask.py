@@ -31,6 +31,8 @@ from harness.airflow.base import (
     ModeError,
     TaskSpec,
     register_mode,
+    running_try,
+    try_ended,
     write_airflow_record,
 )
 from harness.airflow.home import AirflowHome, airflow_major, airflow_version
@@ -222,6 +224,15 @@ class LocalTaskTask(ProbedTask):
 
     def mark_try(self, state: str) -> float:
         return float(self._scheduler_pass("mark", "--state", state)["at"])
+
+    def running_try(self) -> int | None:
+        return running_try(self._tries())
+
+    def try_ended(self, number: int) -> float | None:
+        return try_ended(self._tries(), number)
+
+    def _tries(self) -> list[dict[str, Any]]:
+        return [t for t in self.home.task_instances(self.dag_id) if t["run_id"] == self.run_id]
 
     def _task_logs(self) -> Path:
         return self.home.root / "logs" / f"dag_id={self.dag_id}" / f"run_id={self.run_id}"

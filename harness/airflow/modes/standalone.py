@@ -14,15 +14,11 @@ is moved aside, so the retry finds an empty "local disk", as on another worker.
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 import signal
-import threading
 import time
 from pathlib import Path
 from typing import Any
-
-import requests
 
 from harness.airflow.base import (
     Capability,
@@ -35,6 +31,7 @@ from harness.airflow.base import (
 )
 from harness.airflow.modes.standalone_airflow import HEARTBEAT_TIMEOUT, StandaloneAirflow
 from harness.airflow.probed import ProbedTask, kill
+from harness.airflow.rest_task import RestTask
 from harness.airflow.supervisor_log import supervisor_signals
 from harness.procs import parent_pid, pid_alive, start_time
 
@@ -89,58 +86,19 @@ class StandaloneMode(Mode):
         self.airflow.stop()
 
 
-class StandaloneTask(ProbedTask):
-    """One scenario's DAG runs on :class:`StandaloneAirflow`.
+class StandaloneTask(RestTask, ProbedTask):
+    """One scenario's DAG runs on :class:`StandaloneAirflow`: driven through its REST API
+    (:class:`~harness.airflow.rest_task.RestTask`), its tries found and signalled as
+    processes of ours (:class:`~harness.airflow.probed.ProbedTask`)."""
 
-    Scenario DAGs are triggered only (a scheduler-made run would lack the scenario's conf),
-    so for ``@continuous`` variants the harness plays the schedule: when a run ends before
-    the stream does, it triggers the next with the same conf, as the scheduler would
-    (``max_active_runs=1``: one at a time). ``launches.json`` lists the runs.
-    """
+    airflow: StandaloneAirflow
 
     def __init__(self, airflow: StandaloneAirflow, spec: TaskSpec) -> None:
-        super().__init__(spec)
-        self.airflow = airflow
-        self.dag_id = spec.dag.dag_id or dag_id(spec.dag.name)
-        self.task_id = spec.dag.task_id
-        #: A DAG you brought: it does not read the stop request; Airflow stops it.
-        self.brought = spec.dag.dag_file is not None
-        self.reads_stop_request = not self.brought
-        if self.dag_id not in airflow.dag_ids:
-            raise ModeError(f"{spec.dag.name}: Airflow was started without this scenario's DAG")
-        if self.brought:
-            airflow.set_task_settings(self.dag_id, spec.dag.task)
-        airflow.home.admit(spec, self.dag_id)
-        self.continuous = spec.dag.continuous
-        self.launches: list[dict[str, Any]] = []
+        ProbedTask.__init__(self, spec)
         self._supervisors: dict[int, tuple[int | None, int | None]] = {}  # try -> (pid, start)
-        self._ending = threading.Event()  # the stream is over: no new runs
-        self._trigger()
-        self._scheduler = threading.Thread(target=self._play_continuous, daemon=True)
-        if self.continuous:
-            self._scheduler.start()
-
-    def _trigger(self) -> None:
-        run_id = f"streamstall__{int(time.time() * 1000)}"
-        self.airflow.trigger(self.dag_id, run_id, self.spec.conf)
-        self.launches.append({"dag_id": self.dag_id, "run_id": run_id, "at": time.time()})
-
-    @property
-    def run_id(self) -> str:
-        return self.launches[-1]["run_id"]
-
-    def _play_continuous(self) -> None:
-        while not self._ending.wait(0.5):
-            try:
-                if self._state() in ("success", "failed") and not self._ending.is_set():
-                    self._trigger()
-            except (ModeError, requests.RequestException):
-                continue  # the API answered 5xx (e.g. its database is down): ask again
-
-    def _end_continuous(self) -> None:
-        self._ending.set()
-        if self._scheduler.is_alive():
-            self._scheduler.join()
+        if spec.dag.dag_file is not None and spec.dag.dag_id in airflow.dag_ids:
+            airflow.set_task_settings(spec.dag.dag_id, spec.dag.task)
+        RestTask.__init__(self, airflow, spec, spec.dag.dag_id or dag_id(spec.dag.name))
 
     def owns(self, pid: int) -> bool:
         return self.airflow.owns(pid)
@@ -160,14 +118,6 @@ class StandaloneTask(ProbedTask):
             raise ModeError(f"pid {supervisor} is not in a session we started; not signalling")
         kill(supervisor, sig)
         return supervisor
-
-    def clear_try(self) -> float:
-        self.airflow.clear_task(self.dag_id, self.run_id, self.task_id)
-        return time.time()
-
-    def mark_try(self, state: str) -> float:
-        self.airflow.set_task_state(self.dag_id, self.run_id, self.task_id, state)
-        return time.time()
 
     def supervisor_signals(self, pid: int) -> list[dict[str, Any]]:
         started = self.starts.started(pid)
@@ -194,40 +144,11 @@ class StandaloneTask(ProbedTask):
             self.empty_disk()
         return self.continuous or self._state() not in ("success", "failed")
 
-    def _state(self) -> str:
-        return self.airflow.run_state(self.dag_id, self.run_id)
-
-    def ended(self) -> bool:
-        over = not self.continuous or self._ending.is_set()
-        try:
-            return over and self._state() in ("success", "failed")
-        except (ModeError, requests.RequestException):
-            return False  # Airflow cannot say now (its database restarting): not over
-
-    def request_stop(self) -> None:
-        """The harness's variants read the stop request; a DAG you brought does not, so
-        the operator's stop is Airflow's: the run marked failed (its try gets SIGTERM)."""
-        self._end_continuous()
-        if self.brought:
-            with contextlib.suppress(requests.RequestException, ModeError):
-                self.airflow.end_run(self.dag_id, self.run_id)
-
-    def wait(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.ended():
-                return True
-            time.sleep(0.5)
-        return False
-
     def stop(self) -> None:
         """Mark the run failed (so no retry follows), then SIGKILL every try still alive
         (the run is over: how a task dies now is not measured; an orphan has no supervisor
         that would stop it)."""
-        self._end_continuous()
-        # Airflow may be gone already (the harness is being interrupted): kill the rest.
-        with contextlib.suppress(requests.RequestException, ModeError):
-            self.airflow.end_run(self.dag_id, self.run_id)
+        super().stop()
         for pid in self.starts.pids():
             if pid_alive(pid) and self.owns(pid):
                 kill(pid, signal.SIGKILL)

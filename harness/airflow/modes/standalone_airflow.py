@@ -11,7 +11,7 @@ Every scenario of a matrix gets its own triggered-only DAG (its id is the scenar
 name), built by :func:`harness.airflow.dag_factory.scenario_dags` from ``dags/scenarios.json``, so
 scenario task settings (a short ``execution_timeout``, retries) reach every Airflow
 process that parses the DAG. Runs are triggered and watched through the REST API (the
-simple auth manager with every user an admin: loopback only).
+simple auth manager with every user an admin: loopback only; harness/airflow/rest.py).
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ from typing import Any
 
 import requests
 
-from harness.airflow.base import ModeError
+from harness.airflow.base import ModeError, TaskSpec
 from harness.airflow.home import AIRFLOW_BIN, AirflowHome
+from harness.airflow.rest import AirflowRest
 from harness.airflow.user_dag import write_policy
 from harness.procs import OwnedProcess, in_sessions
 
@@ -55,7 +56,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class StandaloneAirflow:
+class StandaloneAirflow(AirflowRest):
     """Start Airflow with one DAG per entry of ``dags``; stop it with :meth:`stop`.
 
     :param root: its AIRFLOW_HOME (created).
@@ -82,11 +83,10 @@ class StandaloneAirflow:
         write_policy(root / "config", self._policy())
         self.dag_ids = sorted([*dags, *self.user_dags])
         self.port = free_port()
-        self.api_url = f"http://127.0.0.1:{self.port}"
+        super().__init__(f"http://127.0.0.1:{self.port}")
         self.logs = root / "process-logs"
         self.logs.mkdir(exist_ok=True)
         self._retired: list[OwnedProcess] = []  # killed schedulers: their groups hold orphans
-        self._http = requests.Session()
         try:
             self.home = self._home(root, template, dags_folder)
             self.env = self._env()
@@ -147,6 +147,10 @@ class StandaloneAirflow:
     def _policy(self) -> dict[str, dict[str, Any]]:
         return {d: {"task_id": e["task_id"], "task": e["task"]} for d, e in self.user_dags.items()}
 
+    def admit(self, spec: TaskSpec, dag_id: str) -> None:
+        """Before ``dag_id`` runs for ``spec``: its stream connection and its run folder."""
+        self.home.admit(spec, dag_id)
+
     def set_task_settings(self, dag_id: str, task: dict[str, Any]) -> None:
         """The task settings of a DAG you brought, for its tries from now on."""
         self.user_dags[dag_id] = {**self.user_dags[dag_id], "task": task}
@@ -183,39 +187,6 @@ class StandaloneAirflow:
                     f"Airflow cannot import {first['filename']}:\n{first['stack_trace']}"
                 )
 
-    def rest(self, method: str, path: str, **kwargs: Any) -> Any:
-        """Call the REST API (``/api/v2`` + ``path``); its JSON answer."""
-        response = self._http.request(method, f"{self.api_url}/api/v2{path}", timeout=30, **kwargs)
-        if response.status_code >= 400:
-            raise ModeError(f"{method} {path}: {response.status_code} {response.text[:300]}")
-        return response.json()
-
-    def trigger(self, dag_id: str, run_id: str, conf: dict[str, Any]) -> None:
-        """Unpause ``dag_id`` and start a DAG run of it with ``conf``."""
-        self.rest("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
-        body = {"dag_run_id": run_id, "logical_date": None, "conf": conf}
-        self.rest("POST", f"/dags/{dag_id}/dagRuns", json=body)
-
-    def run_state(self, dag_id: str, run_id: str) -> str:
-        return self.rest("GET", f"/dags/{dag_id}/dagRuns/{run_id}")["state"]
-
-    def end_run(self, dag_id: str, run_id: str) -> None:
-        """Mark the run failed (Airflow then stops its task; no retry follows) and pause."""
-        if self.run_state(dag_id, run_id) not in ("success", "failed"):
-            self.rest("PATCH", f"/dags/{dag_id}/dagRuns/{run_id}", json={"state": "failed"})
-        self.rest("PATCH", f"/dags/{dag_id}", json={"is_paused": True})
-
-    def clear_task(self, dag_id: str, run_id: str, task_id: str) -> None:
-        """Clear one task instance of a run, as the UI's Clear does (running or not)."""
-        body = {"dry_run": False, "dag_run_id": run_id, "task_ids": [task_id],
-                "only_failed": False, "reset_dag_runs": True}  # fmt: skip
-        self.rest("POST", f"/dags/{dag_id}/clearTaskInstances", json=body)
-
-    def set_task_state(self, dag_id: str, run_id: str, task_id: str, state: str) -> None:
-        """Mark one task instance of a run ``state``, as the UI's Mark as does."""
-        path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}"
-        self.rest("PATCH", path, json={"new_state": state})
-
     def owns(self, pid: int) -> bool:
         """Whether ``pid`` is one of ours: in the session of a scheduler we started (a
         task leads a process group of its own, inside its scheduler's session)."""
@@ -243,7 +214,7 @@ class StandaloneAirflow:
             process.stop(grace=10.0)
         if hasattr(self, "api"):
             self.api.stop(grace=10.0)
-        self._http.close()
+        self.close()
 
     @property
     def worker_logs(self) -> list[Path]:

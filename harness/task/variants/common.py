@@ -24,7 +24,6 @@ from typing import Any
 
 import requests
 
-from harness.layout import RunLayout
 from harness.task.gil import READER
 from harness.task.probe import Probe
 from harness.task.resume import now_ms, plan
@@ -42,6 +41,10 @@ PARAMS: dict[str, Any] = {
     "token": "",  # the stream's bearer token; or
     "token_file": "",  # a file holding it
     "run_dir": "/tmp/streamstall-run",
+    # Or, for workers that do not share the harness's disk, the run's PostgreSQL store: a
+    # connection (its URL held in memory only, as ``run_store``) and the run's schema.
+    "sink_conn_id": "",
+    "sink_schema": "",
     "cpu_us": 50.0,  # CPU work per tweet, microseconds
     "batch": 50,  # tweets per sink commit (or per checkpoint write)
     "run_seconds": None,  # bound the task's run (the harness's stop); None = run forever
@@ -80,8 +83,9 @@ class TaskContext:
     _stop_requested: bool = False
 
     @property
-    def run_dir(self) -> Path:
-        return Path(self.params["run_dir"])
+    def run_dir(self) -> str:
+        """The run folder, or the URL of the run's PostgreSQL store (``run_store``)."""
+        return str(self.params.get("run_store") or self.params["run_dir"])
 
     @property
     def scratch_dir(self) -> Path:
@@ -127,7 +131,7 @@ class TaskContext:
         now = time.monotonic()
         if not self._stop_requested and now - self._stop_checked >= STOP_CHECK_INTERVAL:
             self._stop_checked = now
-            if RunLayout(self.run_dir).stop_request.exists():
+            if self.probe.stop_requested():
                 self._stop_requested = True
                 self.probe.mark("stop_request")
         return self._stop_requested

@@ -84,6 +84,7 @@ class FakeTask(TaskHandle):
         self.supervisors: list[OwnedProcess] = []
         self.tries: list[int] = []  # pids of every try, oldest first
         self.empty_disks = 0
+        self.ended_at: dict[int, float] = {}  # try number -> when seen dead
         self.scheduler = OwnedProcess([sys.executable, "-c", _SLEEP])
         self.schedulers = [self.scheduler.pid]
         #: The one worker, "w1", is the current try's supervisor; a restarted one is a
@@ -172,6 +173,17 @@ class FakeTask(TaskHandle):
         self._allowed(Capability.TRY_STATE, "mark_try", state)
         self._stop_as_airflow_does()
         return time.time()
+
+    def running_try(self) -> int | None:
+        self._allowed(Capability.TRY_STATE, "running_try")
+        return len(self.tries) if pid_alive(self.tries[-1]) else None
+
+    def try_ended(self, number: int) -> float | None:
+        """When the fake first saw try ``number`` dead (its "Airflow" records it then)."""
+        self._allowed(Capability.TRY_STATE, "try_ended", number)
+        if pid_alive(self.tries[number - 1]):
+            return None
+        return self.ended_at.setdefault(number, time.time())
 
     def _stop_as_airflow_does(self) -> None:
         """What Airflow's supervisor does next: SIGTERM, then SIGKILL (here 0.5 s later)."""
@@ -268,7 +280,7 @@ def fire(fault: object, task: FakeTask, log: Path, stops: int = 1) -> list[dict]
     stops (or 30 s pass), then end the run; the records it wrote."""
     progress = FakeProgress()
     progress.count, progress.first = 10**9, time.time() - 3600
-    nemesis = Nemesis([fault], task, progress, log)  # type: ignore[list-item]
+    nemesis = Nemesis([fault], task, progress, log, task.capabilities)  # type: ignore[list-item]
     nemesis.start()
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

@@ -49,7 +49,7 @@ def test_every_fault_keeps_the_contract(fault_type, tmp_path, thread_errors):
     task = FakeTask(cls.needs)
     progress = FakeProgress()
     log = tmp_path / "airflow_faults.jsonl"
-    nemesis = Nemesis([fault], task, progress, log)
+    nemesis = Nemesis([fault], task, progress, log, task.capabilities)
     try:
         nemesis.start()
         progress.count = 99

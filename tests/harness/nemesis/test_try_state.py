@@ -35,3 +35,20 @@ def test_a_state_change_is_asked_once_and_the_try_s_death_recorded(fault, call, 
     # the moment the state was asked for.
     assert 0.4 < stop["time"] - start["time"] < 5
     assert ("supervisor_signals", task.tries[0]) in task.calls
+
+
+def test_where_no_process_is_ours_the_try_s_end_is_airflow_s_record(tmp_path):
+    """With only ``try_state`` (the external mode), the fault reads Airflow's record: the
+    running try's number, then when Airflow recorded its end, and touches no process."""
+    task = FakeTask(frozenset({Capability.TRY_STATE}), tries="ignore_sigterm")
+    try:
+        start, stop = fire(ClearTask(at=0), task, tmp_path / "log")
+        code = task.exit_code(1)
+    finally:
+        task.stop()
+    assert code == -9  # the fake Airflow's SIGKILL ended it
+    assert (start["try_number"], start["action"]) == (1, "clear")
+    assert (stop["try_number"], stop["seen_by"], stop["ended"]) == (1, "airflow", True)
+    assert stop["time"] == task.ended_at[1]
+    assert 0.4 < stop["time"] - start["time"] < 5
+    assert {c[0] for c in task.calls} == {"running_try", "clear_try", "try_ended"}

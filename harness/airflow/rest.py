@@ -1,0 +1,101 @@
+"""Airflow 3's public REST API (``/api/v2``), as the harness drives a deployment with it:
+trigger a run with a conf, read its state and tries, and what an operator does in the UI
+(clear, mark, pause). The ``standalone`` and ``celery`` modes use it on the Airflow they
+start; the ``external`` mode on one you run, and nothing else.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import requests
+
+from harness.airflow.base import ModeError
+
+__all__ = ["AirflowRest"]
+
+
+class AirflowRest:
+    """The REST API of the Airflow at ``api_url``; with ``token``, calls carry it as a
+    bearer token (an Airflow with the simple auth manager's all-admins needs none)."""
+
+    def __init__(self, api_url: str, token: str | None = None) -> None:
+        self.api_url = api_url.rstrip("/")
+        self._http = requests.Session()
+        if token:
+            self._http.headers["Authorization"] = f"Bearer {token}"
+
+    @staticmethod
+    def token(api_url: str, username: str, password: str) -> str:
+        """A JWT from the auth manager's ``/auth/token`` (the simple and FAB auth managers
+        both have it), for ``username`` and ``password``."""
+        response = requests.post(
+            f"{api_url.rstrip('/')}/auth/token",
+            json={"username": username, "password": password},
+            timeout=30,
+        )
+        if response.status_code >= 400:
+            raise ModeError(f"POST /auth/token: {response.status_code} {response.text[:300]}")
+        return str(response.json()["access_token"])
+
+    def rest(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Call the REST API (``/api/v2`` + ``path``); its JSON answer. Every failure,
+        unreachable included, is a :class:`ModeError`."""
+        url = f"{self.api_url}/api/v2{path}"
+        try:
+            response = self._http.request(method, url, timeout=30, **kwargs)
+        except requests.RequestException as e:
+            raise ModeError(f"{method} {path}: {e}") from e
+        if response.status_code >= 400:
+            raise ModeError(f"{method} {path}: {response.status_code} {response.text[:300]}")
+        return response.json() if response.content else None
+
+    def trigger(self, dag_id: str, run_id: str, conf: dict[str, Any]) -> None:
+        """Unpause ``dag_id`` and start a DAG run of it with ``conf``."""
+        self.rest("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
+        body = {"dag_run_id": run_id, "logical_date": None, "conf": conf}
+        self.rest("POST", f"/dags/{dag_id}/dagRuns", json=body)
+
+    def run_state(self, dag_id: str, run_id: str) -> str:
+        return self.rest("GET", f"/dags/{dag_id}/dagRuns/{run_id}")["state"]
+
+    def end_run(self, dag_id: str, run_id: str) -> None:
+        """Mark the run failed (Airflow then stops its task; no retry follows) and pause."""
+        if self.run_state(dag_id, run_id) not in ("success", "failed"):
+            self.rest("PATCH", f"/dags/{dag_id}/dagRuns/{run_id}", json={"state": "failed"})
+        self.rest("PATCH", f"/dags/{dag_id}", json={"is_paused": True})
+
+    def clear_task(self, dag_id: str, run_id: str, task_id: str) -> None:
+        """Clear one task instance of a run, as the UI's Clear does (running or not)."""
+        body = {"dry_run": False, "dag_run_id": run_id, "task_ids": [task_id],
+                "only_failed": False, "reset_dag_runs": True}  # fmt: skip
+        self.rest("POST", f"/dags/{dag_id}/clearTaskInstances", json=body)
+
+    def set_task_state(self, dag_id: str, run_id: str, task_id: str, state: str) -> None:
+        """Mark one task instance of a run ``state``, as the UI's Mark as does."""
+        path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}"
+        self.rest("PATCH", path, json={"new_state": state})
+
+    def task_tries(self, dag_id: str, run_id: str, task_id: str) -> list[dict[str, Any]]:
+        """Every try of one task instance, oldest first, as the checker reads them
+        (``run_id``, ``try_number``, ``state``, dates, ``hostname``, ``pid``)."""
+        path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/tries"
+        found = self.rest("GET", path)["task_instances"]
+        keys = ("try_number", "state", "start_date", "end_date", "hostname", "pid")
+        tries = [
+            {"dag_id": dag_id, "run_id": run_id, "task_id": task_id, **{k: t.get(k) for k in keys}}
+            for t in found
+        ]
+        return sorted(tries, key=lambda t: t["try_number"])
+
+    def put_connection(self, conn_id: str, fields: dict[str, Any]) -> None:
+        """Create or replace connection ``conn_id`` (the operator's Admin > Connections)."""
+        body = {"connection_id": conn_id, **fields}
+        response = self._http.post(f"{self.api_url}/api/v2/connections", json=body, timeout=30)
+        if response.status_code == 409:
+            self.rest("PATCH", f"/connections/{conn_id}", json=body)
+        elif response.status_code >= 400:
+            raise ModeError(f"POST /connections: {response.status_code} {response.text[:300]}")
+
+    def close(self) -> None:
+        self._http.close()
