@@ -91,7 +91,7 @@ def crash(session: nox.Session) -> None:
 @nox.session(python=PYTHON, default=False)
 def examples(session: nox.Session) -> None:
     """Your own DAG, by example: both examples/ DAGs under every fault, counted against
-    their own tables (docs/your-own-dag.md)."""
+    their own tables, a sink query and a DAG that never reports (docs/your-own-dag.md)."""
     install(session)
     session.run("pytest", "-m", "long", "tests/harness/test_your_own_dag.py", *session.posargs)
 

@@ -263,12 +263,12 @@ def _scenario(example: str, body: str) -> str:
     )
 
 
-@pytest.mark.slow
+@pytest.mark.long
 @pytest.mark.timeout(900)
 def test_the_tweepy_example_counted_against_its_own_table(tmp_path):
     """kill_task, clear_task and an execution_timeout on examples/tweepy_stream.py, the
     requests loop read back by a sink query, and a DAG that never reports a commit, in one
-    standalone Airflow."""
+    standalone Airflow (``long``, ~2.5 min: ``nox -s examples`` runs it)."""
     silent = tmp_path / "silent.py"
     silent.write_text(SILENT_DAG)
     kill = '[[airflow_faults]]\ntype = "kill_task"\nat = 5\n'
