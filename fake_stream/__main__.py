@@ -67,6 +67,11 @@ def parser() -> argparse.ArgumentParser:
     add("--retention", help=f"seconds of replayable history ({_D.retention})")
     add("--connect-limit", help=f"connects per token per 15 min (0: none; {_D.connect_limit})")
     add("--rules-limit", help=f"rule requests per token per 15 min (0: none; {_D.rules_limit})")
+    add(
+        "--search-limit",
+        help=f"recent search requests per token per --search-window (0: none; {_D.search_limit})",
+    )
+    add("--search-window", help=f"seconds of the search rate limit's window ({_D.search_window:g})")
     add("--send-buffer", help="SO_SNDBUF of stream sockets, bytes (0: the kernel's)")
     add("--max-batch", help=f"tweets per HTTP chunk at most ({_D.max_batch})")
     add("--settle-timeout", help=f"seconds to wait for acknowledgements ({_D.settle_timeout})")

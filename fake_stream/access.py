@@ -21,11 +21,14 @@ from fake_stream.problems import client_forbidden, param_error
 __all__ = [
     "ACCESS_LEVELS",
     "BACKFILL_MAX_S",
+    "FIELD_PARAMS",
     "LEVELS",
+    "RECENT_WINDOW_S",
     "RECOVERY_JOBS",
     "RECOVERY_WINDOW_S",
     "Level",
     "check_features",
+    "format_time",
     "parse_time",
     "recovery_errors",
     "stream_params",
@@ -55,11 +58,15 @@ RECOVERY_JOBS = 2
 #: X's recovery window (24 hours) and longest backfill (5 minutes), before backfill_scale.
 RECOVERY_WINDOW_S = 86_400
 BACKFILL_MAX_S = 300
+#: How far back recent search reaches (X: "the last seven days"), before backfill_scale.
+RECENT_WINDOW_S = 7 * 86_400
 
 # X's field/expansion parameters: accepted and ignored (every message carries the author).
 _FIELDS = frozenset(
     {"tweet.fields", "expansions", "user.fields", "media.fields", "place.fields", "poll.fields"}
 )
+#: The same set, for the other endpoints that take X's fields (recent search).
+FIELD_PARAMS = _FIELDS
 _RECOVERY = frozenset({"start_time", "end_time"})
 #: What X's v2 endpoints accept: recovery is the filtered stream's only.
 _X_FILTERED = _FIELDS | {"backfill_minutes"} | _RECOVERY
@@ -111,7 +118,8 @@ def parse_time(text: str) -> int | None:
     return ms + (int(fraction[1:]) if fraction else 0)
 
 
-def _iso(ms: int) -> str:
+def format_time(ms: int) -> str:
+    """``YYYY-MM-DDTHH:mm:ss.sssZ`` of UNIX ms (how :func:`parse_time` reads it back)."""
     moment = _EPOCH + dt.timedelta(milliseconds=ms)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
 
@@ -140,7 +148,7 @@ def recovery_errors(
         return None, None, errors
     oldest = now_ms - round(window_s * 1000)
     if start < oldest:
-        why = f"must be on or after {_iso(oldest)} (the recovery window: {window_s:g} s)"
+        why = f"must be on or after {format_time(oldest)} (the recovery window: {window_s:g} s)"
         errors.append(param_error("start_time", start_text, why))
     if end > now_ms:
         errors.append(param_error("end_time", end_text, "must not be in the future"))

@@ -15,7 +15,7 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from fake_stream.problems import Problem, problem_response
-from fake_stream.routes import MAX_BODY, STATE, control, rules, stream
+from fake_stream.routes import MAX_BODY, STATE, control, rules, search, stream
 from fake_stream.state import StreamState
 
 __all__ = ["MAX_BODY", "ConnectionGate", "ProblemRequestHandler", "create_app"]
@@ -69,6 +69,7 @@ def create_app(state: StreamState) -> web.Application:
     app[STATE] = state
     app.add_routes(stream.routes)
     app.add_routes(rules.routes)
+    app.add_routes(search.routes)
     app.add_routes(control.routes)
     return app
 

@@ -1,5 +1,5 @@
 """Real X clients pointed at the fake stream, unmodified: tweepy 4.17's ``StreamingClient``
-and X's own Python SDK, ``xdk``.
+(and its ``Client``, for recent search) and X's own Python SDK, ``xdk``.
 
 Both are dev dependencies, imported inside the functions (this package imports without
 them). Nothing of either client is patched: only where its requests go changes.
@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     import tweepy
     import xdk
 
-__all__ = ["redirect_tweepy", "tweepy_streaming_client", "xdk_client"]
+__all__ = ["redirect_tweepy", "tweepy_client", "tweepy_streaming_client", "xdk_client"]
 
 StreamT = TypeVar("StreamT", bound="tweepy.StreamingClient")
 
@@ -33,6 +33,16 @@ def tweepy_streaming_client(base_url: str, token: str, **kwargs: Any) -> tweepy.
     import tweepy
 
     return redirect_tweepy(tweepy.StreamingClient(token, **kwargs), base_url)
+
+
+def tweepy_client(base_url: str, token: str, **kwargs: Any) -> tweepy.Client:
+    """A ``tweepy.Client(token, **kwargs)`` (X's REST endpoints: recent search, with
+    ``tweepy.Paginator``) whose requests go to ``base_url``."""
+    import tweepy
+
+    client = tweepy.Client(token, **kwargs)
+    redirect_x_api(client.session, base_url)
+    return client
 
 
 def xdk_client(base_url: str, token: str) -> xdk.Client:

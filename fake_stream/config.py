@@ -56,6 +56,9 @@ class ServerConfig:
     :param connect_limit: stream connects allowed per token per ``limit_window`` (X: 50
         per 15 min); 0 disables.
     :param rules_limit: rule requests allowed per token per window (X: 450); 0 disables.
+    :param search_limit: recent search requests allowed per token per ``search_window``
+        (X: 450 per 15 minutes with an app's bearer token); 0 disables (headers still sent).
+    :param search_window: seconds of recent search's sliding rate-limit window (X: 900).
     :param send_buffer: SO_SNDBUF for stream sockets in bytes (0: the kernel's default);
         small values make slow consumers overflow sooner.
     :param max_batch: most tweets written in one HTTP chunk.
@@ -91,6 +94,8 @@ class ServerConfig:
     connect_limit: int = 50
     rules_limit: int = 450
     limit_window: float = 900.0
+    search_limit: int = 450
+    search_window: float = 900.0
     send_buffer: int = 0
     max_batch: int = 256
     settle_timeout: float = 2.0
@@ -307,6 +312,8 @@ OPTIONS: dict[str, Check] = {
     "retention": _real(0, 86_400),
     "connect_limit": _integer(0, 10**9),
     "rules_limit": _integer(0, 10**9),
+    "search_limit": _integer(0, 10**9),
+    "search_window": _real(0.1, 86_400),
     "send_buffer": _integer(0, 2**30),
     "max_batch": _integer(1, 65_536),  # 0 spun the writer sending nothing
     "settle_timeout": _real(0, 600),
@@ -411,6 +418,8 @@ def server_config(options: Mapping[str, Any]) -> ServerConfig:
         "retention",
         "connect_limit",
         "rules_limit",
+        "search_limit",
+        "search_window",
         "send_buffer",
         "max_batch",
         "settle_timeout",

@@ -7,15 +7,20 @@ thousands are created per second. Tables (``first``/``stop`` are a half-open ind
     meta(key, value)                    seed, t0_ms, t0_wall, profile, started_at, stopped_at,
                                         queue_size, retention, and X's rules in force:
                                         strict_x, access_level, stream_connections,
-                                        backfill_scale, recovery_window (s)
+                                        backfill_scale, recovery_window and
+                                        recent_window (s)
     created(slot, first, count)         slot k = UNIX ms t0_ms + k; only slots with tweets
     connections(conn_id, token, endpoint, params, peer, opened_at, start_index,
                 closed_at, end_reason, bytes_written, bytes_acked)
+        a stream connection, or one answered recent search request (endpoint
+        '/2/tweets/search/recent'; start_index: the lowest index it could return; end_reason
+        'search_complete', 'client_closed' or 'server_shutdown').
     deliveries(conn_id, seq, first, stop, status)
         status 'acked': the client's TCP acknowledged every byte of these messages;
         'unknown': written, the connection closed gracefully before the ack came
         (Jepsen's "info": the client may or may not have them). ``seq`` orders the runs of
-        one connection as they went out (faults can repeat or reorder tweets).
+        one connection as they went out (faults can repeat or reorder tweets). A search
+        page is one message, usable only whole: its tweets are ascending runs of one status.
     drops(conn_id, first, stop, reason, stage)
         conn_id NULL + reason 'no_consumer': created while no stream was connected.
         stage 'queued': never written (the connection ended first, or its queue overflowed);

@@ -9,12 +9,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fake_stream.access import RECOVERY_WINDOW_S
+from fake_stream.access import RECENT_WINDOW_S, RECOVERY_WINDOW_S
 from fake_stream.config import ServerConfig
 from fake_stream.faults import FaultSpec, build
 from fake_stream.ledger import LedgerWriter
 from fake_stream.rates import RateProfile
 from fake_stream.rules import RuleSet
+from fake_stream.search import matcher_for
 from fake_stream.timeline import Timeline
 from fake_stream.tweets import TweetFactory
 
@@ -78,6 +79,7 @@ class StreamState:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.tweets = TweetFactory(config.seed)  # slow (Faker pools): before the clock starts
+        self.matcher = matcher_for(self.tweets)  # recent search's queries, over those pools
         self.clock = Clock(config.t0_ms)
         self.timeline = Timeline(config.profile, config.seed, self.clock.t0_ms)
         self.rules = RuleSet(self.clock.t0_ms)
@@ -92,6 +94,9 @@ class StreamState:
         self.recovery_holders: dict[str, list[int]] = {}
         self.connect_limiter = RateLimiter(config.connect_limit, config.limit_window)
         self.rules_limiter = RateLimiter(config.rules_limit, config.limit_window)
+        self.search_limiter = RateLimiter(config.search_limit, config.search_window)
+        #: Recent search requests answered (200), refused (429), and tweets they carried.
+        self.search_stats = {"answered": 0, "refused": 0, "tweets": 0}
         self._next_conn_id = 1
         self.ledger = LedgerWriter(
             config.ledger,
@@ -107,6 +112,7 @@ class StreamState:
                 "stream_connections": config.stream_connections,
                 "backfill_scale": config.backfill_scale,
                 "recovery_window": self.recovery_window,
+                "recent_window": self.recent_window,
             },
         )
         for spec in initial_faults:
@@ -122,6 +128,11 @@ class StreamState:
     def recovery_window(self) -> float:
         """Seconds a recovery's ``start_time`` may reach back: X's 24 hours, scaled."""
         return RECOVERY_WINDOW_S * self.config.backfill_scale
+
+    @property
+    def recent_window(self) -> float:
+        """Seconds recent search reaches back: X's seven days, scaled."""
+        return RECENT_WINDOW_S * self.config.backfill_scale
 
     def holders(self, token: str, recovery: bool) -> list[int]:
         """The token's open connections of one kind (live or recovery), oldest first."""
@@ -223,4 +234,5 @@ class StreamState:
                 for s in self.sessions.values()
             ],
             "faults": [spec.to_json() for spec in self.faults.values()],
+            "search": dict(self.search_stats),
         }

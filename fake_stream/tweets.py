@@ -76,9 +76,14 @@ class TweetFactory:
         fake.seed_instance(seed)
         plan = [(loc, lang) for loc, lang, share in LOCALES for _ in range(share)]
         self._texts = []
+        #: The pools as plain values (search matches queries against them): text pool entry
+        #: ``i`` is ``(lang, text)``, user pool entry ``j`` is ``{"id", "name", "username"}``.
+        self.text_pool: list[tuple[str, str]] = []
+        self.user_pool: list[dict[str, str]] = []
         for i in range(texts):
             locale, lang = plan[i % len(plan)]
             text = fake[locale].text(max_nb_chars=280).replace("\n", " ")
+            self.text_pool.append((lang, text))
             self._texts.append(b'","lang":"' + lang.encode() + b'","text":' + orjson.dumps(text))
         rng = np.random.Generator(np.random.PCG64([seed & (2**64 - 1), 0x05E7]))
         user_ids = rng.integers(10**17, 10**18, size=users).tolist()
@@ -90,6 +95,7 @@ class TweetFactory:
                 "name": fake[locale].name(),
                 "username": _username(fake.user_name()),
             }
+            self.user_pool.append(user)
             self._users.append(
                 b',"author_id":"'
                 + user["id"].encode()
@@ -112,9 +118,8 @@ class TweetFactory:
         :param rule_suffixes: one pre-rendered ``matching_rules`` ending per rule of the
             filtered stream (see :meth:`rule_suffix`), or ``None`` for the sample stream.
         """
-        h = _mix(indexes, self.seed)
-        text_of = (h % np.uint64(len(self._texts))).tolist()
-        user_of = ((h >> np.uint64(20)) % np.uint64(len(self._users))).tolist()
+        h, text_arr, user_arr = self._picks(indexes)
+        text_of, user_of = text_arr.tolist(), user_arr.tolist()
         if rule_suffixes:
             rule_of = ((h >> np.uint64(40)) % np.uint64(len(rule_suffixes))).tolist()
             suffixes = [rule_suffixes[r] for r in rule_of]
@@ -143,6 +148,18 @@ class TweetFactory:
                 )
             )
         return out
+
+    def choices(self, indexes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Which text (of :attr:`text_pool`) and author (of :attr:`user_pool`) the tweets
+        at ``indexes`` have: the same hash :meth:`lines` renders them with."""
+        _, text_of, user_of = self._picks(indexes)
+        return text_of, user_of
+
+    def _picks(self, indexes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        h = _mix(indexes, self.seed)
+        text_of = (h % np.uint64(len(self._texts))).astype(np.int64)
+        user_of = ((h >> np.uint64(20)) % np.uint64(len(self._users))).astype(np.int64)
+        return h, text_of, user_of
 
     def _created_at_for(self, unix_ms: np.ndarray) -> dict[int, bytes]:
         cache = self._created_at

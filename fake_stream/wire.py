@@ -33,12 +33,12 @@ from aiohttp.abc import AbstractStreamWriter
 
 from fake_stream.ledger import LedgerWriter, runs_of
 
-__all__ = ["Outbox", "Wire"]
+__all__ = ["TCP_CLOSE", "TCP_ESTABLISHED", "Outbox", "TcpState", "Wire", "tcp_info"]
 
 _TCP_INFO_LEN = 128
 _BYTES_ACKED_OFFSET = 120  # struct tcp_info.tcpi_bytes_acked (Linux >= 4.1)
-_TCP_ESTABLISHED = 1
-_TCP_CLOSE = 7
+TCP_ESTABLISHED = 1
+TCP_CLOSE = 7
 _HIGH_WATER = 1 << 16
 
 
@@ -48,6 +48,14 @@ class TcpState:
 
     bytes_acked: int
     state: int
+
+
+def tcp_info(sock: socket.socket) -> TcpState:
+    """The kernel's counters of a TCP socket: every byte the peer acknowledged since the
+    connection opened (all its responses, on a kept-alive one), and its state."""
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_LEN)
+    (acked,) = struct.unpack_from("Q", info, _BYTES_ACKED_OFFSET)
+    return TcpState(acked, info[0])
 
 
 class Wire:
@@ -92,9 +100,8 @@ class Wire:
             await self._writer.drain()
 
     def tcp_state(self) -> TcpState:
-        info = self._sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_LEN)
-        (acked,) = struct.unpack_from("Q", info, _BYTES_ACKED_OFFSET)
-        return TcpState(min(acked, self._writer.output_size), info[0])
+        info = tcp_info(self._sock)
+        return TcpState(min(info.bytes_acked, self._writer.output_size), info.state)
 
     def acked_payload(self) -> int:
         """How many payload bytes the client has acknowledged so far."""
@@ -119,7 +126,7 @@ class Wire:
 
     def peer_gone(self) -> bool:
         """The client closed or reset the connection (it will acknowledge nothing more)."""
-        return self.tcp_state().state != _TCP_ESTABLISHED
+        return self.tcp_state().state != TCP_ESTABLISHED
 
     async def finish(self, settle_timeout: float, final_chunk: bool = True) -> None:
         """End the response: final chunk (unless not ``final_chunk``: the client then sees a
@@ -133,7 +140,7 @@ class Wire:
             self._sock.shutdown(socket.SHUT_WR)
             while time.monotonic() < deadline:
                 state = self.tcp_state()
-                if state.bytes_acked >= self._writer.output_size or state.state == _TCP_CLOSE:
+                if state.bytes_acked >= self._writer.output_size or state.state == TCP_CLOSE:
                     break
                 await asyncio.sleep(0.005)
         except (ConnectionError, OSError):

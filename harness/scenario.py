@@ -218,6 +218,18 @@ class Scenario(_Strict):
                 )
         elif self.sink_query is not None:
             raise PydanticCustomError("dag", "sink_query is for a DAG you bring (dag_file)")
+        elif (
+            self.variant in VARIANTS
+            and VARIANTS[self.variant].scheduled
+            and self.mode in MODES
+            and not MODES[self.mode].schedules_runs
+        ):
+            able = sorted(n for n, m in MODES.items() if m.schedules_runs)
+            raise PydanticCustomError(
+                "variant",
+                f"{self.variant}'s runs are started by Airflow's scheduler: mode "
+                f"{' or '.join(repr(n) for n in able)}",
+            )
         return self
 
     @property

@@ -1,4 +1,5 @@
-"""HTTP routes, one module per API surface: the stream, its rules, the control API."""
+"""HTTP routes, one module per API surface: the stream, its rules, recent search, the control
+API."""
 
 from __future__ import annotations
 

@@ -30,6 +30,7 @@ __all__ = [
     "StreamConnection",
     "TaskHandle",
     "TaskSpec",
+    "conf_variable",
     "register_mode",
     "running_try",
     "try_ended",
@@ -58,6 +59,9 @@ class Capability(StrEnum):
     TRY_STATE = "try_state"
     #: Kill the scheduler and start a new one (:meth:`TaskHandle.restart_scheduler`).
     SCHEDULER = "scheduler"
+    #: Kill the triggerer, which runs the asset watchers, and start a new one
+    #: (:meth:`TaskHandle.restart_triggerer`).
+    TRIGGERER = "triggerer"
     #: The try runs on one of several workers, each its own process tree: find the try's
     #: worker, signal, restart or cut it off the API server, hold it off the queue.
     WORKERS = "workers"
@@ -77,6 +81,9 @@ class DagSpec:
     :param retries: the retries the task ends up with (scenario or variant default).
     :param retry_delay: seconds between tries (likewise).
     :param continuous: the variant's DAG is ``@continuous``: a new DAG run follows each.
+    :param scheduled: Airflow's scheduler starts its runs (a timetable or an asset): the
+        harness puts the conf in the Variable :func:`conf_variable` names, unpauses the
+        DAG, and pauses it when the run ends; it never triggers a run.
     :param dag_file: a DAG you bring, instead of a variant (``variant`` is then ``""``),
         with ``dag_id`` and ``task_id``, the task under test.
     """
@@ -88,10 +95,16 @@ class DagSpec:
     retries: int = 0
     retry_delay: float = 1.0
     continuous: bool = False
+    scheduled: bool = False
     description: str = ""
     dag_file: str | None = None
     dag_id: str | None = None
     task_id: str = "stream"
+
+
+def conf_variable(dag_id: str) -> str:
+    """The Airflow Variable holding the conf of the runs Airflow starts for ``dag_id``."""
+    return f"streamstall_conf.{dag_id}"
 
 
 @dataclass(frozen=True)
@@ -136,6 +149,11 @@ class TaskHandle(ABC):
     def ended(self) -> bool:
         """Whether the task is over: no try runs and Airflow will start none (no retry
         due, no run to re-trigger)."""
+
+    def idle(self) -> bool:
+        """No try runs and none is about to (also between the runs Airflow starts for a
+        ``scheduled`` variant); by default, :meth:`ended`."""
+        return self.ended()
 
     def request_stop(self) -> None:  # noqa: B027 (modes with nothing of their own to stop)
         """The operator's stop (the runner writes the run's stop request first): start no
@@ -203,6 +221,12 @@ class TaskHandle(ABC):
         """Kill the scheduler (and dag-processor) and start new ones; the killed pids."""
         raise self._cannot(Capability.SCHEDULER)
 
+    # Capability.TRIGGERER
+
+    def restart_triggerer(self) -> int:
+        """Kill the triggerer and start a new one; the killed pid."""
+        raise self._cannot(Capability.TRIGGERER)
+
     # Capability.WORKERS
 
     def try_worker(self) -> str | None:
@@ -252,6 +276,7 @@ CAPABILITY_METHODS: dict[Capability, tuple[str, ...]] = {
     Capability.SUPERVISOR: ("signal_supervisor", "supervisor_signals"),
     Capability.TRY_STATE: ("clear_try", "mark_try", "running_try", "try_ended"),
     Capability.SCHEDULER: ("restart_scheduler",),
+    Capability.TRIGGERER: ("restart_triggerer",),
     Capability.WORKERS: (
         "try_worker",
         "signal_worker",
@@ -286,6 +311,8 @@ class Mode(ABC):
     #: A scenario's ``[task]`` settings reach its DAG (the harness writes what Airflow
     #: parses; not so in an Airflow someone else deploys).
     parses_task_settings: ClassVar[bool] = True
+    #: A scheduler starts the runs of a ``scheduled`` variant (its timetable or asset).
+    schedules_runs: ClassVar[bool] = False
 
     def __init__(self, root: Path, dags: list[DagSpec], template: Path | None) -> None:
         self.root = root

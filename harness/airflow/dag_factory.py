@@ -21,13 +21,15 @@ from pathlib import Path
 from typing import Any
 
 try:  # Airflow 3
-    from airflow.sdk import DAG, BaseHook, BaseOperator
+    from airflow.sdk import DAG, BaseHook, BaseOperator, Variable
 except ImportError:  # Airflow 2.x
     from airflow.hooks.base import BaseHook  # type: ignore[no-redef]
-    from airflow.models import DAG, BaseOperator  # type: ignore[no-redef]
+    from airflow.models import DAG, BaseOperator, Variable  # type: ignore[no-redef]
 
+from harness.airflow.base import conf_variable
 from harness.task.postgres_store import database_url, store_url
 from harness.task.variants import PARAMS, VARIANTS, TaskContext, execute_try
+from harness.task.variants.event_driven import CHANNEL, WATCH_POLL, redis_conn_id
 
 __all__ = ["StreamOperator", "build_dag", "scenario_dags", "task_context"]
 
@@ -41,10 +43,14 @@ STREAM_PATH = "/2/tweets/search/stream"
 def task_context(context: Any, variant: str) -> TaskContext:
     """The variant's view of Airflow's task context, with the stream's URL and token from
     the ``stream_conn_id`` connection when there is one, and the run's PostgreSQL store
-    from ``sink_conn_id`` (held in memory only)."""
+    from ``sink_conn_id`` (held in memory only). A run Airflow started by itself (a
+    ``scheduled`` variant's) has no conf: it reads it from the Variable the harness set."""
     ti = context["ti"]
     logical_date = context.get("logical_date") or context.get("execution_date")
     params = {**PARAMS, **dict(context["params"])}
+    dag_run = context.get("dag_run")
+    if VARIANTS[variant].scheduled and not (dag_run is not None and dag_run.conf):
+        params.update(Variable.get(conf_variable(ti.dag_id), default={}, deserialize_json=True))
     if params.get("stream_conn_id") and not (params.get("token") or params.get("token_file")):
         connection = BaseHook.get_connection(params["stream_conn_id"])
         params["stream_url"] = str(connection.host).rstrip("/") + STREAM_PATH
@@ -60,7 +66,35 @@ def task_context(context: Any, variant: str) -> TaskContext:
         try_number=ti.try_number,
         logical_date=logical_date,
         params=params,
+        events=_event_messages(context) if VARIANTS[variant].watched else [],
     )
+
+
+def _event_messages(context: Any) -> list[str]:
+    """The pub/sub messages of the asset events that started the run, oldest first (each
+    event's ``extra["payload"]`` is the message the watcher's trigger received)."""
+    found = []
+    for events in (context.get("triggering_asset_events") or {}).values():
+        for event in events:
+            payload = (event.extra or {}).get("payload") or {}
+            if payload.get("data") is not None:
+                found.append((event.timestamp, str(payload["data"])))
+    return [data for _, data in sorted(found, key=lambda f: f[0])]
+
+
+def _watched_asset(dag_id: str) -> Any:
+    """The asset a ``watched`` variant's DAG is scheduled on: its watcher's trigger listens
+    to the DAG's Redis (a connection the harness puts) in Airflow 3's triggerer."""
+    from airflow.providers.common.messaging.triggers.msg_queue import MessageQueueTrigger
+    from airflow.sdk import Asset, AssetWatcher
+
+    trigger = MessageQueueTrigger(
+        scheme="redis+pubsub",
+        channels=[CHANNEL],
+        redis_conn_id=redis_conn_id(dag_id),
+        poll_interval=WATCH_POLL,
+    )
+    return Asset(f"streamstall.{dag_id}", watchers=[AssetWatcher(f"{dag_id}.watcher", trigger)])
 
 
 class StreamOperator(BaseOperator):
@@ -103,13 +137,17 @@ def build_dag(
     :param triggered_only: no schedule, even for ``@continuous`` variants (a scheduler
         would otherwise start runs without the scenario's conf); also when
         ``$STREAMSTALL_TRIGGERED_ONLY`` is ``1`` (``dags/`` deployed for the ``external`` mode).
+        A ``scheduled`` variant keeps its schedule: its runs read their conf from a Variable.
     """
     variant = VARIANTS[name]
     if overrides is None:
         overrides = json.loads(os.environ.get("STREAMSTALL_TASK_OVERRIDES", "{}"))
     dag_settings = {"schedule": None, **variant.dag}
-    if triggered_only or os.environ.get("STREAMSTALL_TRIGGERED_ONLY") == "1":
+    only = triggered_only or os.environ.get("STREAMSTALL_TRIGGERED_ONLY") == "1"
+    if only and not variant.scheduled:
         dag_settings["schedule"] = None
+    if variant.watched:
+        dag_settings["schedule"] = [_watched_asset(dag_id or name)]
     with DAG(
         dag_id=dag_id or name,
         start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
@@ -126,8 +164,8 @@ def build_dag(
 
 
 def scenario_dags(spec: Path) -> dict[str, DAG]:
-    """One triggered-only DAG per entry of ``spec``: ``{dag_id: {"variant": name,
-    "task": {setting: seconds or count}, "description": text}}``."""
+    """One DAG per entry of ``spec``, triggered only unless its variant is ``scheduled``:
+    ``{dag_id: {"variant": name, "task": {setting: seconds or count}, "description": text}}``."""
     entries = json.loads(spec.read_text())
     return {
         dag_id: build_dag(

@@ -88,6 +88,31 @@ class AirflowRest:
         ]
         return sorted(tries, key=lambda t: t["try_number"])
 
+    def set_paused(self, dag_id: str, paused: bool) -> None:
+        """Pause or unpause ``dag_id`` (the UI's toggle): a paused DAG gets no new runs."""
+        self.rest("PATCH", f"/dags/{dag_id}", json={"is_paused": paused})
+
+    def dag_runs(self, dag_id: str) -> list[dict[str, Any]]:
+        """Every run of ``dag_id``, oldest first (``dag_run_id``, ``state``, dates)."""
+        runs: list[dict[str, Any]] = []
+        while True:  # in pages: the API caps a page at [api] maximum_page_limit (100)
+            page = self.rest(
+                "GET", f"/dags/{dag_id}/dagRuns", params={"limit": 100, "offset": len(runs)}
+            )["dag_runs"]
+            runs += page
+            if not page:
+                break
+        return sorted(runs, key=lambda r: (r.get("run_after") or "", r["dag_run_id"]))
+
+    def put_variable(self, key: str, value: str) -> None:
+        """Create or replace Variable ``key`` (the operator's Admin > Variables)."""
+        body = {"key": key, "value": value}
+        response = self._http.post(f"{self.api_url}/api/v2/variables", json=body, timeout=30)
+        if response.status_code == 409:
+            self.rest("PATCH", f"/variables/{key}", json=body)
+        elif response.status_code >= 400:
+            raise ModeError(f"POST /variables: {response.status_code} {response.text[:300]}")
+
     def put_connection(self, conn_id: str, fields: dict[str, Any]) -> None:
         """Create or replace connection ``conn_id`` (the operator's Admin > Connections)."""
         body = {"connection_id": conn_id, **fields}

@@ -7,7 +7,10 @@ tweets are those created until then. The run then ends at the first of:
 - **quiescent**: every open connection has been sent everything it asked for, nobody's
   connect was refused, the variant's queue (if it has one) is drained, a try is running
   or the task is over (none queued, up for retry or about to be re-triggered), and the
-  sink did not grow; all of it for ``QUIET`` s on end;
+  sink did not grow; all of it for ``QUIET`` s on end. A variant whose runs Airflow
+  starts has no try running between runs: for it the runner says what settled means (a
+  poller: a run that started after the stream stopped creating has finished; an
+  event-driven DAG: no run queued or running);
 - **cap**: :func:`cap_seconds` (computed from the scenario) without a commit, counted
   from the stream's end of creation or the last commit, whichever is later: a consumer
   still working through its backlog is never cut, one that stalls is; and at most
@@ -66,7 +69,8 @@ class Ending:
     ``how``: ``quiescent`` or ``cap``. ``task_ended_by``: ``itself`` (the task was over
     before the stop request), ``stop_request`` (its try ended on reading it), ``airflow``
     (a DAG the user brought, which does not read it: its run was marked failed through
-    Airflow's API and Airflow stopped the try) or ``harness`` (it ignored either and was
+    Airflow's API and Airflow stopped the try; or a variant whose runs Airflow starts: no
+    run of it was queued or running) or ``harness`` (it ignored either and was
     ended by force)."""
 
     created_until: float
@@ -109,12 +113,13 @@ def _quiet(
     task: TaskHandle,
     tries: TryWatch,
     queue_drained: Callable[[str | None], bool] | None,
+    settled: Callable[[], bool] | None,
 ) -> bool:
     stats = server.control("GET", "stats")  # once per poll: the backlogs and the newest id
     return (
         stream_idle(stats)
         and (queue_drained is None or queue_drained(stats["newest_id"]))
-        and (bool(tries.running()) or task.ended())
+        and (settled() if settled is not None else bool(tries.running()) or task.ended())
     )
 
 
@@ -125,9 +130,12 @@ def await_end(
     sink: SinkWatch,
     tries: TryWatch,
     queue_drained: Callable[[str | None], bool] | None = None,
+    settled: Callable[[], bool] | None = None,
 ) -> None:
     """Wait for quiescence or the cap (``ending.how``). ``queue_drained(newest_id)``: the
-    variant's queue holds the stream's newest tweet and has been read and acknowledged."""
+    variant's queue holds the stream's newest tweet and has been read and acknowledged.
+    ``settled``: for a variant whose runs Airflow starts, in place of "a try is running
+    or the task is over"."""
     started = time.monotonic()
     deadline, ceiling = started + ending.cap_seconds, started + CEILING * ending.cap_seconds
     quiet_since: float | None = None
@@ -141,7 +149,11 @@ def await_end(
         count, refusals = sink.committed(), refused_connects(server.ledger)
         if count != last:
             deadline = time.monotonic() + ending.cap_seconds
-        idle = count == last and refusals == refused and _quiet(server, task, tries, queue_drained)
+        idle = (
+            count == last
+            and refusals == refused
+            and _quiet(server, task, tries, queue_drained, settled)
+        )
         last, refused = count, refusals
         now = time.monotonic()
         if not idle:

@@ -81,13 +81,22 @@ class TryWatch:
     def __init__(self, probe_dir: Path) -> None:
         self.probe_dir = probe_dir
         self._offsets: dict[Path, int] = {}
-        self._open: dict[Path, int | None] = {}  # probe file -> pid of its open try
+        self._open: dict[Path, tuple[int, float] | None] = {}  # file -> (pid, start) of its try
+        self._finished_start = 0.0  # when the latest try that ended on its own began
 
     def running(self) -> list[int]:
         """Pids of the tries started, not ended, and alive."""
+        self._read_all()
+        return [t[0] for t in self._open.values() if t is not None and pid_alive(t[0])]
+
+    def finished_since(self, at: float) -> bool:
+        """Whether a try that started at or after ``at`` (UNIX s) has ended on its own."""
+        self._read_all()
+        return self._finished_start >= at
+
+    def _read_all(self) -> None:
         for path in sorted(self.probe_dir.glob("*.jsonl")) if self.probe_dir.is_dir() else []:
             self._read(path)
-        return [pid for pid in self._open.values() if pid is not None and pid_alive(pid)]
 
     def _read(self, path: Path) -> None:
         offset = self._offsets.get(path, 0)
@@ -100,5 +109,12 @@ class TryWatch:
             if b'"task"' not in line:
                 continue
             record = json.loads(line)
-            if record.get("f") == "task":
-                self._open[path] = record["pid"] if record["type"] == "invoke" else None
+            if record.get("f") != "task":
+                continue
+            if record["type"] == "invoke":
+                self._open[path] = (record["pid"], record["time"])
+                continue
+            opened = self._open.get(path)
+            if opened is not None:
+                self._finished_start = max(self._finished_start, opened[1])
+            self._open[path] = None

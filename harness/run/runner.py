@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.airflow.base import DagSpec, StreamConnection, TaskSpec
+from harness.airflow.base import DagSpec, StreamConnection, TaskHandle, TaskSpec
 from harness.airflow.modes import Airflows
 from harness.airflow.user_dag import UserDagError, inspect
 from harness.check.history import RunError
@@ -33,7 +33,7 @@ from harness.run.services import StreamServerProcess, queue_for
 from harness.run.sink_query import SinkQuery
 from harness.scenario import Scenario, ScenarioError
 from harness.task.probe import create_sink
-from harness.task.variants import VARIANTS
+from harness.task.variants import PARAMS, VARIANTS
 
 __all__ = ["Status", "check_dags", "dag_spec", "run_scenario"]
 
@@ -87,6 +87,7 @@ def dag_spec(scenario: Scenario) -> DagSpec:
         retries=retries,
         retry_delay=float(delay),
         continuous=variant.dag.get("schedule") == "@continuous",
+        scheduled=variant.scheduled,
         description=scenario.description,
     )
 
@@ -133,6 +134,19 @@ def resume_conf(server: dict[str, Any]) -> dict[str, Any]:
     return {"resume": "recovery" if level == "enterprise" else "live", "backfill_scale": scale}
 
 
+def _settled(
+    dag: DagSpec, task: TaskHandle, tries: TryWatch, ending: Ending
+) -> Callable[[], bool] | None:
+    """When a variant whose runs Airflow starts has settled: a poller once a run that
+    began after the stream stopped creating has finished; an event-driven DAG once no run
+    is queued or running (its queue, drained, says every tweet was published)."""
+    if not dag.scheduled:
+        return None
+    if VARIANTS[dag.variant].watched:
+        return lambda: not tries.running() and task.idle()
+    return lambda: tries.finished_since(ending.created_until)
+
+
 def _sink_query(scenario: Scenario, home: Path | None, layout: RunLayout) -> SinkQuery | None:
     """The reader of the user's own sink, if the scenario has one."""
     if scenario.sink_query is None:
@@ -176,7 +190,13 @@ def run_scenario(
         queue_drained: Callable[[str | None], bool] | None = None
         if scenario.variant is not None and VARIANTS[scenario.variant].queue:
             how = (conf["resume"], conf["backfill_scale"])
-            queue_conf, queue_drained = running.enter_context(queue_for(layout, server, *how))
+            publish = (
+                int(conf.get("batch", PARAMS["batch"]))
+                if VARIANTS[scenario.variant].watched
+                else None
+            )
+            queue = queue_for(layout, server, *how, publish_batch=publish)
+            queue_conf, queue_drained = running.enter_context(queue)
             conf.update(queue_conf)
         progress = SinkWatch(layout.sink)
         running.callback(progress.close)
@@ -219,7 +239,10 @@ def run_scenario(
         startup = (first_commit or time.time()) - progress.started_at
         cap = cap_seconds(dag, scenario.duration, startup, mode.heartbeat_timeout)
         ending = Ending(created_until=stop_creating(server), cap_seconds=round(cap, 1))
-        await_end(ending, server, task, progress, TryWatch(layout.probe_dir), queue_drained)
+        tries = TryWatch(layout.probe_dir)
+        await_end(
+            ending, server, task, progress, tries, queue_drained, _settled(dag, task, tries, ending)
+        )
         status.phase = "ending: the stop request"
         request_stop(ending, layout.stop_request, server, task)
         if ending.task_ended_by == "harness":

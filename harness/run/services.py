@@ -1,5 +1,6 @@
-"""What a run starts beside Airflow: the fake stream server, and for the queue variant a
-Redis broker with the ingester that fills it from the stream.
+"""What a run starts beside Airflow: the fake stream server, and for the queue variants a
+Redis broker with the ingester that fills it from the stream (and, for the event-driven
+variant, publishes each batch to the channel Airflow's asset watcher listens to).
 
 Each is an :class:`~harness.procs.OwnedProcess` on 127.0.0.1; their logs and data go to
 the run folder (``redis/``, ``ingester.log``).
@@ -13,6 +14,8 @@ import secrets
 import select
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,6 +29,7 @@ from harness.layout import RunLayout
 from harness.procs import OwnedProcess
 from harness.redis_server import RedisServer
 from harness.task.variants.common import PARAMS
+from harness.task.variants.event_driven import CHANNEL
 from harness.task.variants.queue_decoupled import GROUP
 
 __all__ = ["StreamServerProcess", "queue_for"]
@@ -123,31 +127,76 @@ def redis_drained(
         client.close()
 
 
+def published_through(log: Path, newest_id: str | None) -> bool:
+    """Whether the ingester has published every tweet up to ``newest_id`` (the stream's
+    newest), from its ``--published-log``."""
+    if newest_id is None:
+        return True
+    lines = log.read_bytes().splitlines() if log.exists() else []
+    complete = [line for line in lines if line.endswith(b"}")]  # the last may be half written
+    return bool(complete) and int(json.loads(complete[-1])["last_id"]) >= int(newest_id)
+
+
+#: Seconds the event-driven ingester waits for the watcher to subscribe: Airflow registers
+#: a watcher when it parses the unpaused DAG (every 30 s), the triggerer starts it.
+SUBSCRIBER_TIMEOUT = 120.0
+
+
 @contextmanager
 def queue_for(
-    layout: RunLayout, server: StreamServerProcess, resume: str = "since_id", scale: float = 1.0
+    layout: RunLayout,
+    server: StreamServerProcess,
+    resume: str = "since_id",
+    scale: float = 1.0,
+    publish_batch: int | None = None,
 ) -> Iterator[tuple[dict[str, Any], Callable[[str | None], bool]]]:
     """A Redis broker fed by the ingester from ``server`` (resuming with ``resume`` at
     ``scale``: harness/task/resume.py); yields the conf the task needs and whether the
-    queue is drained up to a newest tweet id (:func:`redis_drained`)."""
+    queue is drained up to a newest tweet id (:func:`redis_drained`).
+
+    With ``publish_batch``, the ingester also publishes batches of that many tweets to
+    :data:`CHANNEL`, and starts once a subscriber listens there (Airflow's watcher: before
+    it, every message would reach nobody, which is the harness's doing, not the
+    variant's); drained then means published (:func:`published_through`)."""
     broker = RedisServer(layout.root / "redis")
-    try:
+    published = layout.root / "published.jsonl"
+    argv = [
+        sys.executable, "-m", "harness.task.ingester", "--stream-url", server.stream_url,
+        "--token-file", str(server.token_file), "--redis-url", broker.url,
+        "--resume", resume, "--backfill-scale", str(scale),
+    ]  # fmt: skip
+    if publish_batch is not None:
+        argv += ["--batch", str(publish_batch), "--publish", CHANNEL]
+        argv += ["--published-log", str(published)]
+    started: list[OwnedProcess] = []
+    cancelled = threading.Event()
+
+    def start() -> None:
+        if publish_batch is not None:
+            client = redis.Redis.from_url(broker.url, socket_timeout=5)
+            deadline = time.monotonic() + SUBSCRIBER_TIMEOUT
+            while not dict(client.pubsub_numsub(CHANNEL)).get(CHANNEL.encode()):
+                if cancelled.wait(0.05) or time.monotonic() > deadline:
+                    client.close()
+                    return  # never listened: the run sees no tweet (verdict unobserved)
+            client.close()
         with open(layout.root / "ingester.log", "ab") as log:
-            ingester = OwnedProcess(
-                [
-                    sys.executable, "-m", "harness.task.ingester", "--stream-url",
-                    server.stream_url, "--token-file", str(server.token_file),
-                    "--redis-url", broker.url, "--resume", resume,
-                    "--backfill-scale", str(scale),
-                ],
-                stdout=log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        try:
+            started.append(OwnedProcess(argv, stdout=log, stderr=subprocess.STDOUT))
+
+    starter = threading.Thread(target=start, daemon=True)
+    try:
+        starter.start()
+        if publish_batch is not None:
+            yield {"redis_url": broker.url}, lambda newest: published_through(published, newest)
+        else:
+            starter.join()
             yield (
                 {"redis_url": broker.url},
                 lambda newest_id: redis_drained(broker.url, newest_id),
             )
-        finally:
-            ingester.stop()
     finally:
+        cancelled.set()
+        starter.join()
+        for ingester in started:
+            ingester.stop()
         broker.stop()

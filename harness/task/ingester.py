@@ -1,12 +1,18 @@
 """The queue variant's ingester: reads the stream outside Airflow, appends to a Redis Stream.
 
 ``python -m harness.task.ingester --stream-url URL --token-file F --redis-url URL [--key K]
-[--resume recovery|backfill|live|since_id] [--backfill-scale S]``
+[--resume recovery|backfill|live|since_id] [--backfill-scale S] [--batch N]
+[--publish CHANNEL --published-log FILE]``
 
 Each tweet line goes to the stream ``key`` as one entry (``XADD``, field ``line``), in
-pipelined batches of up to ``BATCH``, and at least every ``FLUSH_INTERVAL`` s: a batch
-flushed only when full would hold the last tweets of a quiet stream for as long as it
-stays quiet. Its position is the newest tweet already in the Redis stream, or the start
+pipelined batches of up to ``--batch`` (``BATCH``), and at least every ``FLUSH_INTERVAL``
+s: a batch flushed only when full would hold the last tweets of a quiet stream for as long
+as it stays quiet. With ``--publish``, each batch is also published to a Redis pub/sub
+channel as one message (a JSON array of the tweet lines) for the event-driven variants'
+watcher; how many subscribers received each message (``PUBLISH``'s answer: 0 when none
+listened, and the message is gone) goes to ``--published-log``, one JSON line each.
+
+Its position is the newest tweet already in the Redis stream, or the start
 point it recorded (``<key>:position``) before its first connect; it reconnects from there
 after a dropped connection or a restart, the way ``--resume`` allows
 (:mod:`harness.task.resume`). Backfill and recovery repeat tweets: the consumer's
@@ -55,19 +61,28 @@ def advance(client: redis.Redis, key: str, to: int) -> None:
 
 
 class Batches:
-    """``XADD``s pipelined, sent when ``BATCH`` are queued or by :meth:`flush` (a timer's)."""
+    """``XADD``s pipelined, sent when ``size`` are queued or by :meth:`flush` (a timer's);
+    with a ``channel``, each batch also ``PUBLISH``ed as one message, its receivers logged
+    to ``published``."""
 
-    def __init__(self, client: redis.Redis, key: str) -> None:
-        self.key = key
+    def __init__(
+        self,
+        client: redis.Redis,
+        key: str,
+        size: int = BATCH,
+        channel: str | None = None,
+        published: Path | None = None,
+    ) -> None:
+        self.key, self.size, self.channel, self.published = key, size, channel, published
         self._pipe = client.pipeline(transaction=False)
-        self._queued = 0
+        self._lines: list[bytes] = []
         self._lock = threading.RLock()  # SIGTERM may land inside add(): then flush()
 
     def add(self, line: bytes) -> None:
         with self._lock:
             self._pipe.xadd(self.key, {"line": line})
-            self._queued += 1
-            if self._queued >= BATCH:
+            self._lines.append(line)
+            if len(self._lines) >= self.size:
                 self._send()
 
     def flush(self) -> None:
@@ -75,9 +90,18 @@ class Batches:
             self._send()
 
     def _send(self) -> None:
-        if self._queued:
-            self._pipe.execute()
-            self._queued = 0
+        if not self._lines:
+            return
+        if self.channel is not None:
+            self._pipe.publish(self.channel, b"[" + b",".join(self._lines) + b"]")
+        answers = self._pipe.execute()
+        if self.channel is not None and self.published is not None:
+            first, last = (json.loads(self._lines[i])["data"]["id"] for i in (0, -1))
+            record = {"time": time.time(), "tweets": len(self._lines), "first_id": first,
+                      "last_id": last, "receivers": answers[-1]}  # fmt: skip
+            with self.published.open("a") as log:
+                log.write(json.dumps(record) + "\n")
+        self._lines = []
 
 
 def ingest(
@@ -88,10 +112,11 @@ def ingest(
     stop: threading.Event,
     resume: str = "recovery",
     scale: float = 1.0,
+    batches: Batches | None = None,
 ) -> None:
     client = redis.Redis.from_url(redis_url)
     headers = {"Authorization": f"Bearer {token}"}
-    batches = Batches(client, key)
+    batches = batches or Batches(client, key)
     backoff = Backoff()
     # The first ingester of all reads live from its start point; every later connect
     # resumes.
@@ -147,7 +172,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--key", default="tweets")
     parser.add_argument("--resume", choices=RESUMES, default="recovery")
     parser.add_argument("--backfill-scale", type=_scale, default=1.0)
+    parser.add_argument("--batch", type=int, default=BATCH, help="tweets per batch (message)")
+    parser.add_argument("--publish", metavar="CHANNEL", help="also PUBLISH each batch there")
+    parser.add_argument("--published-log", type=Path, help="each PUBLISH's receivers")
     args = parser.parse_args(argv)
+    if args.batch < 1:
+        parser.error(f"--batch: must be at least 1, got {args.batch}")
 
     stop = threading.Event()
 
@@ -157,7 +187,12 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_sigterm)
     token = args.token_file.read_text().strip()
-    ingest(args.stream_url, token, args.redis_url, args.key, stop, args.resume, args.backfill_scale)
+    client = redis.Redis.from_url(args.redis_url)
+    batches = Batches(client, args.key, args.batch, args.publish, args.published_log)
+    ingest(
+        args.stream_url, token, args.redis_url, args.key, stop, args.resume,
+        args.backfill_scale, batches,
+    )  # fmt: skip
     return 0
 
 

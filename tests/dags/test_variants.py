@@ -35,8 +35,8 @@ def test_every_dag_imports_cleanly(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "variant", sorted(set(VARIANTS) - {"queue_decoupled"})
-)  # needs Redis: below
+    "variant", sorted(set(VARIANTS) - {"queue_decoupled", "scheduled_poll"})
+)  # Redis, and runs Airflow schedules: below
 def test_short_run_is_processed_and_checked(variant_run, variant):
     """No faults: once tweets are being committed, the stream runs 3 s more and ends (the
     server stops: the end of the run); each variant then finishes what it read. The
@@ -151,3 +151,38 @@ def test_queue_decoupled_keeps_every_tweet_across_a_sigkill(variant_run, tmp_pat
     first_try, second_try = sorted(load_history(run.layout.root).tries, key=lambda t: t.started_at)
     assert (first_try.outcome, second_try.outcome) == ("info", "ok")  # killed, then returned
     assert first_try.start["resumed_from"] == len(ghost_batch) == 50  # claimed from the ghost
+
+
+@pytest.mark.slow
+def test_scheduled_poll_reads_every_tweet_once_over_its_runs(variant_run):
+    """Three short runs of the poller, as its schedule would start them (each a ``dags
+    test``): the first records its start point, each later one reads X's recent search from
+    the ``since_id`` the last stored, paging through (1,000 tweets/s: ~20 pages of 100);
+    the third runs after the stream stopped creating. The checker finds every tweet of the
+    window committed once; the ledger recorded each run's requests on the search endpoint;
+    the checkpoint is the newest tweet committed."""
+    run = variant_run("--rate", "1000", "--seed", "43")
+    for i in range(3):
+        if i == 2:
+            run.server.control("PUT", "rate", {"kind": "constant", "rate": 0})
+        task = run.dags_test("scheduled_poll", cpu_us=50)
+        assert task.popen.wait(timeout=120) == 0
+        task.stop()
+        if i < 2:
+            time.sleep(2)
+    metrics = run.finish("scheduled_poll")
+    assert metrics["verdict"] == "exactly-once"
+    assert metrics["queue"]["processed_unique"] > 3000  # two gaps of > 2 s at 1,000/s
+    assert [t["state"] for t in run.home.task_instances("scheduled_poll")] == ["success"] * 3
+    connections = LedgerReader(run.layout.ledger).connections()
+    assert {c["endpoint"] for c in connections} == {"/2/tweets/search/recent"}
+    assert len(connections) > 30  # pages of 100
+    db = sqlite3.connect(run.layout.sink)
+    try:
+        newest = db.execute("SELECT max(tweet_id) FROM tweets").fetchone()[0]
+        stored = db.execute(
+            "SELECT value FROM checkpoints WHERE name = 'scheduled_poll.since_id'"
+        ).fetchone()[0]
+    finally:
+        db.close()
+    assert int(stored) == newest

@@ -109,9 +109,16 @@ DISTRIBUTED = {
     [
         (
             "dagtest",
-            {"kill_worker", "restart_scheduler", "worker_shutdown", *TRY_STATE, *DISTRIBUTED},
+            {
+                "kill_worker",
+                "restart_scheduler",
+                "restart_triggerer",
+                "worker_shutdown",
+                *TRY_STATE,
+                *DISTRIBUTED,
+            },
         ),
-        ("localtask", {"restart_scheduler", *DISTRIBUTED}),
+        ("localtask", {"restart_scheduler", "restart_triggerer", *DISTRIBUTED}),
         ("standalone", DISTRIBUTED),
         ("celery", set()),
         # Your own Airflow, through its REST API: only what an operator does in the UI.
@@ -234,3 +241,13 @@ def test_a_matrix_prefix_is_checked(tmp_path):
     body = '[matrix]\nprefix = "a/b-"\nvariants = ["naive_loop"]\n[base]\n[fault_sets.none]\n'
     with pytest.raises(ScenarioError, match=r"matrix\.prefix"):
         load(_write(tmp_path, body))
+
+
+@pytest.mark.parametrize("variant", ["scheduled_poll", "event_driven"])
+def test_a_variant_airflow_schedules_needs_a_mode_with_a_scheduler(tmp_path, variant):
+    path = _write(tmp_path, f'name = "x"\nvariant = "{variant}"\nmode = "dagtest"\n')
+    with pytest.raises(
+        ScenarioError, match="started by Airflow's scheduler: mode 'celery' or 'standalone'"
+    ):
+        load(path)
+    load(_write(tmp_path, f'name = "x"\nvariant = "{variant}"\nmode = "standalone"\n'))

@@ -49,10 +49,17 @@ class StandaloneMode(Mode):
 
     name = "standalone"
     capabilities = frozenset(
-        {Capability.TASK_PROCESS, Capability.SUPERVISOR, Capability.TRY_STATE, Capability.SCHEDULER}
+        {
+            Capability.TASK_PROCESS,
+            Capability.SUPERVISOR,
+            Capability.TRY_STATE,
+            Capability.SCHEDULER,
+            Capability.TRIGGERER,
+        }
     )
     heartbeat_timeout = HEARTBEAT_TIMEOUT + 5.0  # and its detection interval
     runs_dag_files = True
+    schedules_runs = True
 
     def __init__(self, root: Path, dags: list[DagSpec], template: Path | None) -> None:
         super().__init__(root, dags, template)
@@ -133,6 +140,9 @@ class StandaloneTask(RestTask, ProbedTask):
     def restart_scheduler(self) -> list[int]:
         return self.airflow.restart_scheduler()
 
+    def restart_triggerer(self) -> int:
+        return self.airflow.restart_triggerer()
+
     def after_kill(self, pid: int | None, empty_disk: bool = False) -> bool:
         """Wait (up to 10 s) for try ``pid`` to die; then, with ``empty_disk``, move its
         scratch folder aside. Airflow schedules the retry itself; True unless the run has
@@ -142,7 +152,7 @@ class StandaloneTask(RestTask, ProbedTask):
             time.sleep(0.05)
         if empty_disk:
             self.empty_disk()
-        return self.continuous or self._state() not in ("success", "failed")
+        return self.continuous or self.scheduled or self._state() not in ("success", "failed")
 
     def stop(self) -> None:
         """Mark the run failed (so no retry follows), then SIGKILL every try still alive
@@ -155,6 +165,7 @@ class StandaloneTask(RestTask, ProbedTask):
 
     def record(self) -> None:
         layout = self.spec.layout
+        self.refresh_launches()  # a scheduled variant's runs: every one Airflow started
         runs = {launch["run_id"] for launch in self.launches}  # a brought DAG's others aren't
         tries = self.airflow.tries(self.dag_id, runs)
         write_airflow_record(layout, tries, self.launches)

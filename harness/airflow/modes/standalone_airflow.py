@@ -1,8 +1,11 @@
 """A real, long-lived Airflow 3 on this machine: API server, scheduler, dag-processor and
 LocalExecutor on SQLite, in an AIRFLOW_HOME of its own, on a free loopback port.
 
-This is what ``airflow standalone`` starts, but as three processes we start ourselves, so
-each has a PID we know: the nemesis can kill and restart the scheduler alone. Each
+This is what ``airflow standalone`` starts, but as three processes we start ourselves (four
+when a DAG is scheduled on an asset watcher: the triggerer runs the watchers), so each has
+a PID we know: the nemesis can kill and restart the scheduler, or the triggerer, alone.
+None serves logs over HTTP (``--skip-serve-logs``: that server binds every interface);
+the harness reads the log files. Each
 process leads its own process group (:class:`~harness.procs.OwnedProcess`); the
 LocalExecutor's workers and the task processes they supervise are in the scheduler's
 session, so stopping it (or the sessions of a killed scheduler) leaves nothing behind.
@@ -16,6 +19,7 @@ simple auth manager with every user an admin: loopback only; harness/airflow/res
 
 from __future__ import annotations
 
+import base64
 import json
 import secrets
 import shutil
@@ -31,6 +35,7 @@ from harness.airflow.home import AIRFLOW_BIN, AirflowHome
 from harness.airflow.rest import AirflowRest
 from harness.airflow.user_dag import write_policy
 from harness.procs import OwnedProcess, in_sessions
+from harness.task.variants import VARIANTS
 
 __all__ = ["HEARTBEAT_TIMEOUT", "StandaloneAirflow"]
 
@@ -82,6 +87,8 @@ class StandaloneAirflow(AirflowRest):
             shutil.copyfile(entry["file"], dags_folder / f"user_{dag_id}.py")
         write_policy(root / "config", self._policy())
         self.dag_ids = sorted([*dags, *self.user_dags])
+        #: A triggerer runs beside the scheduler when a DAG is scheduled on an asset watcher.
+        self.watched = any(VARIANTS[e["variant"]].watched for e in dags.values())
         self.port = free_port()
         super().__init__(f"http://127.0.0.1:{self.port}")
         self.logs = root / "process-logs"
@@ -103,7 +110,12 @@ class StandaloneAirflow(AirflowRest):
     def _env(self) -> dict[str, str]:
         """The environment of every Airflow process it starts."""
         secret = secrets.token_hex(16)
+        # One Fernet key for every process: left unset, each process that starts before
+        # airflow.cfg exists makes up its own, and the triggerer cannot read the trigger
+        # kwargs the dag-processor encrypted (it dies on the first asset watcher).
+        fernet = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
         return self.home.env(extra={
+            "AIRFLOW__CORE__FERNET_KEY": fernet,
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             # INFO, not the harness's WARNING: a task log then holds what the task printed.
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
@@ -122,12 +134,17 @@ class StandaloneAirflow(AirflowRest):
 
     def _start_all(self) -> None:
         self.api = self._start("api-server")
-        self.scheduler = self._start("scheduler")
+        self.scheduler = self._start("scheduler", "--skip-serve-logs")
         self.dag_processor = self._start("dag-processor")
+        if self.watched:
+            self.triggerer = self._start("triggerer", "--skip-serve-logs")
 
     def _components(self) -> list[OwnedProcess]:
         """The Airflow processes that must stay up (a dead one fails the start)."""
-        return [self.api, self.scheduler, self.dag_processor]
+        return [self.api, self.scheduler, self.dag_processor, *self._triggerers()]
+
+    def _triggerers(self) -> list[OwnedProcess]:
+        return [self.triggerer] if self.watched and hasattr(self, "triggerer") else []
 
     def _start(
         self, component: str, *args: str, name: str = "", env: dict[str, str] | None = None
@@ -201,13 +218,26 @@ class StandaloneAirflow(AirflowRest):
             old.signal(9)
             old.popen.wait()
             self._retired.append(old)
-        self.scheduler = self._start("scheduler")
+        self.scheduler = self._start("scheduler", "--skip-serve-logs")
         self.dag_processor = self._start("dag-processor")
         return killed
 
+    def restart_triggerer(self) -> int:
+        """SIGKILL the triggerer (its watchers die with it), then start a new one; the
+        killed pid. The new one takes over the watchers once Airflow sees the dead one's
+        heartbeat go stale (``[triggerer] triggerer_health_check_threshold``, 30 s)."""
+        if not self.watched:
+            raise ModeError("no triggerer runs: no scenario's DAG is scheduled on a watcher")
+        old = self.triggerer
+        old.signal(9)
+        old.popen.wait()
+        self._retired.append(old)
+        self.triggerer = self._start("triggerer", "--skip-serve-logs")
+        return old.pid
+
     def stop(self) -> None:
         """Stop every process it started (safe after a failed start)."""
-        for name in ("dag_processor", "scheduler"):
+        for name in ("triggerer", "dag_processor", "scheduler"):
             if hasattr(self, name):
                 getattr(self, name).stop(grace=10.0)
         for process in self._retired:

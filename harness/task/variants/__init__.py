@@ -15,32 +15,40 @@ from typing import Any
 
 from harness.task.variants import (
     checkpoint,
+    event_driven,
     exactly_once,
     leaky_loop,
     multiprocess,
     naive_loop,
     queue_decoupled,
+    scheduled_poll,
     timeout_handling,
 )
 from harness.task.variants.common import PARAMS, TaskContext
 
-__all__ = ["PARAMS", "VARIANTS", "TaskContext", "Variant", "execute_try"]
+__all__ = ["PARAMS", "POLL_INTERVAL", "VARIANTS", "TaskContext", "Variant", "execute_try"]
 
 
 @dataclass(frozen=True)
 class Variant:
     """A variant: what one try of its task executes, and the Airflow settings of its one
     task and DAG. ``queue``: it reads a Redis Stream that an ingester fills (the runner
-    starts both)."""
+    starts both). ``scheduled``: Airflow's scheduler starts its runs (a timetable or an
+    asset), never the harness; each run reads its conf from an Airflow Variable.
+    ``watched``: its DAG is scheduled on an asset whose watcher (in Airflow's triggerer)
+    listens to the ingester's pub/sub channel (Airflow 3 only)."""
 
     name: str
     execute: Callable[[TaskContext], None]
     task: dict[str, Any] = field(default_factory=dict)
     dag: dict[str, Any] = field(default_factory=dict)
     queue: bool = False
+    scheduled: bool = False
+    watched: bool = False
 
 
 _RETRIES = {"retries": 2, "retry_delay": dt.timedelta(seconds=2)}
+POLL_INTERVAL = 5.0  # seconds: scheduled_poll's schedule
 
 VARIANTS: dict[str, Variant] = {
     v.name: v
@@ -72,6 +80,24 @@ VARIANTS: dict[str, Variant] = {
             {"retries": 10, "retry_delay": dt.timedelta(seconds=1)},
             {"schedule": "@continuous", "max_active_runs": 1},
             queue=True,
+        ),
+        # Every POLL_INTERVAL a short run (X's recent search, from the since_id in the sink).
+        # In production the interval is minutes (X's limit: 450 requests per 15 min).
+        Variant(
+            "scheduled_poll",
+            scheduled_poll.run,
+            {"retries": 2, "retry_delay": dt.timedelta(seconds=1)},
+            {"schedule": dt.timedelta(seconds=POLL_INTERVAL), "max_active_runs": 1},
+            scheduled=True,
+        ),
+        # A run per batch of asset events (max_active_runs: Airflow's default, 16).
+        Variant(
+            "event_driven",
+            event_driven.run,
+            {"retries": 2, "retry_delay": dt.timedelta(seconds=1)},
+            queue=True,
+            scheduled=True,
+            watched=True,
         ),
     ]
 }

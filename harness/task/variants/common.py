@@ -58,6 +58,9 @@ PARAMS: dict[str, Any] = {
     "backfill_scale": 1.0,  # the fake stream's time scale for X's windows (X itself: 1)
     "redis_url": "redis://127.0.0.1:6379/0",  # queue_decoupled: the ingester's Redis
     "redis_stream": "tweets",  # queue_decoupled: the Redis Stream key
+    # scheduled_poll's recent-search query: every language the fake stream writes, so every
+    # tweet created is one the poller must read (X itself needs more than lang: operators).
+    "search_query": "lang:en OR lang:es OR lang:ja OR lang:fr",
     "gil_interval": 1.0,  # seconds between GIL samples of each process (0: no sampling)
 }
 
@@ -75,6 +78,8 @@ class TaskContext:
     logical_date: dt.datetime | None
     params: dict[str, Any]
     started: float = field(default_factory=time.monotonic)
+    #: The messages of the asset events that started this run (a ``watched`` variant's).
+    events: list[str] = field(default_factory=list)
     #: Set by the operator's ``on_kill`` (Airflow's SIGTERM / timeout hook); only variants
     #: that cooperate look at it.
     stop: threading.Event = field(default_factory=threading.Event)

@@ -87,6 +87,8 @@ class FakeTask(TaskHandle):
         self.ended_at: dict[int, float] = {}  # try number -> when seen dead
         self.scheduler = OwnedProcess([sys.executable, "-c", _SLEEP])
         self.schedulers = [self.scheduler.pid]
+        self.triggerer = OwnedProcess([sys.executable, "-c", _SLEEP])
+        self.triggerers = [self.triggerer.pid]
         #: The one worker, "w1", is the current try's supervisor; a restarted one is a
         #: process of its own. Services (broker, database) are processes too.
         self.restarted_workers: list[OwnedProcess] = []
@@ -110,7 +112,7 @@ class FakeTask(TaskHandle):
     def owned(self) -> set[int]:
         """Every pid the fake started."""
         return {
-            *self.tries, *(s.pid for s in self.supervisors), *self.schedulers,
+            *self.tries, *(s.pid for s in self.supervisors), *self.schedulers, *self.triggerers,
             *(w.pid for w in self.restarted_workers),
             *(pid for pids in self.service_pids.values() for pid in pids),
         }  # fmt: skip
@@ -206,6 +208,15 @@ class FakeTask(TaskHandle):
         self.schedulers.append(self.scheduler.pid)
         return [old.pid]
 
+    def restart_triggerer(self) -> int:
+        self._allowed(Capability.TRIGGERER, "restart_triggerer")
+        old = self.triggerer
+        old.signal(signal.SIGKILL)
+        old.popen.wait()
+        self.triggerer = OwnedProcess([sys.executable, "-c", _SLEEP])
+        self.triggerers.append(self.triggerer.pid)
+        return old.pid
+
     def _worker(self) -> OwnedProcess:
         return self.restarted_workers[-1] if self.restarted_workers else self.supervisors[-1]
 
@@ -266,6 +277,7 @@ class FakeTask(TaskHandle):
         for process in [
             *self.supervisors,
             self.scheduler,
+            self.triggerer,
             *self.restarted_workers,
             *self.services.values(),
         ]:
