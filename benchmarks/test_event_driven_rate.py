@@ -11,8 +11,6 @@ Airflow started; per second of publishing.
 
 from __future__ import annotations
 
-import json
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -32,15 +30,9 @@ params = { cpu_us = 0, batch = 10 }
 
 def _measure(folder: Path) -> dict[str, float]:
     run = ScenarioRun(run_scenarios(folder, {"event_driven": SCENARIO}) / "event_driven")
-    messages = [
-        json.loads(line) for line in (run.root / "published.jsonl").read_text().splitlines()
-    ]
+    messages = run.published()
     seconds = messages[-1]["time"] - messages[0]["time"]
-    db = sqlite3.connect(run.root / "sink.sqlite")
-    try:
-        committed = {r[0] for r in db.execute("SELECT tweet_id FROM tweets")}
-    finally:
-        db.close()
+    committed = run.committed_ids()
     turned = sum(int(m["first_id"]) in committed for m in messages)
     runs = len(run.json("launches.json"))
     return {

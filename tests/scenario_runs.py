@@ -158,6 +158,12 @@ class ScenarioRun:
         created_at = history.created_at[window]
         return history.created_ids[window][(created_at >= start) & (created_at < stop)].tolist()
 
+    def published(self) -> list[dict[str, Any]]:
+        """The ingester's record of each pub/sub message (``event_driven``): its tweets'
+        first and last ids, how many, and how many subscribers received it."""
+        lines = (self.root / "published.jsonl").read_text().splitlines()
+        return [json.loads(line) for line in lines]
+
     def server_events(self, kind: str) -> list[dict[str, Any]]:
         """The fake stream's ledger events of ``kind`` (e.g. ``refused``), oldest first."""
         return LedgerReader(self.root / "ledger.sqlite").events(kind)

@@ -183,20 +183,23 @@ def queue_for(
         with open(layout.root / "ingester.log", "ab") as log:
             started.append(OwnedProcess(argv, stdout=log, stderr=subprocess.STDOUT))
 
+    # The event-driven ingester waits for its subscriber in the background: the watcher
+    # appears only after the task has started (the DAG unpaused, then parsed).
     starter = threading.Thread(target=start, daemon=True)
     try:
-        starter.start()
         if publish_batch is not None:
+            starter.start()
             yield {"redis_url": broker.url}, lambda newest: published_through(published, newest)
         else:
-            starter.join()
+            start()
             yield (
                 {"redis_url": broker.url},
                 lambda newest_id: redis_drained(broker.url, newest_id),
             )
     finally:
         cancelled.set()
-        starter.join()
+        if starter.is_alive():
+            starter.join()
         for ingester in started:
             ingester.stop()
         broker.stop()

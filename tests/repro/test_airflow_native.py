@@ -8,7 +8,6 @@ serves every test (``long``: ~6 min).
 
 from __future__ import annotations
 
-import json
 from importlib.metadata import version
 from pathlib import Path
 
@@ -47,11 +46,6 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run_scenarios(tmp_path_factory.mktemp("airflow-native"), bodies)
 
 
-def published(run: ScenarioRun) -> list[dict]:
-    """The ingester's record of every pub/sub message: its tweets' ids and receivers."""
-    return [json.loads(line) for line in (run.root / "published.jsonl").read_text().splitlines()]
-
-
 @pytest.mark.parametrize("fault", ["kill_task", "restart_scheduler"])
 def test_polling_from_a_stored_since_id_is_exactly_once_across_restarts(results, fault):
     """Claim: "polling from a stored since_id is exactly-once across every restart fault,
@@ -79,7 +73,7 @@ def test_event_driven_commits_only_what_a_watcher_received(results):
     two of its lives: it ends after each message) is lost; every committed tweet came in a
     message someone received; most messages reached nobody at 5 messages/s."""
     run = ScenarioRun(results / "event_driven-none")
-    messages = published(run)
+    messages = run.published()
     received = [m for m in messages if m["receivers"] > 0]
     committed = run.committed_ids()
     assert received
@@ -99,7 +93,7 @@ def test_event_driven_loses_what_is_published_while_the_triggerer_is_down(result
     none of their tweets is committed."""
     run = ScenarioRun(results / "event_driven-restart_triggerer")
     _start, stop = run.airflow_faults
-    messages = published(run)
+    messages = run.published()
     after = [m for m in messages if m["time"] > stop["time"]]
     first_heard = next(m for m in after if m["receivers"] > 0)
     deaf = [m for m in after if m["time"] < first_heard["time"]]
