@@ -113,7 +113,8 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def run(session: nox.Session) -> None:
-    """The main job: the default scenario matrix on Airflow -> results/<time>/ (-- --quick).
+    """The main job: the default scenario matrix on Airflow -> results/<time>/ (-- --quick;
+    -- --jobs N: N scenarios at once, default what the CPUs hold).
 
     Its hypothesis (nothing lost, nothing repeated) fails for the article's variants by
     design: the matrix is a comparison, so a failed hypothesis does not fail the session

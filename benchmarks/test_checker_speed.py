@@ -1,5 +1,5 @@
 """How long the checker takes on a big run: 10 million created tweets, 1% of them lost and
-1% committed twice. Target: <= 10 s for ``check_run`` (load every file, run every checker,
+1% committed twice. Target: <= 2 s for ``check_run`` (load every file, run every checker,
 write metrics.json and history.jsonl).
 
 The run folder is built once per session (that takes longer than checking it): the real

@@ -310,6 +310,9 @@ class LedgerReader:
         if version != SCHEMA_VERSION:
             raise LedgerError(f"{path}: schema_version {version!r}, expected {SCHEMA_VERSION}")
         self.t0_ms: int = self.meta["t0_ms"]
+        # A cleanly stopped ledger never changes again (a writer refuses an existing file),
+        # so its created table is read once; a live one is re-read on every call.
+        self._created: np.ndarray | None = None
 
     @property
     def stopped_cleanly(self) -> bool:
@@ -324,29 +327,56 @@ class LedgerReader:
 
     def created_slots(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(slot, first, count)`` arrays, by slot. Checks the runs tile 0..total."""
+        table = self._created_table()
+        return table[:, 0].copy(), table[:, 1].copy(), table[:, 2].copy()
+
+    def _created_table(self) -> np.ndarray:
+        """The created table as (slot, first, count) rows, checked; cached once stopped."""
+        if self._created is not None:
+            return self._created
         rows = self._rows("SELECT slot, first, count FROM created ORDER BY slot")
         table = np.array(rows, dtype=np.int64).reshape(-1, 3)
-        slot, first, count = table[:, 0], table[:, 1], table[:, 2]
+        first, count = table[:, 1], table[:, 2]
         if len(first) and (first[0] != 0 or np.any(first[1:] != first[:-1] + count[:-1])):
             raise LedgerError(f"{self.path}: created slots do not form one gap-free sequence")
-        return slot, first, count
+        if self.stopped_cleanly:
+            self._created = table
+        return table
+
+    @staticmethod
+    def _total(table: np.ndarray) -> int:
+        return int(table[-1, 1] + table[-1, 2]) if len(table) else 0
 
     @property
     def created_total(self) -> int:
-        _, first, count = self.created_slots()
-        return int(first[-1] + count[-1]) if len(first) else 0
+        return self._total(self._created_table())
 
     def ids_of(self, indexes: np.ndarray) -> np.ndarray:
         """Snowflake ids of tweet indexes (all must have been created)."""
-        slot, first, _count = self.created_slots()
+        table = self._created_table()
+        slot, first = table[:, 0], table[:, 1]
         indexes = np.asarray(indexes, dtype=np.int64)
-        if len(indexes) and (indexes.min() < 0 or indexes.max() >= self.created_total):
+        if len(indexes) and (indexes.min() < 0 or indexes.max() >= self._total(table)):
             raise LedgerError(f"{self.path}: index outside the created range")
         row = np.searchsorted(first, indexes, side="right") - 1
         return snowflake.encode_array(slot[row] + self.t0_ms, indexes - first[row])
 
     def created_ids(self) -> np.ndarray:
-        return self.ids_of(np.arange(self.created_total, dtype=np.int64))
+        """Every created tweet's id (uint64, by index): :meth:`ids_of` of all indexes."""
+        table = self._created_table()
+        table = table[table[:, 2] != 0]  # empty slots hold no index
+        slot, first, count = table[:, 0], table[:, 1], table[:, 2]
+        if len(count) and (int(count.min()) < 0 or int(count.max()) > snowflake.MAX_PER_MS):
+            return self.ids_of(np.arange(self.created_total, dtype=np.int64))
+        # Within a slot ids count up by one (the position is the id's low bits), so the ids
+        # are a running sum of ones, with a jump to each slot's first id: one array filled
+        # and summed in place (uint64 wraps exactly as encode_array does), no search.
+        heads = snowflake.encode_array(slot + self.t0_ms, np.zeros(len(slot), dtype=np.int64))
+        steps = np.ones(self.created_total, dtype=np.uint64)
+        if len(heads):
+            lasts = heads[:-1] + (count[:-1] - 1).astype(np.uint64)
+            steps[first] = heads - np.concatenate(([np.uint64(0)], lasts))
+        return np.cumsum(steps, out=steps)
 
     def connections(self) -> list[dict[str, Any]]:
         rows = self._rows("SELECT * FROM connections ORDER BY conn_id")

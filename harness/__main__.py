@@ -60,6 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--only", help="run only scenarios whose name matches this regex")
     run.add_argument("--quick", action="store_true", help="the matrix's quick subset")
     run.add_argument(
+        "--jobs", type=_jobs, metavar="N",
+        help="scenarios at once on a shared Airflow (default: what this machine's CPUs hold; "
+        "a scenario whose fault acts on the whole Airflow runs alone)",
+    )  # fmt: skip
+    run.add_argument(
         "--resume",
         action="store_true",
         help="keep the scenarios --out already holds finished (same definition), redo the rest",
@@ -111,6 +116,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 _EXIT_ZERO = "exit 0 when a hypothesis failed (exploratory runs); errors still exit 2 or 3"
+
+
+def _jobs(text: str) -> int:
+    """``--jobs``: a whole number from 1 to 16."""
+    try:
+        jobs = int(text)
+    except ValueError:
+        jobs = 0
+    if not 1 <= jobs <= 16:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number from 1 to 16")
+    return jobs
 
 
 def _scenario_files() -> list[Path]:
@@ -168,6 +184,7 @@ def _scenarios(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, scenarios: list[Any]) -> int:
+    from harness.run.jobs import alone, default_jobs
     from harness.run.matrix import earlier_run, run_matrix
     from harness.run.runner import check_dags
     from harness.scenario import ScenarioError
@@ -186,12 +203,17 @@ def _run(args: argparse.Namespace, scenarios: list[Any]) -> int:
         print(f"--out: {out} exists and is not a folder", file=sys.stderr)
         return BAD_INPUT
     if args.dry_run:
+        jobs = args.jobs or default_jobs(scenarios)
         for s in scenarios:
             kept, why = earlier_run(s, out) if args.resume else (None, "")
+            solo = alone(s) if jobs > 1 else None
+            why = "; ".join(w for w in (why, solo and f"alone: {solo}") if w)
             print(f"{s.name:40} {'keep' if kept else 'run':4} {why}".rstrip())
-        print(f"{len(scenarios)} scenarios valid; nothing started (--dry-run)")
+        print(
+            f"{len(scenarios)} scenarios valid, up to {jobs} at once; nothing started (--dry-run)"
+        )
         return OK
-    outcome = run_matrix(scenarios, out, resume=args.resume)
+    outcome = run_matrix(scenarios, out, resume=args.resume, jobs=args.jobs)
     if outcome.errored:
         return NOT_RUN
     return HYPOTHESIS_FAILED if outcome.failed and not args.exit_zero else OK

@@ -38,6 +38,7 @@ import psutil
 
 __all__ = [
     "OwnedProcess",
+    "ProcessesClosed",
     "free_port",
     "in_sessions",
     "install_signal_handlers",
@@ -49,12 +50,21 @@ __all__ = [
     "stop_all",
     "stop_leftovers",
     "stop_sessions",
+    "stopping",
 ]
 
 #: Process states that no longer run: a zombie (dead, not yet reaped) or dead.
 _GONE = (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
 
 _LIVE: weakref.WeakSet[OwnedProcess] = weakref.WeakSet()
+#: Held while a process starts and while :func:`stop_all` runs: scenarios run side by side
+#: in threads, and none may start a process after the harness began stopping them all.
+_STARTING = threading.RLock()  # reentrant: the signal handler may run inside a start
+_CLOSED = False
+
+
+class ProcessesClosed(RuntimeError):
+    """The harness is stopping every process it owns: no new one starts."""
 
 
 class _Watchdog:
@@ -130,20 +140,26 @@ class OwnedProcess:
     ) -> None:
         self.argv = list(argv)
         as_user: dict[str, Any] = {"user": user, "group": user, "extra_groups": []} if user else {}
-        self.popen = subprocess.Popen(
-            self.argv,
-            cwd=cwd,
-            env=env,
-            stdin=stdin,
-            stdout=stdout,
-            stderr=stderr,
-            text=True,
-            start_new_session=True,  # leader of a new session and process group: ours
-            **as_user,
-        )
-        self.pid = self.popen.pid
-        self.pgid = self.pid
-        _LIVE.add(self)
+        with _STARTING:
+            if _CLOSED:
+                raise ProcessesClosed(f"not starting {self.argv[:3]}: the harness is stopping")
+            self.popen = subprocess.Popen(
+                self.argv,
+                cwd=cwd,
+                env=env,
+                stdin=stdin,
+                stdout=stdout,
+                stderr=stderr,
+                text=True,
+                start_new_session=True,  # leader of a new session and process group: ours
+                **as_user,
+            )
+            try:
+                self.pid = self.pgid = self.popen.pid
+                _LIVE.add(self)
+            except BaseException:  # Ctrl-C's handler ran just now: this one is not in _LIVE
+                os.killpg(self.popen.pid, signal.SIGKILL)
+                raise
         _register(self.pid, self.argv)
 
     def signal(self, sig: int) -> None:
@@ -245,9 +261,23 @@ def session_members(sid: int) -> list[int]:
     return members
 
 
+def stopping() -> bool:
+    """Whether :func:`stop_all` has run: the harness is ending (Ctrl-C, SIGTERM, exit)."""
+    return _CLOSED
+
+
 def stop_all() -> None:
-    """Stop every :class:`OwnedProcess` still running."""
-    for proc in list(_LIVE):
+    """Stop every :class:`OwnedProcess` still running, and start none from now on: all
+    groups get SIGTERM at once (side by side scenarios each have several), then each is
+    waited for and SIGKILLed as :meth:`OwnedProcess.stop` does."""
+    global _CLOSED
+    with _STARTING:
+        _CLOSED = True
+        live = list(_LIVE)
+    for proc in live:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pgid, signal.SIGTERM)
+    for proc in live:
         proc.stop(grace=5.0)
 
 

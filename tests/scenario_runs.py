@@ -25,10 +25,11 @@ def run_scenarios(
     scenarios: dict[str, str],
     timeout: float = 1200,
     env: dict[str, str] | None = None,
+    jobs: int = 1,
 ) -> Path:
     """Write each ``{name: toml body}`` as a scenario file, run them all in one harness
-    run (one Airflow per mode; ``env`` added to its environment), assert it succeeded; the
-    results folder."""
+    run (one Airflow per mode, ``jobs`` scenarios at once; ``env`` added to its
+    environment), assert it succeeded; the results folder."""
     files = []
     for name, body in scenarios.items():
         path = folder / f"{name}.toml"
@@ -37,7 +38,10 @@ def run_scenarios(
     log = folder / "harness.log"
     with log.open("wb") as out:
         harness = OwnedProcess(
-            [sys.executable, "-m", "harness", "run", *files, "--out", str(folder / "out")],
+            [
+                sys.executable, "-m", "harness", "run", *files,
+                "--out", str(folder / "out"), "--jobs", str(jobs),
+            ],
             stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
         )  # fmt: skip
     try:

@@ -313,11 +313,18 @@ class Mode(ABC):
     parses_task_settings: ClassVar[bool] = True
     #: A scheduler starts the runs of a ``scheduled`` variant (its timetable or asset).
     schedules_runs: ClassVar[bool] = False
+    #: Several scenarios may run in it at once (``--jobs``, harness/run/jobs.py): each has
+    #: its own DAG, and the mode is started with room for all their tries.
+    side_by_side: ClassVar[bool] = False
 
-    def __init__(self, root: Path, dags: list[DagSpec], template: Path | None) -> None:
+    def __init__(
+        self, root: Path, dags: list[DagSpec], template: Path | None, jobs: int = 1
+    ) -> None:
         self.root = root
         self.dags = dags
         self.template = template
+        #: Scenarios that may run in it at once.
+        self.jobs = jobs
 
     @property
     def home(self) -> Path | None:
@@ -332,6 +339,11 @@ class Mode(ABC):
     @abstractmethod
     def start(self, spec: TaskSpec) -> TaskHandle:
         """Start the scenario's task."""
+
+    def processes(self) -> list[int]:
+        """The pids leading the sessions of the Airflow processes its scenarios share (for
+        what Airflow costs: harness/run/cost.py); empty when it has none."""
+        return []
 
     def close(self) -> None:  # noqa: B027 (most modes have nothing shared to stop)
         """Stop everything this mode started."""

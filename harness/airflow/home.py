@@ -19,6 +19,7 @@ recorded, not what we hoped.
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib.metadata
 import json
 import os
@@ -33,7 +34,14 @@ from harness.airflow.base import StreamConnection, TaskSpec
 from harness.procs import OwnedProcess
 from streamstall_probe import RUNS_ENV
 
-__all__ = ["AIRFLOW_BIN", "DAGS_FOLDER", "AirflowHome", "airflow_major", "airflow_version"]
+__all__ = [
+    "AIRFLOW_BIN",
+    "DAGS_FOLDER",
+    "AirflowHome",
+    "airflow_major",
+    "airflow_version",
+    "migrated_template",
+]
 
 DAGS_FOLDER = Path(__file__).resolve().parents[2] / "dags"
 AIRFLOW_BIN = Path(sys.executable).parent
@@ -48,6 +56,39 @@ def airflow_version() -> str:
 def airflow_major() -> int:
     """The installed Airflow's major version (3 or 2)."""
     return int(airflow_version().split(".", 1)[0])
+
+
+def _cache() -> Path:
+    """Where migrated databases are kept between runs: ``$STREAMSTALL_CACHE``, else
+    ``$XDG_CACHE_HOME/streamstall`` (``~/.cache/streamstall``)."""
+    if folder := os.environ.get("STREAMSTALL_CACHE"):
+        return Path(folder)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "streamstall"
+
+
+def migrated_template(scratch: Path) -> Path:
+    """A migrated, empty Airflow SQLite database to copy (``airflow db migrate`` takes
+    10-30 s). Kept in :func:`_cache` under the installed Airflow's release and providers,
+    so a run after the first, or a test session, starts from a copy; made in ``scratch``
+    when there is none."""
+    packages = sorted(
+        f"{d.metadata['Name']}=={d.version}"
+        for d in importlib.metadata.distributions()
+        if str(d.metadata["Name"]).startswith("apache-airflow")
+    )
+    key = hashlib.sha256("\n".join(packages).encode()).hexdigest()[:12]
+    cached = _cache() / f"airflow-{airflow_version()}-{key}.db"
+    if cached.exists():
+        return cached
+    made = AirflowHome(scratch).database
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        partial = cached.with_name(f"{cached.name}.{os.getpid()}.partial")
+        shutil.copyfile(made, partial)
+        os.replace(partial, cached)  # whole or not at all, whoever else is making one
+    except OSError:
+        return made  # a read-only home: this run's own, uncached
+    return cached
 
 
 class AirflowHome:
@@ -75,6 +116,12 @@ class AirflowHome:
             shutil.copy(template, self.database)
         else:
             self.migrate()
+        if database_url is None:
+            # Write-ahead logging: readers (the API's, the harness's) never wait for the
+            # writer, nor it for them; kept in the file, so every process uses it.
+            db = sqlite3.connect(self.database)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.close()
 
     @property
     def database(self) -> Path:

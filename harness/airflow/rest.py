@@ -6,6 +6,9 @@ start; the ``external`` mode on one you run, and nothing else.
 
 from __future__ import annotations
 
+import contextlib
+import threading
+import time
 from typing import Any
 
 import requests
@@ -13,6 +16,11 @@ import requests
 from harness.airflow.base import ModeError
 
 __all__ = ["AirflowRest"]
+
+#: What the API answers when its database failed the request (it hides why; on SQLite it
+#: is a writer that waited its 5 s for the lock), and the seconds between tries of it.
+LOCKED = '"reason":"Database error"'
+LOCKED_RETRIES = (1.0, 2.0, 4.0)
 
 
 class AirflowRest:
@@ -22,6 +30,10 @@ class AirflowRest:
     def __init__(self, api_url: str, token: str | None = None) -> None:
         self.api_url = api_url.rstrip("/")
         self._http = requests.Session()
+        # One change at a time from this harness: scenarios side by side would otherwise
+        # send several at once, and on SQLite a request's own audit-log write can wait
+        # on another request's transaction past the 5 s lock timeout (seen: a 10 s POST).
+        self._writes = threading.Lock()
         if token:
             self._http.headers["Authorization"] = f"Bearer {token}"
 
@@ -42,10 +54,17 @@ class AirflowRest:
         """Call the REST API (``/api/v2`` + ``path``); its JSON answer. Every failure,
         unreachable included, is a :class:`ModeError`."""
         url = f"{self.api_url}/api/v2{path}"
-        try:
-            response = self._http.request(method, url, timeout=30, **kwargs)
-        except requests.RequestException as e:
-            raise ModeError(f"{method} {path}: {e}") from e
+        for wait in (*LOCKED_RETRIES, None):
+            try:
+                with self._writes if method != "GET" else contextlib.nullcontext():
+                    response = self._http.request(method, url, timeout=30, **kwargs)
+            except requests.RequestException as e:
+                raise ModeError(f"{method} {path}: {e}") from e
+            # SQLite let the request wait 5 s for another writer, then gave up; the
+            # transaction was rolled back, so the same request is safe to send again.
+            if wait is None or not (response.status_code == 500 and LOCKED in response.text):
+                break
+            time.sleep(wait)
         if response.status_code >= 400:
             raise ModeError(f"{method} {path}: {response.status_code} {response.text[:300]}")
         return response.json() if response.content else None

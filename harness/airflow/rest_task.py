@@ -24,7 +24,12 @@ from harness.airflow.base import (
 from harness.task.variants import VARIANTS
 from harness.task.variants.event_driven import redis_conn_id
 
-__all__ = ["RestAirflow", "RestTask"]
+__all__ = ["STATE_TTL", "RestAirflow", "RestTask"]
+
+#: Seconds a run's state, once read, answers again: the runner asks every 0.1 s while it
+#: waits for a first commit, and each answer costs the API server ~30 ms of CPU, which
+#: scenarios side by side share.
+STATE_TTL = 0.5
 
 
 class RestAirflow(Protocol):
@@ -76,6 +81,7 @@ class RestTask(TaskHandle):
         self.continuous = spec.dag.continuous
         self.launches: list[dict[str, Any]] = []
         self._ending = threading.Event()  # the stream is over: no new runs
+        self._known: tuple[float, str] | None = None  # (monotonic time, state) last read
         if self.scheduled:
             airflow.put_variable(conf_variable(dag_id), json.dumps(spec.conf))
             if VARIANTS[spec.dag.variant].watched:  # its watcher's Redis, this scenario's
@@ -93,6 +99,7 @@ class RestTask(TaskHandle):
         run_id = f"streamstall__{int(time.time() * 1000)}"
         self.airflow.trigger(self.dag_id, run_id, self.spec.conf)
         self.launches.append({"dag_id": self.dag_id, "run_id": run_id, "at": time.time()})
+        self._known = None  # a new run: its state is not the last one's
 
     @property
     def run_id(self) -> str | None:
@@ -130,17 +137,25 @@ class RestTask(TaskHandle):
             self._scheduler.join()
 
     def _state(self) -> str:
+        now = time.monotonic()
+        if self._known is not None and now - self._known[0] < STATE_TTL:
+            return self._known[1]
         if self.scheduled:  # its runs together: active while one of them is
             states = {r["state"] for r in self.refresh_launches()}
-            return "running" if states & {"queued", "running"} else "success"
-        return self.airflow.run_state(self.dag_id, str(self.run_id))
+            state = "running" if states & {"queued", "running"} else "success"
+        else:
+            state = self.airflow.run_state(self.dag_id, str(self.run_id))
+        self._known = (now, state)
+        return state
 
     def clear_try(self) -> float:
         self.airflow.clear_task(self.dag_id, str(self.run_id), self.task_id)
+        self._known = None
         return time.time()
 
     def mark_try(self, state: str) -> float:
         self.airflow.set_task_state(self.dag_id, str(self.run_id), self.task_id, state)
+        self._known = None
         return time.time()
 
     def running_try(self) -> int | None:
@@ -184,6 +199,7 @@ class RestTask(TaskHandle):
             for run in self.refresh_launches():
                 if run["state"] in ("queued", "running"):
                     self.airflow.end_run(self.dag_id, run["dag_run_id"])
+        self._known = None
 
     def wait(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -149,11 +149,13 @@ def load_history(run_dir: Path) -> History:
     run = read_run(layout.run) if layout.run.exists() else {}
     books = _ledger(layout.ledger)
     try:
-        slot, first, count = books.created_slots()
-        total = int(first[-1] + count[-1]) if len(first) else 0
-        created_ids = books.ids_of(np.arange(total, dtype=np.int64)).astype(np.int64)
+        slot, _, count = books.created_slots()
+        total = books.created_total
+        # The same bits as astype(int64), without a copy of tens of millions of ids.
+        created_ids = books.created_ids().view(np.int64)
         t0_wall = books.meta.get("t0_wall", books.t0_ms / 1000)
-        created_at = t0_wall + np.repeat(slot, count) / 1000.0
+        # Per slot, then repeated: the same float operations, on one value per slot.
+        created_at = np.repeat(t0_wall + slot / 1000.0, count)
         connections = books.connections()
         deliveries, drops = books.deliveries(), books.drops()
         ledger_ops = _ledger_ops(books, connections)
@@ -168,10 +170,13 @@ def load_history(run_dir: Path) -> History:
     stop = books.meta["stopped_at"] if stop is None else stop
     grace = run.get("grace", DEFAULT_GRACE)
     window = window_for(created_at, connections, run.get("window_start"), stop, grace)
-    commits = _commits(layout.sink)
+    commits, row_counts = _commits(layout.sink)
     tries, probe_ops = _probe(layout.probe_dir)
     ops = sorted(
-        ledger_ops + probe_ops + _commit_ops(commits) + _fault_ops(layout.airflow_faults),
+        ledger_ops
+        + probe_ops
+        + _commit_ops(commits, row_counts)
+        + _fault_ops(layout.airflow_faults),
         key=lambda op: op.time,
     )
     airflow = read_task_instances(layout.task_instances) if layout.task_instances.exists() else None
@@ -194,7 +199,16 @@ def write_history(history: History, path: Path) -> None:
     """The merged operations as JSON lines (tweets stay summarised per commit)."""
     with path.open("w") as f:
         for op in history.ops:
-            f.write(json.dumps(asdict(op), default=str) + "\n")
+            # asdict() would deep-copy every value first; the same JSON comes out without.
+            record = {"time": op.time, "process": op.process, "type": op.type, "f": op.f}
+            f.write(json.dumps({**record, "value": op.value}, default=_jsonable) + "\n")
+
+
+def _jsonable(value: Any) -> Any:
+    """What asdict() then json's ``default=str`` made of a value JSON cannot hold."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return asdict(value)
+    return str(value)
 
 
 # Readers ---------------------------------------------------------------------------------
@@ -218,33 +232,68 @@ def _ledger(path: Path) -> LedgerReader:
     return books
 
 
-def _commits(path: Path) -> Commits:
+def _commits(path: Path) -> tuple[Commits, np.ndarray]:
+    """The sink's commits, and how many tweets each of its rows holds."""
     if not path.is_file():
         raise RunError(f"{path}: no sink database")
     try:
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        db.execute("BEGIN")  # one snapshot for the rows, the count and the ids
         rows = db.execute(
-            "SELECT committed_at, pid, try_number, count, tweet_ids FROM commits ORDER BY commit_id"
+            "SELECT committed_at, pid, try_number, count, typeof(tweet_ids), "
+            "length(tweet_ids) FROM commits ORDER BY commit_id"
         ).fetchall()
         sink_rows = db.execute("SELECT count(*) FROM tweets").fetchone()[0]
+        # Anything but blobs is read whole, to be measured (or refused) as it always was.
+        blobs = None if all(r[4] == "blob" for r in rows) else _all_blobs(db)
     except sqlite3.DatabaseError as e:
         raise RunError(f"{path}: not a readable sink ({e})") from None
     counts = np.array([r[3] for r in rows], dtype=np.int64)
-    blobs = [r[4] for r in rows]
-    if any(len(b) != 8 * n for b, n in zip(blobs, counts.tolist(), strict=True)):
+    sizes = [r[5] for r in rows] if blobs is None else [len(b) for b in blobs]
+    if any(size != 8 * n for size, n in zip(sizes, counts.tolist(), strict=True)):
         raise RunError(f"{path}: a commits row's tweet_ids does not hold its count of ids")
     if int(counts.sum()) != sink_rows:
         raise RunError(
             f"{path}: {sink_rows} rows in tweets but {int(counts.sum())} in commits: "
             "something wrote to the sink without the probe"
         )
-    ids = np.frombuffer(b"".join(blobs), dtype=np.int64) if blobs else np.zeros(0, np.int64)
-    return Commits(
+    try:
+        ids = _packed_ids(db, sink_rows, len(rows)) if blobs is None else _joined(blobs)
+    except sqlite3.DatabaseError as e:
+        raise RunError(f"{path}: not a readable sink ({e})") from None
+    db.close()
+    commits = Commits(
         tweet_ids=ids,
         committed_at=np.repeat(np.array([r[0] for r in rows], dtype=np.float64), counts),
         pid=np.repeat(np.array([r[1] for r in rows], dtype=np.int64), counts),
         try_number=np.repeat(np.array([r[2] for r in rows], dtype=np.int64), counts),
     )
+    return commits, counts
+
+
+def _all_blobs(db: sqlite3.Connection) -> list[Any]:
+    return [r[0] for r in db.execute("SELECT tweet_ids FROM commits ORDER BY commit_id")]
+
+
+def _joined(blobs: list[Any]) -> np.ndarray:
+    return np.frombuffer(b"".join(blobs), dtype=np.int64) if blobs else np.zeros(0, np.int64)
+
+
+def _packed_ids(db: sqlite3.Connection, total: int, rows: int) -> np.ndarray:
+    """Every commit's packed int64 ids, end to end, read a few MB of blobs at a time into
+    one array: the blobs of a big run are never all held at once (nor joined)."""
+    ids = np.empty(total, dtype=np.int64)
+    per_fetch = max(1, _FETCH_BYTES * rows // max(8 * total, 1))
+    cursor = db.execute("SELECT tweet_ids FROM commits ORDER BY commit_id")
+    at = 0
+    while fetched := cursor.fetchmany(per_fetch):
+        chunk = np.frombuffer(b"".join(r[0] for r in fetched), dtype=np.int64)
+        ids[at : at + len(chunk)] = chunk
+        at += len(chunk)
+    return ids
+
+
+_FETCH_BYTES = 4 << 20  # blobs per fetch, about: freed memory the next fetch reuses
 
 
 def _probe(directory: Path) -> tuple[list[TaskTry], list[Op]]:
@@ -355,12 +404,12 @@ def _ledger_ops(books: LedgerReader, connections: list[dict[str, Any]]) -> list[
     return ops
 
 
-def _commit_ops(commits: Commits) -> list[Op]:
+def _commit_ops(commits: Commits, row_counts: np.ndarray) -> list[Op]:
+    """One op per run of consecutive tweets with the same commit time and pid."""
     if not len(commits):
         return []
-    breaks = np.flatnonzero((np.diff(commits.committed_at) != 0) | (np.diff(commits.pid) != 0)) + 1
-    starts = np.concatenate(([0], breaks))
-    ends = np.concatenate((breaks, [len(commits)]))
+    starts = _commit_op_starts(commits, row_counts)
+    ends = np.concatenate((starts[1:], [len(commits)]))
     return [
         Op(
             float(commits.committed_at[s]),
@@ -376,6 +425,18 @@ def _commit_ops(commits: Commits) -> list[Op]:
         )
         for s, e in zip(starts.tolist(), ends.tolist(), strict=True)
     ]
+
+
+def _commit_op_starts(commits: Commits, row_counts: np.ndarray) -> np.ndarray:
+    """Where each commit op starts, in tweets. A sink row is one time and pid, so the runs
+    are found among the rows (empty ones split nothing), not among tens of millions of
+    tweets; unless a time is not finite (inf - inf is no 0: every tweet its own op)."""
+    row_starts = (np.cumsum(row_counts) - row_counts)[row_counts > 0]
+    at, pid = commits.committed_at[row_starts], commits.pid[row_starts]
+    if not np.isfinite(at).all():
+        at, pid, row_starts = commits.committed_at, commits.pid, np.arange(len(commits))
+    breaks = np.flatnonzero((np.diff(at) != 0) | (np.diff(pid) != 0)) + 1
+    return row_starts[np.concatenate(([0], breaks))]
 
 
 def _fault_ops(path: Path) -> list[Op]:

@@ -98,6 +98,10 @@ class AirflowFault(BaseModel):
 
     #: The capabilities a mode must have for this fault (checked when a scenario loads).
     needs: ClassVar[frozenset[Capability]] = frozenset({Capability.TASK_PROCESS})
+    #: It acts on something every scenario running at the time would feel (the scheduler,
+    #: the triggerer, a worker, a service, the machine's CPU or memory): its scenario runs
+    #: with no other beside it (``--jobs``: harness/run/jobs.py).
+    alone: ClassVar[bool] = False
 
     type: str
     at: float | None = Field(default=None, ge=0, description="seconds after `from`")

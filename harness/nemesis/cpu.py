@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
@@ -36,6 +36,7 @@ class BusyNeighbour(AirflowFault):
     records the CPU they got, in cores."""
 
     type: Literal["busy_neighbour"] = "busy_neighbour"
+    alone: ClassVar = True  # its busy cores are every running scenario's
     cores: int = Field(default=1, ge=1, le=64, description="busy processes")
     duration: float = Field(default=3600, gt=0, le=86400, description="seconds busy at most")
 

@@ -35,6 +35,7 @@ class _OnTryWorker(AirflowFault):
     """A fault on the worker the try runs on: :meth:`act` once there is one."""
 
     needs: ClassVar = WORKERS
+    alone: ClassVar = True  # the worker's other task slots run other scenarios' tries
 
     def inject(self, ctx: FaultContext) -> None:
         while (pid := ctx.wait_for_try()) is not None:  # None: the run ended first
@@ -118,6 +119,7 @@ class _ServiceDown(AirflowFault):
     """Stop a shared service for ``duration`` seconds, then start it again."""
 
     needs: ClassVar = SERVICES
+    alone: ClassVar = True  # every scenario's database and broker
     service: ClassVar[str]
     duration: float = Field(default=10.0, gt=0, le=3600, description="seconds down")
 

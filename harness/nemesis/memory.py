@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
@@ -33,6 +33,8 @@ while True:
 
 class CgroupFault(AirflowFault):
     """A fault acting through a memory cgroup of its own: refused where none can be made."""
+
+    alone: ClassVar = True  # the kernel's reclaim and OOM killer act on the whole machine
 
     @classmethod
     def unavailable(cls) -> str | None:

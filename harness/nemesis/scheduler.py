@@ -16,6 +16,7 @@ class RestartScheduler(AirflowFault):
 
     type: Literal["restart_scheduler"] = "restart_scheduler"
     needs: ClassVar = frozenset({Capability.SCHEDULER})
+    alone: ClassVar = True  # every scenario's runs are the scheduler's
 
     def inject(self, ctx: FaultContext) -> None:
         ctx.record("start")

@@ -25,6 +25,7 @@ class KillWorker(AirflowFault):
 
     type: Literal["kill_worker"] = "kill_worker"
     needs: ClassVar = NEEDS
+    alone: ClassVar = True  # a LocalExecutor worker: the executor replaces it for everyone
 
     def inject(self, ctx: FaultContext) -> None:
         orphan = ctx.wait_for_try()
@@ -45,6 +46,7 @@ class WorkerShutdown(AirflowFault):
 
     type: Literal["worker_shutdown"] = "worker_shutdown"
     needs: ClassVar = NEEDS
+    alone: ClassVar = True  # likewise
     grace: float = Field(
         default=30.0, ge=0, le=3600,
         description="seconds before the SIGKILL (Kubernetes' default: 30; docker stop's: 10)",

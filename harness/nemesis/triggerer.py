@@ -20,6 +20,7 @@ class RestartTriggerer(AirflowFault):
 
     type: Literal["restart_triggerer"] = "restart_triggerer"
     needs: ClassVar = frozenset({Capability.TRIGGERER})
+    alone: ClassVar = True  # every watcher runs in the one triggerer
 
     def inject(self, ctx: FaultContext) -> None:
         ctx.record("start")

@@ -3,7 +3,7 @@
 :func:`write_report` reads only the folder (``python -m harness report <dir>`` rebuilds it
 at any time); the matrix runner calls it when a run ends. Order of the report: what ran and
 how it went, the verdict grid, the summary table, each failed hypothesis with its measured
-value, the charts (each with one sentence), the environment.
+value, the charts (each with one sentence), what each scenario cost, the environment.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import traceback
 from pathlib import Path
 
 from harness.check.headline import COLUMNS, fmt
+from harness.report.cost import cost_section
 from harness.report.document import (
     Block,
     Heading,
@@ -41,7 +42,8 @@ def write_report(run_dir: Path) -> Path:
     charts = _charts(results, run_dir / CHARTS_DIR)
     for run in results.scenarios:
         _page(run)
-    blocks = _overview(results) + _failures(results) + charts + _environment(results)
+    blocks = _overview(results) + _failures(results) + charts + cost_section(results)
+    blocks += _environment(results)
     blocks.append(
         Paragraph(
             f"Built by `python -m harness report {run_dir.name}` in "

@@ -1,12 +1,14 @@
 """What a matrix run shows while it runs: on a terminal, a progress bar (scenarios done of
 all, elapsed, time left) under the finished scenarios' lines, its description the running
-scenario's phase; elsewhere (a CI log, a file), only the lines, one per scenario, never
+scenarios' phases; elsewhere (a CI log, a file), only the lines, one per scenario, never
 wrapped."""
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import IO, Any
 
 from rich.console import Console
@@ -28,13 +30,16 @@ __all__ = ["MatrixDisplay"]
 
 class MatrixDisplay:
     """The run's output (stderr by default): :meth:`print` a line, :meth:`done` a scenario;
-    while open, :attr:`status` is shown on the bar every ``refresh`` seconds."""
+    while open, the :meth:`running` scenarios' statuses are shown on the bar every
+    ``refresh`` seconds."""
 
     def __init__(self, total: int, file: IO[str] | None = None, refresh: float = 0.5) -> None:
         # rich wraps at the terminal's width, or 80 columns off one; a scenario's line stays
         # one line (a CI log greps it), the terminal folds it if it must.
         self.console = Console(stderr=file is None, file=file, soft_wrap=True)
-        self.status = Status()
+        self._running: dict[str, Status] = {}
+        self._phase = "starting"
+        self._lock = threading.Lock()
         self._refresh = refresh
         self._progress: Progress | None = None
         self._task: Any = None
@@ -76,9 +81,26 @@ class MatrixDisplay:
         if self._progress is not None:
             self._progress.stop()
 
+    @contextmanager
+    def running(self, scenario: str) -> Iterator[Status]:
+        """While ``scenario`` runs: the :class:`Status` it updates, shown on the bar."""
+        status = Status(scenario=scenario, started=time.time())
+        with self._lock:
+            self._running[scenario] = status
+        try:
+            yield status
+        finally:
+            with self._lock:
+                self._running.pop(scenario, None)
+
+    def phase(self, text: str) -> None:
+        """What the bar says when no scenario runs (e.g. "stopping Airflow")."""
+        self._phase = text
+
     def print(self, text: str) -> None:
         """A line (rich markup), above the bar on a terminal."""
-        self.console.print(text)
+        with self._lock:
+            self.console.print(text)
 
     def done(self, text: str) -> None:
         """A scenario finished: its line, and the bar one step on."""
@@ -91,9 +113,14 @@ class MatrixDisplay:
             self._progress.update(self._task, description=self.describe())  # type: ignore[union-attr]
 
     def describe(self) -> str:
-        """The running scenario, as the bar's description shows it."""
-        s = self.status
-        if not s.scenario:
-            return s.phase or "starting"
-        elapsed = time.time() - s.started if s.started else 0
-        return f"{s.scenario}: {s.phase}, {elapsed:.0f} s, {s.committed:,} committed"
+        """The running scenarios, as the bar's description shows them: one in full, more
+        as name and phase each."""
+        with self._lock:
+            running = list(self._running.values())
+        if not running:
+            return self._phase
+        if len(running) == 1:
+            s = running[0]
+            elapsed = time.time() - s.started if s.started else 0
+            return f"{s.scenario}: {s.phase}, {elapsed:.0f} s, {s.committed:,} committed"
+        return " | ".join(f"{s.scenario}: {s.phase.split(':')[0]}" for s in running)

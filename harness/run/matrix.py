@@ -12,6 +12,7 @@ not run again (:func:`earlier_run`); every other one is redone from scratch.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import traceback
@@ -21,14 +22,16 @@ from typing import Any
 
 from rich.markup import escape
 
-from harness.airflow.modes import Airflows
+from harness.airflow.base import ModeError
+from harness.airflow.modes import MODES, Airflows
 from harness.check import headline
 from harness.check.metrics import SCHEMA_VERSION
 from harness.check.records import RunError, read_json, read_metrics, require_finished
 from harness.layout import RunLayout
-from harness.procs import record_into, stop_leftovers
+from harness.procs import ProcessesClosed, record_into, stop_leftovers, stopping
 from harness.report import write_report
 from harness.run.display import MatrixDisplay
+from harness.run.jobs import Slot, alone, default_jobs, side_by_side
 from harness.run.runner import Status, dag_spec, run_scenario
 from harness.scenario import Scenario
 
@@ -95,16 +98,20 @@ def _record_error(out: Path, scenario: Scenario, error: str, trace: str) -> None
 
 
 def _run_one(
-    scenario: Scenario, out: Path, airflows: Airflows, status: Status
+    scenario: Scenario, out: Path, airflows: Airflows, status: Status, slot: Slot
 ) -> tuple[dict[str, Any] | None, str | None]:
     """Run one scenario: its metrics, or its error (recorded in its folder)."""
     try:
-        metrics = run_scenario(scenario, out, airflows, status)
+        metrics = run_scenario(scenario, out, airflows, status, slot)
     except Exception as e:  # its own failure: recorded; SIGINT/SIGTERM are not Exceptions
+        if stopping():  # its processes were stopped under it: the harness's doing
+            raise
         error = f"{type(e).__name__}: {e}"
         _record_error(out, scenario, error, traceback.format_exc())
         return None, error
     if metrics.get("error"):  # ran, but its folder could not be checked
+        if stopping():
+            raise ProcessesClosed(f"{scenario.name}: interrupted")
         _record_error(out, scenario, str(metrics["error"]), "")
         return None, str(metrics["error"])
     return metrics, None
@@ -119,8 +126,11 @@ class Outcome:
     failed: int
 
 
-def run_matrix(scenarios: list[Scenario], out: Path, resume: bool = False) -> Outcome:
-    """Run every scenario (with ``resume``, keep those :func:`earlier_run` keeps)."""
+def run_matrix(
+    scenarios: list[Scenario], out: Path, resume: bool = False, jobs: int | None = None
+) -> Outcome:
+    """Run every scenario (with ``resume``, keep those :func:`earlier_run` keeps), up to
+    ``jobs`` side by side (default: :func:`~harness.run.jobs.default_jobs`)."""
     display = MatrixDisplay(len(scenarios))
     out = out.resolve()  # task processes get absolute paths, whatever their working folder
     out.mkdir(parents=True, exist_ok=True)
@@ -133,39 +143,62 @@ def run_matrix(scenarios: list[Scenario], out: Path, resume: bool = False) -> Ou
     record_into(record)
     kept = {s.name: earlier_run(s, out)[0] for s in scenarios} if resume else {}
     to_run = [s for s in scenarios if kept.get(s.name) is None]
+    jobs = jobs or default_jobs(to_run)
+    solo = sum(alone(s) is not None for s in to_run)
     display.print(
         f"[bold]{len(scenarios)} scenarios[/] -> {out}"
         + (f" ({len(scenarios) - len(to_run)} finished before, kept)" if resume else "")
+        + (f", {jobs} at once" if jobs > 1 else "")
+        + (f", {solo} of them alone, last" if jobs > 1 and solo else "")
     )
-    airflows = Airflows(out, [dag_spec(s) for s in to_run])
-    rows: list[dict[str, Any]] = []
+    airflows = Airflows(out, [dag_spec(s) for s in to_run], jobs)
+    order = {s.name: n for n, s in enumerate(scenarios)}
+    rows: dict[str, dict[str, Any]] = {}
     pending = [s.name for s in scenarios]
-    write_summary(out, rows, pending)
-    status = display.status
+
+    def summary() -> None:
+        write_summary(out, sorted(rows.values(), key=lambda r: order[r["scenario"]]), pending)
+
+    def finished(scenario: Scenario, metrics: dict[str, Any] | None, error: str | None) -> None:
+        nonlocal errors
+        row = headline.row(scenario.name, scenario.model_dump(by_alias=True), metrics, error)
+        errors += row["error"] is not None
+        rows[scenario.name] = row
+        pending.remove(scenario.name)
+        summary()
+        shown = ("verdict", "lost", "duplicates", "hypothesis_held")
+        display.done(
+            f"{scenario.name}: "
+            + ", ".join(f"{k.removesuffix('_held')} {headline.fmt(row, k)}" for k in shown)
+            + (" (finished before, kept)" if scenario.name in kept else "")
+            + (f"; [red]error[/]: {escape(error)}" if error else "")
+        )
+
+    def run(scenario: Scenario, slot: Slot) -> tuple[dict[str, Any] | None, str | None]:
+        with display.running(scenario.name) as status:
+            return _run_one(scenario, out, airflows, status, slot)
+
+    summary()
     errors = 0
+    kept = {name: metrics for name, metrics in kept.items() if metrics is not None}
     try:
         with display:
+            # A shared Airflow starts before the first scenario, so the first ones' starts
+            # are spread out (jobs.STAGGER) instead of all waiting for it and going at
+            # once; one that does not start is each scenario's error, as before.
+            shared = {s.mode for s in to_run if jobs > 1 and MODES[s.mode].side_by_side}
+            for mode in sorted(shared):
+                display.phase(f"starting Airflow ({mode})")
+                with contextlib.suppress(ModeError):
+                    airflows.get(mode)
             for scenario in scenarios:
-                earlier = kept.get(scenario.name)
-                metrics, error = earlier, None
-                if earlier is None:
-                    metrics, error = _run_one(scenario, out, airflows, status)
-                dump = scenario.model_dump(by_alias=True)
-                row = headline.row(scenario.name, dump, metrics, error)
-                errors += row["error"] is not None
-                rows.append(row)
-                pending.remove(scenario.name)
-                write_summary(out, rows, pending)
-                shown = ("verdict", "lost", "duplicates", "hypothesis_held")
-                display.done(
-                    f"{scenario.name}: "
-                    + ", ".join(f"{k.removesuffix('_held')} {headline.fmt(row, k)}" for k in shown)
-                    + (" (finished before, kept)" if earlier is not None else "")
-                    + (f"; [red]error[/]: {escape(error)}" if error else "")
-                )
-            status.scenario, status.phase = "", "stopping Airflow"
+                if scenario.name in kept:
+                    finished(scenario, kept[scenario.name], None)
+            for scenario, (metrics, error) in side_by_side(to_run, jobs, run):
+                finished(scenario, metrics, error)
+            display.phase("stopping Airflow")
     finally:
-        write_summary(out, rows, pending)
+        summary()
         airflows.close()
         record_into(None)
     display.print(f"summary: {out / 'summary.md'}")
@@ -174,7 +207,7 @@ def run_matrix(scenarios: list[Scenario], out: Path, resume: bool = False) -> Ou
     except Exception as error:  # the run's results stand without their charts
         display.print(f"[red]report failed[/]: {type(error).__name__}: {escape(str(error))}")
         display.print(f"rebuild it with: python -m harness report {out}")
-    failed = sum(row.get("hypothesis_held") is False for row in rows)
+    failed = sum(row.get("hypothesis_held") is False for row in rows.values())
     if failed:
         display.print(f"[red]{failed} scenario(s) failed their hypothesis[/]: see summary.md")
     if errors:

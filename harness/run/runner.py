@@ -27,7 +27,9 @@ from harness.check.history import RunError
 from harness.check.metrics import check_run
 from harness.layout import RunLayout
 from harness.nemesis import Nemesis
+from harness.run.cost import CostMeter, run_processes
 from harness.run.ending import Ending, await_end, cap_seconds, request_stop, stop_creating
+from harness.run.jobs import Slot
 from harness.run.progress import SinkWatch, TryWatch
 from harness.run.services import StreamServerProcess, queue_for
 from harness.run.sink_query import SinkQuery
@@ -156,10 +158,14 @@ def _sink_query(scenario: Scenario, home: Path | None, layout: RunLayout) -> Sin
 
 
 def run_scenario(
-    scenario: Scenario, out: Path, airflows: Airflows, status: Status | None = None
+    scenario: Scenario,
+    out: Path,
+    airflows: Airflows,
+    status: Status | None = None,
+    slot: Slot | None = None,
 ) -> dict[str, Any]:
-    """Run one scenario into ``out/<name>`` on ``airflows.get(scenario.mode)``; return its
-    metrics (with the hypothesis judged)."""
+    """Run one scenario into ``out/<name>`` on ``airflows.get(scenario.mode)`` (in
+    ``slot``, beside other scenarios); return its metrics (with the hypothesis judged)."""
     status = status or Status()
     status.scenario, status.started, status.phase = scenario.name, time.time(), "starting"
     layout = RunLayout(out / scenario.name)
@@ -168,7 +174,11 @@ def run_scenario(
     layout.root.mkdir(parents=True)
     layout.scenario.write_text(scenario.model_dump_json(indent=2, by_alias=True))
     mode = airflows.get(scenario.mode)  # a shared Airflow starts before our clock does
+    meter = CostMeter(layout.probe_dir, lambda: run_processes(layout.root), mode.processes)
+    meter.start()
+    began = time.time()
     with contextlib.ExitStack() as running:  # stopped in reverse: nemesis, task, services
+        running.callback(meter.stop)  # already stopped, unless the run raised
         host = mode.stream_host  # another: the user chose it (external mode), it warns
         where = [] if host == "127.0.0.1" else ["--host", host, "--allow-remote"]
         server = StreamServerProcess(layout.ledger, [*_server_args(scenario), *where])
@@ -207,6 +217,7 @@ def run_scenario(
             running.callback(reader.stop)  # after the task stopped: the last read
         task = mode.start(TaskSpec(dag, layout, conf, connection, reader is None))
         running.callback(task.stop)
+        task_started = time.time()
         nemesis = Nemesis(
             scenario.airflow_faults, task, progress, layout.airflow_faults, mode.capabilities
         )
@@ -249,15 +260,30 @@ def run_scenario(
             task.stop()  # it ignored the request
         ending.ended_at = time.time()
         stopped_at = time.time()
+        cost = meter.stop()
         server.stop()
     status.phase = "checking"
     task.record()
-    layout.run.write_text(json.dumps({
+    # Where the scenario's time went, in seconds (scenarios/README.md, "Side by side").
+    cost["phases_s"] = {
+        "start": round(task_started - began, 2),
+        "first_commit": round((first_commit or task_started) - task_started, 2),
+        "stream": round(ending.created_until - (first_commit or task_started), 2),
+        "end": round(stopped_at - ending.created_until, 2),
+    }
+    record = {
         "started_at": progress.started_at, "first_commit_at": first_commit,
         "created_until": ending.created_until, "stopped_at": stopped_at, "grace": 0.0,
         "ending": ending.to_json(), "mode": scenario.mode, "seed": scenario.seed,
-    }, indent=2))  # fmt: skip
+        "jobs": (slot or Slot(1, None, ())).to_json(), "cost": cost,
+    }  # fmt: skip
+    layout.run.write_text(json.dumps(record, indent=2))
+    checking = time.time()
     try:
-        return check_run(layout.root)
+        metrics = check_run(layout.root)
     except RunError as e:
         return {"error": str(e), "hypothesis": {"held": False, "results": []}}
+    cost["phases_s"]["check"] = round(time.time() - checking, 2)
+    cost["wall_s"] = round(time.time() - began, 2)
+    layout.run.write_text(json.dumps(record, indent=2))  # the check's time too
+    return metrics

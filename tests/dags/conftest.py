@@ -14,7 +14,7 @@ import pytest
 
 from fake_stream import snowflake
 from harness.airflow.base import StreamConnection
-from harness.airflow.home import AirflowHome
+from harness.airflow.home import AirflowHome, migrated_template
 from harness.check.metrics import check_run
 from harness.layout import RunLayout
 from harness.procs import OwnedProcess
@@ -25,7 +25,7 @@ from harness.task.probe import create_sink
 @pytest.fixture(scope="session")
 def airflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One migrated Airflow database, copied into each test's AIRFLOW_HOME."""
-    return AirflowHome(tmp_path_factory.mktemp("airflow-template")).database
+    return migrated_template(tmp_path_factory.mktemp("airflow-template"))
 
 
 @dataclass

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import threading
 from pathlib import Path
 
 from harness.airflow.base import MODES, DagSpec, Mode, ModeError
-from harness.airflow.home import AirflowHome
+from harness.airflow.home import migrated_template
 
 __all__ = ["MODES", "Airflows"]
 
@@ -28,28 +29,37 @@ class Airflows:
 
     :param root: where their homes go (the results folder).
     :param dags: the DAG of every scenario to run, so a shared Airflow knows them up front.
+    :param jobs: scenarios that run at once in a mode that allows it (``side_by_side``).
     """
 
-    def __init__(self, root: Path, dags: list[DagSpec]) -> None:
+    def __init__(self, root: Path, dags: list[DagSpec], jobs: int = 1) -> None:
         self.root = root
         self.dags = dags
+        self.jobs = jobs
         self._template: Path | None = None
         self._modes: dict[str, Mode] = {}
+        self._lock = threading.Lock()  # scenarios side by side ask for their mode at once
 
     def template(self) -> Path:
         """A migrated Airflow database (migrating takes seconds; every home copies it)."""
         if self._template is None:
-            self._template = AirflowHome(self.root / "airflow-template").database
+            self._template = migrated_template(self.root / "airflow-template")
         return self._template
 
     def get(self, mode: str) -> Mode:
-        if mode not in self._modes:
-            if mode not in MODES:
-                raise ModeError(f"unknown Airflow mode {mode!r}; known: {', '.join(sorted(MODES))}")
-            dags = [d for d in self.dags if d.mode == mode]
-            kind = MODES[mode]
-            self._modes[mode] = kind(self.root, dags, self.template() if kind.sqlite else None)
-        return self._modes[mode]
+        with self._lock:
+            if mode not in self._modes:
+                if mode not in MODES:
+                    known = ", ".join(sorted(MODES))
+                    raise ModeError(f"unknown Airflow mode {mode!r}; known: {known}")
+                dags = [d for d in self.dags if d.mode == mode]
+                kind = MODES[mode]
+                template = self.template() if kind.sqlite else None
+                if kind.side_by_side:
+                    self._modes[mode] = kind(self.root, dags, template, jobs=self.jobs)
+                else:
+                    self._modes[mode] = kind(self.root, dags, template)
+            return self._modes[mode]
 
     def close(self) -> None:
         for mode in self._modes.values():

@@ -38,6 +38,9 @@ class CeleryMode(StandaloneMode):
     name = "celery"
     capabilities = StandaloneMode.capabilities | {Capability.WORKERS, Capability.SERVICES}
     sqlite = False
+    #: One scenario at a time: each starts by making the deployment whole again (workers
+    #: up and on the queue), which a scenario beside it would feel as a fault.
+    side_by_side = False
 
     def _airflow(
         self, definitions: dict[str, dict[str, Any]], user_dags: dict[str, dict[str, Any]]

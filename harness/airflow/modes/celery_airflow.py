@@ -114,6 +114,11 @@ class CeleryAirflow(StandaloneAirflow):
             self.workers[name] = Worker(name, PartitionProxy(self.port))
             self.start_worker(name)
 
+    def sessions(self) -> list[int]:
+        services = [s.process for s in (self.postgres, self.broker) if s.process is not None]
+        workers = [pid for worker in self.workers.values() for pid in worker.sessions()]
+        return [*super().sessions(), *workers, *(p.pid for p in services)]
+
     def start_worker(self, name: str) -> OwnedProcess:
         """Start (or restart) worker ``name``: a new process, the same name and disk."""
         worker = self.workers[name]

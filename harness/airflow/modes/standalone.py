@@ -60,9 +60,12 @@ class StandaloneMode(Mode):
     heartbeat_timeout = HEARTBEAT_TIMEOUT + 5.0  # and its detection interval
     runs_dag_files = True
     schedules_runs = True
+    side_by_side = True
 
-    def __init__(self, root: Path, dags: list[DagSpec], template: Path | None) -> None:
-        super().__init__(root, dags, template)
+    def __init__(
+        self, root: Path, dags: list[DagSpec], template: Path | None, jobs: int = 1
+    ) -> None:
+        super().__init__(root, dags, template, jobs)
         definitions = {
             dag_id(d.name): {"variant": d.variant, "task": d.task, "description": d.description}
             for d in dags
@@ -79,7 +82,7 @@ class StandaloneMode(Mode):
         self, definitions: dict[str, dict[str, Any]], user_dags: dict[str, dict[str, Any]]
     ) -> StandaloneAirflow:
         return StandaloneAirflow(
-            self.root / "airflow-standalone", definitions, self.template, user_dags
+            self.root / "airflow-standalone", definitions, self.template, user_dags, self.jobs
         )
 
     @property
@@ -88,6 +91,9 @@ class StandaloneMode(Mode):
 
     def start(self, spec: TaskSpec) -> StandaloneTask:
         return StandaloneTask(self.airflow, spec)
+
+    def processes(self) -> list[int]:
+        return self.airflow.sessions()
 
     def close(self) -> None:
         self.airflow.stop()

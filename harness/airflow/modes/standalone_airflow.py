@@ -69,6 +69,7 @@ class StandaloneAirflow(AirflowRest):
     :param template: a migrated ``airflow.db`` to copy instead of migrating.
     :param user_dags: DAGs you bring, ``{dag_id: {"file", "task_id", "task"}}``: each
         file copied in unchanged, under the cluster policy of :mod:`harness.airflow.user_dag`.
+    :param jobs: scenarios that run at once: the LocalExecutor gets room for their tries.
     """
 
     def __init__(
@@ -77,7 +78,9 @@ class StandaloneAirflow(AirflowRest):
         dags: dict[str, dict[str, Any]],
         template: Path | None = None,
         user_dags: dict[str, dict[str, Any]] | None = None,
+        jobs: int = 1,
     ) -> None:
+        self.jobs = jobs
         dags_folder = root / "dags"
         dags_folder.mkdir(parents=True, exist_ok=True)
         (dags_folder / "scenarios.json").write_text(json.dumps(dags, indent=2))
@@ -119,7 +122,10 @@ class StandaloneAirflow(AirflowRest):
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             # INFO, not the harness's WARNING: a task log then holds what the task printed.
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
-            "AIRFLOW__CORE__PARALLELISM": "4",  # an orphan and its retry, plus room
+            # A try per scenario, plus an orphan and its retry (kill_worker's: it runs
+            # alone). Not more: the LocalExecutor starts every worker at once, each an
+            # Airflow import (~1 s of CPU) while the first scenarios start.
+            "AIRFLOW__CORE__PARALLELISM": str(self.jobs + 3),
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",  # unpaused when run
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.api_url}/execution/",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
@@ -208,6 +214,10 @@ class StandaloneAirflow(AirflowRest):
         """Whether ``pid`` is one of ours: in the session of a scheduler we started (a
         task leads a process group of its own, inside its scheduler's session)."""
         return in_sessions(pid, {p.pid for p in (self.scheduler, *self._retired)})
+
+    def sessions(self) -> list[int]:
+        """The pids leading the sessions of every Airflow process it started."""
+        return [p.pid for p in (*self._components(), *self._retired)]
 
     def restart_scheduler(self) -> list[int]:
         """SIGKILL the scheduler and the dag-processor (their children live on, as after a

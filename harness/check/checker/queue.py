@@ -33,12 +33,14 @@ lists them. The end of the run never makes a try "succeed".
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import Counter
 from typing import Any
 
 import numpy as np
 
+from fake_stream.ledger import Drop
 from harness.check.checker._tweets import window_tweets
 from harness.check.checker.base import Result
 from harness.check.history import History
@@ -69,9 +71,14 @@ class TotalQueueChecker:
         uncommitted = tweets.processed == 0
         pending_mask = uncommitted & _caught_by_cut(history, tweets)
         lost_mask = uncommitted & ~pending_mask
-        extra = np.maximum(tweets.processed - 1, 0)
+        # Counted from ``processed`` itself (copies beyond the first: sum(p) - #(p > 0)):
+        # per-tweet arrays of extra copies would be as big as the window.
+        processed_total = int(tweets.processed.sum())
+        processed_unique = int(np.count_nonzero(tweets.processed))
+        repeated = tweets.processed > 1
         before = int(tweets.before_extra.sum())
-        lost, duplicates = int(lost_mask.sum()), int(extra.sum()) + before
+        lost = int(lost_mask.sum())
+        duplicates = processed_total - processed_unique + before
         unexpected = len(tweets.unexpected_ids)
         verdict = so_far = verdict_of(lost, duplicates, unexpected)
         cut = (history.ending or {}).get("how") == "cap"
@@ -95,19 +102,21 @@ class TotalQueueChecker:
             "pending_at_cut": int(pending_mask.sum()),
             "created": window.size,
             "delivered": int((tweets.acked > 0).sum()),
-            "processed_unique": int((tweets.processed > 0).sum()),
-            "processed_total": int(tweets.processed.sum()),
+            "processed_unique": processed_unique,
+            "processed_total": processed_total,
             "lost": lost,
             "lost_seconds": _seconds_of_stream(history, lost),
             "lost_by_cause": _lost_by_cause(history, tweets, lost_mask),
             "duplicates": duplicates,
-            "duplicated_tweets": int((extra > 0).sum()) + len(tweets.before_extra),
+            "duplicated_tweets": int(repeated.sum()) + len(tweets.before_extra),
             "duplicates_before_window": before,
             "duplicates_by_try": _extra_copies_by_try(tweets),
             "unexpected": unexpected,
             "samples": {
                 "lost": _ids(history, np.flatnonzero(lost_mask)[:SAMPLE]),
-                "duplicated": _duplicate_samples(history, tweets, np.flatnonzero(extra)[:SAMPLE]),
+                "duplicated": _duplicate_samples(
+                    history, tweets, np.flatnonzero(repeated)[:SAMPLE]
+                ),
                 "unexpected": tweets.unexpected_ids[:SAMPLE].tolist(),
             },
         }
@@ -127,44 +136,58 @@ def _ids(history: History, offsets: np.ndarray) -> list[str]:
 
 
 def _lost_by_cause(history: History, tweets: Any, lost_mask: np.ndarray) -> dict[str, Any]:
+    not_acked = tweets.acked == 0
     delivered = lost_mask & (tweets.acked > 0)
-    unknown = lost_mask & (tweets.acked == 0) & (tweets.unknown > 0)
-    never = lost_mask & (tweets.acked == 0) & (tweets.unknown == 0)
-    label, reasons = _drop_labels(history, len(lost_mask))
+    unknown = lost_mask & not_acked & (tweets.unknown > 0)
+    never = lost_mask & not_acked & (tweets.unknown == 0)
     full = {
         op.value.get("conn_id")
         for op in history.ops
         if op.f == "backfill" and op.value.get("minutes") == MAX_BACKFILL_MINUTES
     }
-    never_labels = label[never]
-    by_reason = {reason: int((never_labels == code).sum()) for code, reason in enumerate(reasons)}
-    unrecorded = int((never_labels == -1).sum())
-    if unrecorded:
-        by_reason["unrecorded"] = unrecorded  # the server logged no drop: a ledger gap
     return {
         "delivered_not_processed": int(delivered.sum()),
         "in_flight_unknown": int(unknown.sum()),
         "never_delivered": int(never.sum()),
-        "never_delivered_by_reason": {k: v for k, v in by_reason.items() if v},
-        "skipped_by_resume": int((never & _skipped_by_resume(history, len(lost_mask))).sum()),
-        "beyond_backfill": int((never & _skipped_by_resume(history, len(lost_mask), full)).sum()),
+        "never_delivered_by_reason": _never_by_reason(history, never),
+        "skipped_by_resume": int(never[: _skipped_by_resume(history, len(never))].sum()),
+        "beyond_backfill": int(never[: _skipped_by_resume(history, len(never), full)].sum()),
     }
 
 
-def _skipped_by_resume(history: History, n: int, among: set[int] | None = None) -> np.ndarray:
-    """Window tweets some connection (of ``among``, by id: all if None) opened after their
-    creation did not ask for (it started past them: live, a backfill or a ``since_id``
-    beyond them)."""
+def _never_by_reason(history: History, never: np.ndarray) -> dict[str, int]:
+    """The never delivered tweets by the drop reason that names their loss (``unrecorded``:
+    the server logged no drop, a ledger gap); reasons that name none are left out."""
+    count = int(never.sum())
+    if not count or not history.drops:  # no label to look up
+        return {"unrecorded": count} if count else {}
+    label, reasons = _drop_labels(history, len(never))
+    never_labels = label[never]
+    by_reason = {reason: int((never_labels == code).sum()) for code, reason in enumerate(reasons)}
+    unrecorded = int((never_labels == -1).sum())
+    if unrecorded:
+        by_reason["unrecorded"] = unrecorded
+    return {k: v for k, v in by_reason.items() if v}
+
+
+def _skipped_by_resume(history: History, n: int, among: set[int] | None = None) -> int:
+    """How many of the window's first tweets some connection (of ``among``, by id: all if
+    None) opened after their creation did not ask for (it started past them: live, a
+    backfill or a ``since_id`` beyond them). Creation times and indexes both grow along the
+    window, so what each connection skips is a prefix: the longest is the union."""
     lo = history.window.first_index
     created = history.created_at[lo : lo + n]
-    index = np.arange(lo, lo + n)
-    skipped = np.zeros(n, dtype=bool)
+    longest = 0
     for c in history.connections:
         if among is not None and c.get("conn_id") not in among:
             continue
-        if c.get("start_index") is not None and c.get("opened_at") is not None:
-            skipped |= (created < c["opened_at"]) & (index < c["start_index"])
-    return skipped
+        opened, start = c.get("opened_at"), c.get("start_index")
+        if start is not None and opened is not None:
+            # Each count is what ``<`` over the whole window would give (NaN: none).
+            before_open = 0 if math.isnan(opened) else int(np.searchsorted(created, opened))
+            below_start = bisect.bisect_left(range(lo, lo + n), start)
+            longest = max(longest, min(before_open, below_start))
+    return longest
 
 
 def cause_rank(reason: str) -> tuple[bool, str]:
@@ -178,11 +201,15 @@ def _drop_labels(history: History, n: int) -> tuple[np.ndarray, list[str]]:
     """Per window tweet, the code of its loss reason (-1: no drop recorded)."""
     lo, hi = history.window.first_index, history.window.stop_index
     reasons = sorted({d.reason for d in history.drops}, key=cause_rank)
+    code_of = {reason: code for code, reason in enumerate(reasons)}
+    by_code: list[list[Drop]] = [[] for _ in reasons]
+    for drop in history.drops:
+        by_code[code_of[drop.reason]].append(drop)
     label = np.full(n, -1, dtype=np.int32)
     for code in reversed(range(len(reasons))):  # best-ranked last, so it wins
-        for drop in history.drops:
+        for drop in by_code[code]:
             a, b = max(drop.first, lo) - lo, min(drop.stop, hi) - lo
-            if drop.reason == reasons[code] and a < b:
+            if a < b:
                 label[a:b] = code
     return label, reasons
 
@@ -198,10 +225,17 @@ def _extra_copies_by_try(tweets: Any) -> list[dict[str, int]]:
 
 
 def _duplicate_samples(history: History, tweets: Any, offsets: np.ndarray) -> list[dict[str, Any]]:
+    if not len(offsets):
+        return []
+    # One pass over every commit finds the sampled tweets' copies, not one pass per sample.
+    sampled = np.zeros(len(tweets.processed), dtype=bool)
+    sampled[offsets] = True
+    hits = np.flatnonzero(sampled[tweets.commit_offset])
+    hit_offsets = tweets.commit_offset[hits]
     out = []
     ids = _ids(history, offsets)
     for offset, tweet_id in zip(offsets.tolist(), ids, strict=True):
-        where = np.flatnonzero(tweets.commit_offset == offset)
+        where = hits[hit_offsets == offset]  # in commit order
         copies = [
             {
                 "try": int(tweets.commit_try[i]),
@@ -280,6 +314,7 @@ def _silent_tries(
     requested = (history.ending or {}).get("stop_requested_at")
     lo = history.window.first_index
     created = history.created_at[lo : lo + len(lost_mask)]
+    lost_before: np.ndarray | None = None  # lost_before[i]: lost among the first i tweets
     starts = sorted(t.started_at for t in history.tries)
     out = []
     for t in history.tries:
@@ -291,9 +326,13 @@ def _silent_tries(
             continue
         following = [s for s in starts if s > t.ended_at]
         until = following[0] if following else math.inf
-        after = lost_mask & (created >= t.ended_at) & (created < until)
-        if after.any():
-            lost_after = int(after.sum())
+        if lost_before is None:
+            lost_before = np.concatenate(([0], np.cumsum(lost_mask)))
+        # Created in [ended_at, until): an index range, creation times being sorted.
+        a = int(np.searchsorted(created, t.ended_at, side="left"))
+        b = int(np.searchsorted(created, until, side="left"))
+        lost_after = int(lost_before[b] - lost_before[a]) if a < b else 0
+        if lost_after:
             out.append(
                 {
                     "try": t.try_number,

@@ -20,6 +20,7 @@ import pytest
 
 from harness.airflow.modes.standalone_airflow import HEARTBEAT_TIMEOUT
 from harness.procs import OwnedProcess, pid_alive, session_members
+from harness.run.matrix import PROCESSES
 from tests.scenario_runs import ScenarioRun, airflow_time, has_commits, run_scenarios
 
 # One harness run per module, set up by the first test: more than pytest's default 120 s.
@@ -201,25 +202,35 @@ def test_nothing_is_left_running(results):
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_sigint_mid_run_leaves_no_airflow_process(tmp_path):
-    """Ctrl-C while a standalone scenario streams: the harness exits 130 and nothing of
-    the Airflow it started (API server, scheduler, its workers, the task in its own
-    process group) is left."""
-    path = tmp_path / "long.toml"
-    path.write_text(f"name = 'long'\n{COMMON}duration = 300\nrate = 500\nvariant = 'naive_loop'\n")
+def test_sigint_mid_run_leaves_no_process(tmp_path):
+    """Ctrl-C while three standalone scenarios stream side by side (``--jobs 3``): the
+    harness exits 130 and nothing it started is left: not the Airflow (API server,
+    scheduler, its workers, each task in its own process group), not a scenario's stream
+    server or Redis, in every session it recorded."""
+    names = ["long-a", "long-b", "long-c"]
+    variants = ["naive_loop", "checkpoint", "queue_decoupled"]
+    files = []
+    for name, variant in zip(names, variants, strict=True):
+        path = tmp_path / f"{name}.toml"
+        body = f"name = '{name}'\n{COMMON}duration = 300\nrate = 300\nvariant = '{variant}'\n"
+        path.write_text(body)
+        files.append(str(path))
     out = tmp_path / "out"
     harness = OwnedProcess(
-        [sys.executable, "-m", "harness", "run", str(path), "--out", str(out)],
+        [sys.executable, "-m", "harness", "run", *files, "--out", str(out), "--jobs", "3"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and not has_commits(out / "long" / "sink.sqlite"):
+        deadline = time.monotonic() + 300
+        sinks = [out / name / "sink.sqlite" for name in names]
+        while time.monotonic() < deadline and not all(has_commits(s) for s in sinks):
             time.sleep(0.2)
+        assert all(has_commits(s) for s in sinks)  # all three were streaming at the Ctrl-C
         started = airflow_processes(out)
-        task_pids = [int(p.stem.rsplit("-", 1)[1]) for p in out.glob("long/probe/*.jsonl")]
-        assert task_pids  # the task was streaming when we pressed Ctrl-C
+        task_pids = [int(p.stem.rsplit("-", 1)[1]) for p in out.glob("long-*/probe/*.jsonl")]
+        sessions = [json.loads(line)["pid"] for line in (out / PROCESSES).open()]
         assert all(session_members(s["pid"]) for s in started)
+        assert len(sessions) >= len(started) + 4  # 3 stream servers and a Redis at least
         harness.signal(signal.SIGINT)
         code = harness.popen.wait(timeout=120)
     finally:
@@ -227,3 +238,4 @@ def test_sigint_mid_run_leaves_no_airflow_process(tmp_path):
     assert code == 128 + signal.SIGINT
     assert not [s for s in started if session_members(s["pid"])]
     assert not [pid for pid in task_pids if pid_alive(pid)]
+    assert not [pid for pid in sessions if session_members(pid)]
