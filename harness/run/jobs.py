@@ -120,13 +120,15 @@ def side_by_side(
     lock = threading.Lock()
 
     def one(scenario: Scenario, slot: Slot) -> None:
+        result: T | None = None
+        error: BaseException | None = None
         try:
-            finished.put((scenario, run(scenario, slot), None))
-        except BaseException as error:  # handed to the caller's thread, raised there
-            finished.put((scenario, None, error))
-        finally:
-            with lock:
-                running.discard(scenario.name)
+            result = run(scenario, slot)
+        except BaseException as e:  # handed to the caller's thread, raised there
+            error = e
+        with lock:  # no longer running before the next one starts and looks
+            running.discard(scenario.name)
+        finished.put((scenario, result, error))
 
     def start(scenario: Scenario, width: int) -> None:
         with lock:

@@ -68,7 +68,7 @@ def test_side_by_side_holds_n_at_once_and_runs_the_alone_ones_last_by_themselves
             running.add(s.name)
             seen.append((s.name, set(running)))
             starts.append(time.monotonic())
-        time.sleep(0.3)
+        time.sleep(1.0)  # long beside the stagger: the first three overlap on a busy machine
         with lock:
             running.discard(s.name)
         return slot
@@ -76,7 +76,8 @@ def test_side_by_side_holds_n_at_once_and_runs_the_alone_ones_last_by_themselves
     done = list(side_by_side(scenarios, 3, run))
     assert sorted(s.name for s, _ in done) == sorted(s.name for s in scenarios)
     assert max(len(at_start) for _, at_start in seen) == 3
-    assert min(b - a for a, b in itertools.pairwise(starts)) >= 0.05  # staggered
+    # staggered (less a thread start's jitter: the times are taken inside each run)
+    assert min(b - a for a, b in itertools.pairwise(starts)) >= 0.04
     solo = [(name, at_start) for name, at_start in seen if name.startswith("r")]
     assert [name for name, _ in seen[-2:]] == ["r1", "r2"]
     assert all(at_start == {name} for name, at_start in solo)
