@@ -209,9 +209,8 @@ def _run(args: argparse.Namespace, scenarios: list[Any]) -> int:
             solo = alone(s) if jobs > 1 else None
             why = "; ".join(w for w in (why, solo and f"alone: {solo}") if w)
             print(f"{s.name:40} {'keep' if kept else 'run':4} {why}".rstrip())
-        print(
-            f"{len(scenarios)} scenarios valid, up to {jobs} at once; nothing started (--dry-run)"
-        )
+        at_once = f", up to {jobs} at once" if jobs > 1 else ""
+        print(f"{len(scenarios)} scenarios valid{at_once}; nothing started (--dry-run)")
         return OK
     outcome = run_matrix(scenarios, out, resume=args.resume, jobs=args.jobs)
     if outcome.errored:

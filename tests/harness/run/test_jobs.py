@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from harness.__main__ import main
 from harness.airflow.base import Capability
 from harness.nemesis import registered
 from harness.run import jobs
@@ -96,3 +97,17 @@ def test_a_scenario_that_raises_ends_the_iteration_with_its_error():
 
     with pytest.raises(KeyboardInterrupt):
         list(side_by_side([scenario("ok"), scenario("bad")], 2, run))
+
+
+def test_dry_run_says_how_many_at_once_and_which_run_alone(tmp_path, capsys):
+    path = tmp_path / "m.toml"
+    path.write_text(
+        '[matrix]\nvariants = ["naive_loop", "checkpoint"]\nfault_sets = ["none", "restart"]\n'
+        '[base]\nmode = "standalone"\n[fault_sets.none]\n'
+        '[fault_sets.restart]\nairflow_faults = [{ type = "restart_scheduler", at = 2 }]\n'
+    )
+    assert main(["run", str(path), "--dry-run", "--jobs", "3", "--out", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    alone_ones = sorted(line.split()[0] for line in lines if "alone: restart_scheduler" in line)
+    assert alone_ones == ["checkpoint-restart", "naive_loop-restart"]
+    assert lines[-1] == "4 scenarios valid, up to 3 at once; nothing started (--dry-run)"
