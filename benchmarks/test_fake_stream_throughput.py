@@ -25,6 +25,7 @@ byte, then keeps reading to EOF so its total can be checked against the ledger.
 from __future__ import annotations
 
 import asyncio
+import json
 import multiprocessing as mp
 import os
 import platform
@@ -39,6 +40,7 @@ import numpy as np
 import pytest
 
 from fake_stream import snowflake
+from fake_stream.capture import CaptureWriter
 from fake_stream.config import ServerConfig
 from fake_stream.ledger import LedgerReader
 from fake_stream.tweets import TweetFactory
@@ -263,9 +265,46 @@ def measured(name: str, tmp_path: Path) -> dict[str, Any]:
             _results[name] = run_server(
                 tmp_path / "max.sqlite", ["--rate", "2000000", "--queue-size", "0"]
             )
+        elif name == "replay_sustain":  # 15,000 tweets in 0.1 s, looped: 150,000/s
+            capture = replay_capture(tmp_path / "sustain.ndjson", 15_000, 150_000)
+            _results[name] = run_server(
+                tmp_path / "replay_sustain.sqlite",
+                ["--replay", str(capture), "--loop", "--shift-ids"],
+            )
+        elif name == "replay_max":  # the same capture 10x faster: 1,500,000/s offered
+            capture = replay_capture(tmp_path / "max.ndjson", 15_000, 150_000)
+            _results[name] = run_server(
+                tmp_path / "replay_max.sqlite",
+                [
+                    "--replay",
+                    str(capture),
+                    "--loop",
+                    "--shift-ids",
+                    "--speed",
+                    "20",
+                    "--queue-size",
+                    "0",
+                ],
+            )
         else:
             _results[name] = run_ceiling()
     return _results[name]
+
+
+def replay_capture(path: Path, tweets: int, per_second: int) -> Path:
+    """A capture of ``tweets`` of the server's own tweets (the same sizes as generated
+    ones) arriving ``per_second``, written as ``python -m fake_stream record`` writes."""
+    factory = TweetFactory(7)
+    t0 = snowflake.TWEPOCH + 10**12
+    indexes = np.arange(tweets, dtype=np.int64)
+    ms = t0 + indexes * 1000 // per_second
+    ids = snowflake.encode_array(ms, indexes)
+    rule = TweetFactory.rule_suffix("1", "all")
+    writer = CaptureWriter(path, {"source": "benchmark", "rules": None, "started_at": 0})
+    for i, line in enumerate(factory.lines(indexes, ids, ms, [rule])):
+        writer.add(i * 1000 / per_second, "tweet", json.loads(line))
+    writer.end(tweets * 1000 / per_second, "seconds")
+    return path
 
 
 def record(benchmark, result: dict[str, Any]) -> None:
@@ -340,6 +379,42 @@ def test_max_rate(benchmark, tmp_path: Path, capsys) -> None:
         print(
             f"\nmax: {result['tweets_per_s']:,.0f} tweets/s delivered (rate 2,000,000/s; "
             f"{shutdown})"
+        )
+    assert result["status_line"] == "HTTP/1.1 200 OK"
+    assert result["window_tweets"] > 0
+
+
+def test_replay_sustain_150k(benchmark, tmp_path: Path, capsys) -> None:
+    """A capture replayed at 150,000 tweets/s (looped, ids minted): as the generated
+    stream's sustain, no overflow for 10 s and the consumer's count == the ledger's."""
+    result = benchmark.pedantic(
+        lambda: measured("replay_sustain", tmp_path), rounds=1, iterations=1
+    )
+    record(benchmark, result)
+    benchmark.extra_info.update(created=result["created"], acked=result["acked"])
+    with capsys.disabled():
+        print(
+            f"\nreplay sustain: {result['tweets_per_s']:,.0f} tweets/s delivered at 150,000/s "
+            f"replayed; {result['overflow_drops']} dropped for overflow"
+        )
+    check_ledger(result)
+    assert result["tweets_per_s"] >= 0.9 * 150_000
+
+
+def test_replay_max(benchmark, tmp_path: Path, capsys) -> None:
+    """A capture replayed at 1,500,000/s offered, no queue limit: the replay path's top
+    delivery speed, beside the generated stream's (``max``)."""
+    result = benchmark.pedantic(lambda: measured("replay_max", tmp_path), rounds=1, iterations=1)
+    record(benchmark, result)
+    generated = measured("max", tmp_path)
+    ratio = result["tweets_per_s"] / generated["tweets_per_s"]
+    benchmark.extra_info.update(
+        generated_max_tweets_per_s=round(generated["tweets_per_s"]), ratio=round(ratio, 3)
+    )
+    with capsys.disabled():
+        print(
+            f"\nreplay max: {result['tweets_per_s']:,.0f} tweets/s delivered; generated max "
+            f"{generated['tweets_per_s']:,.0f}/s; replay/generated {ratio:.2f} [{machine()}]"
         )
     assert result["status_line"] == "HTTP/1.1 200 OK"
     assert result["window_tweets"] > 0

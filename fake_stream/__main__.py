@@ -1,4 +1,5 @@
-"""``python -m fake_stream serve ...``: run a fake X stream until SIGINT/SIGTERM.
+"""``python -m fake_stream serve ...``: run a fake X stream until SIGINT/SIGTERM;
+``python -m fake_stream record ...``: record a stream to a capture (:mod:`fake_stream.record`).
 
 Prints one JSON line on stdout once the server accepts connections (``url``,
 ``bearer_token``, ``ledger``, ...); on SIGINT/SIGTERM it ends every stream, flushes the
@@ -19,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fake_stream import record
 from fake_stream.config import (
     ServerConfig,
     remote_addresses,
@@ -27,7 +29,7 @@ from fake_stream.config import (
 )
 from fake_stream.ledger import LedgerError
 from fake_stream.logs import Throttle
-from fake_stream.rates import PRESETS
+from fake_stream.rates import PRESETS, parse_profile
 from fake_stream.server import FakeStreamServer
 
 _D = ServerConfig  # defaults, for the help
@@ -92,12 +94,55 @@ def parser() -> argparse.ArgumentParser:
     add("--faults", help="a JSON list of fault definitions, or @file")
     add("--rule", action="append", help='initial rule, JSON {"value":..,"tag":..} (repeatable)')
     add("--log-level", help="DEBUG, INFO, WARNING (default), ERROR or CRITICAL")
+    add("--replay", help="serve a capture's tweets at their recorded times (not with --rate)")
+    add("--speed", help="--replay: times faster than recorded (default 1)")
+    add("--loop", action="store_true", default=None, help="--replay: start over at its end")
+    add("--shift-ids", action="store_true", default=None, help="--replay: mint ids anew")
+    add("--lenient", action="store_true", default=None, help="--replay: skip bad records")
+    add("--replay-start", help="--replay: from the first connection (connect) or server start")
+    record.add_command(sub)
     return p
+
+
+#: The options of ``--replay`` (which become the ``profile`` option).
+REPLAY_OPTIONS = ("replay", "speed", "loop", "shift_ids", "lenient", "replay_start")
+
+
+def _replay_profile(given: dict[str, Any], p: argparse.ArgumentParser) -> None:
+    """``--replay FILE [--speed] [--loop] [--shift-ids] [--lenient]`` as the profile
+    ``{"replay": FILE, ...}`` (a scenario's ``rate = { replay = ... }``), checked here so
+    an error names ``--replay``."""
+    options = {name: given.pop(name) for name in REPLAY_OPTIONS[1:] if name in given}
+    if "replay" not in given:
+        if options:
+            p.error(f"--{next(iter(options)).replace('_', '-')}: only with --replay")
+        return
+    spec: dict[str, Any] = {"replay": given.pop("replay"), **options}
+    if "replay_start" in spec:
+        spec["start"] = spec.pop("replay_start")
+    if "speed" in spec:
+        spec["speed"] = _number(spec["speed"])
+    for other in ("rate", "profile"):
+        if other in given:
+            p.error(f"--replay: the capture sets the rate; not with --{other}")
+    try:
+        parse_profile(spec, allow_files=True)
+    except ValueError as e:
+        p.error(f"--replay: {e}")
+    given["profile"] = spec
+
+
+def _number(text: str) -> float | str:
+    try:
+        return float(text)
+    except ValueError:
+        return text  # refused by the profile's check, naming speed
 
 
 def options_from(args: argparse.Namespace, p: argparse.ArgumentParser) -> dict[str, Any]:
     """The validated options; a bad one exits 2 naming it as given (``--max-batch``)."""
     given = {k: v for k, v in vars(args).items() if k != "command" and v is not None}
+    _replay_profile(given, p)
     try:
         options = validate_server_options(given)
     except ValueError as e:
@@ -121,7 +166,10 @@ def _more_descriptors() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = parser()
-    options = options_from(p.parse_args(argv), p)
+    args = p.parse_args(argv)
+    if args.command == "record":
+        return record.main(args, p)
+    options = options_from(args, p)
     logging.basicConfig(level=options.get("log_level", "WARNING"), stream=sys.stderr)
     for handler in logging.getLogger().handlers:
         handler.addFilter(Throttle())

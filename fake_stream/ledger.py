@@ -26,6 +26,9 @@ thousands are created per second. Tables (``first``/``stop`` are a half-open ind
         stage 'queued': never written (the connection ended first, or its queue overflowed);
         'in_flight': written but lost with the connection (reset before acknowledgement);
         'fault': a fault destroyed the message (e.g. a truncated line).
+    replay_ids(first, ids)              a replay that keeps its capture's ids: the id of
+                                        every tweet index from ``first`` on (int64 array,
+                                        little-endian); empty when ids are minted from slots
     events(at, conn_id, kind, name, detail)  faults fired, warnings sent, rate changes, ...
         a connect's replay: 'backfill' (from_ms, to_ms: the scaled window; first, live_from:
         its index range) or 'recovery' (start_ms, end_ms; first, stop: it streams
@@ -80,7 +83,9 @@ CREATE TABLE drops(
     reason TEXT NOT NULL, stage TEXT NOT NULL);
 CREATE TABLE events(at REAL NOT NULL, conn_id INTEGER, kind TEXT NOT NULL, name TEXT,
     detail TEXT);
+CREATE TABLE replay_ids(first INTEGER PRIMARY KEY, ids BLOB NOT NULL);
 """
+_IDS_PER_ROW = 1 << 16
 
 
 class LedgerError(Exception):
@@ -182,7 +187,9 @@ def runs_of(indexes: np.ndarray) -> Iterable[tuple[int, int]]:
 class LedgerWriter:
     """Buffers ledger records in memory and writes them in one transaction per flush."""
 
-    def __init__(self, path: Path, meta: dict[str, Any]) -> None:
+    def __init__(
+        self, path: Path, meta: dict[str, Any], kept_ids: np.ndarray | None = None
+    ) -> None:
         self.path = path
         if path.exists():
             raise LedgerError(f"{path}: ledger already exists; give every run a new file")
@@ -195,6 +202,15 @@ class LedgerWriter:
         self._db.executemany(
             "INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()]
         )
+        if kept_ids is not None:  # known before the first tweet: written once, now
+            ids = np.ascontiguousarray(kept_ids, dtype="<i8")
+            self._db.executemany(
+                "INSERT INTO replay_ids VALUES (?, ?)",
+                [
+                    (a, ids[a : a + _IDS_PER_ROW].tobytes())
+                    for a in range(0, len(ids), _IDS_PER_ROW)
+                ],
+            )
         self._created: list[tuple[int, int, int]] = []
         self._connections: dict[int, dict[str, Any]] = {}
         self._closed_connections: list[int] = []
@@ -313,6 +329,18 @@ class LedgerReader:
         # A cleanly stopped ledger never changes again (a writer refuses an existing file),
         # so its created table is read once; a live one is re-read on every call.
         self._created: np.ndarray | None = None
+        self.kept_ids = self._kept_ids()
+
+    def _kept_ids(self) -> np.ndarray | None:
+        """A replay's recorded ids by index (None: ids are the slots' Snowflakes)."""
+        tables = self._rows("SELECT name FROM sqlite_master WHERE name = 'replay_ids'")
+        rows = self._rows("SELECT first, ids FROM replay_ids ORDER BY first") if tables else []
+        if not rows:
+            return None
+        ids = np.concatenate([np.frombuffer(blob, dtype="<i8") for _, blob in rows])
+        if [first for first, _ in rows] != list(range(0, len(ids), _IDS_PER_ROW)):
+            raise LedgerError(f"{self.path}: replay_ids rows do not tile the ids")
+        return ids.astype(np.int64)
 
     @property
     def stopped_cleanly(self) -> bool:
@@ -358,12 +386,16 @@ class LedgerReader:
         indexes = np.asarray(indexes, dtype=np.int64)
         if len(indexes) and (indexes.min() < 0 or indexes.max() >= self._total(table)):
             raise LedgerError(f"{self.path}: index outside the created range")
+        if self.kept_ids is not None:
+            return self.kept_ids[indexes].astype(np.uint64)
         row = np.searchsorted(first, indexes, side="right") - 1
         return snowflake.encode_array(slot[row] + self.t0_ms, indexes - first[row])
 
     def created_ids(self) -> np.ndarray:
         """Every created tweet's id (uint64, by index): :meth:`ids_of` of all indexes."""
         table = self._created_table()
+        if self.kept_ids is not None:
+            return self.kept_ids[: self._total(table)].astype(np.uint64)
         table = table[table[:, 2] != 0]  # empty slots hold no index
         slot, first, count = table[:, 0], table[:, 1], table[:, 2]
         if len(count) and (int(count.min()) < 0 or int(count.max()) > snowflake.MAX_PER_MS):

@@ -22,6 +22,8 @@ Spec forms accepted by :func:`parse_profile` (JSON objects, or these strings)::
     {"kind": "piecewise", "points": [[0, 100], [5, 2000]]}   steps (seconds, rate)
     {"kind": "piecewise", "file": "curve.csv"}   the same points from a CSV file
     "record-2013"                                5,700/s with a 1 s spike to 143,199/s at 10 s
+    {"replay": "capture.ndjson", "speed": 1.0}   a capture's arrivals and tweets:
+                                                 fake_stream.replay (loop, shift_ids, lenient)
 
 Rates are finite, between 0 and :data:`MAX_RATE` tweets/s; a profile has at most
 :data:`MAX_SEGMENTS` segments. Fields a kind does not know are rejected (a typo must not
@@ -297,6 +299,10 @@ def parse_profile(
         return parse_profile(spec, base_dir, allow_files=allow_files)
     if not isinstance(spec, dict):
         raise ValueError(f"rate profile: expected an object, got {type(spec).__name__}")
+    if "replay" in spec:  # a capture's arrivals (and tweets): fake_stream.replay
+        from fake_stream.replay import replay_profile
+
+        return replay_profile(dict(spec), base_dir, allow_files)
     return _from_dict(dict(spec), base_dir, allow_files)
 
 

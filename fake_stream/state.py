@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -14,6 +15,7 @@ from fake_stream.config import ServerConfig
 from fake_stream.faults import FaultSpec, build
 from fake_stream.ledger import LedgerWriter
 from fake_stream.rates import RateProfile
+from fake_stream.replay import ReplayProfile, ReplayTweets
 from fake_stream.rules import RuleSet
 from fake_stream.search import matcher_for
 from fake_stream.timeline import Timeline
@@ -78,7 +80,11 @@ class StreamState:
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
-        self.tweets = TweetFactory(config.seed)  # slow (Faker pools): before the clock starts
+        replay = config.profile if isinstance(config.profile, ReplayProfile) else None
+        # Slow (Faker pools, a capture's parse): before the clock starts.
+        self.tweets: TweetFactory | ReplayTweets = (
+            ReplayTweets(replay, config.seed) if replay else TweetFactory(config.seed)
+        )
         self.matcher = matcher_for(self.tweets)  # recent search's queries, over those pools
         self.clock = Clock(config.t0_ms)
         self.timeline = Timeline(config.profile, config.seed, self.clock.t0_ms)
@@ -114,6 +120,7 @@ class StreamState:
                 "recovery_window": self.recovery_window,
                 "recent_window": self.recent_window,
             },
+            kept_ids=replay.kept_ids if replay else None,
         )
         for spec in initial_faults:
             self.add_fault(spec)
@@ -154,6 +161,9 @@ class StreamState:
                         del table[token]
 
     def session_started(self, session: StreamSession, token: str, **fields: Any) -> None:
+        profile = self.timeline.profile
+        if session.stop_index is None and isinstance(profile, ReplayProfile):
+            profile.begin(self.timeline.slots)  # a replay from the first live connection
         self.sessions[session.conn_id] = session
         self.ledger.connection_opened(session.conn_id, token=token, **fields)
 
@@ -200,7 +210,22 @@ class StreamState:
     async def run_generator(self) -> None:
         while True:
             self.generate()
-            await asyncio.sleep(self.config.tick)
+            await asyncio.sleep(self._pause())
+
+    def _pause(self) -> float:
+        """A tick, or for a replay the time until its next tweet is due if that is sooner:
+        replayed tweets keep their recorded arrival to the millisecond, not the tick."""
+        tick = self.config.tick
+        profile, slots = self.timeline.profile, self.timeline.slots
+        if not isinstance(profile, ReplayProfile):
+            return tick
+        due = np.flatnonzero(
+            profile.counts(slots, slots + math.ceil(tick * 1000), self.config.seed)
+        )
+        if not len(due):
+            return tick
+        # slot k is created once slot_now() > k: at stream time (k + 1) ms
+        return min(tick, max(0.0, (slots + int(due[0]) + 1) / 1000 - self.clock.stream_time()))
 
     async def run_flusher(self) -> None:
         while True:

@@ -70,6 +70,8 @@ class Timeline:
         self.profile = profile
         self.seed = seed
         self.t0_ms = t0_ms
+        #: A replay's recorded ids, by index (None: ids are minted from the slots).
+        self.kept_ids: np.ndarray | None = getattr(profile, "kept_ids", None)
         self.slots = 0  # slots [0, slots) have been created
         self.total = 0  # tweets created so far (the next index)
         self._chunk = chunk_slots
@@ -107,6 +109,9 @@ class Timeline:
     def locate(self, indexes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Snowflake ids and UNIX creation milliseconds of created tweets."""
         indexes = np.asarray(indexes, dtype=np.int64)
+        if self.kept_ids is not None:  # a replay's recorded ids, and their times
+            ids = self.kept_ids[indexes].astype(np.uint64)
+            return ids, (ids >> np.uint64(22)).astype(np.int64) + snowflake.TWEPOCH
         if not len(indexes):
             return snowflake.encode_array(indexes, indexes), indexes
         newest = len(self._chunk_first) - 1
@@ -141,6 +146,8 @@ class Timeline:
         """Index of the first tweet whose id is greater than ``tweet_id`` (X's ``since_id``
         is a lower bound: any id works, created or not). Ids before stream start give 0;
         ids after the last created tweet give :attr:`total`."""
+        if self.kept_ids is not None:  # recorded ids increase with the index
+            return min(int(np.searchsorted(self.kept_ids, tweet_id, side="right")), self.total)
         slot = snowflake.decode_ms(tweet_id) - self.t0_ms
         position = snowflake.decode_position(tweet_id)
         if slot < 0:

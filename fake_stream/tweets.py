@@ -26,7 +26,17 @@ import numpy as np
 import orjson
 from faker import Faker
 
-__all__ = ["LOCALES", "TweetFactory", "iso_ms"]
+__all__ = [
+    "CREATED_AT",
+    "EDIT_HISTORY",
+    "LOCALES",
+    "PREFIX",
+    "SAMPLE_END",
+    "TweetFactory",
+    "created_at",
+    "iso_ms",
+    "rule_choice",
+]
 
 #: (Faker locale, X ``lang`` code, share of texts).
 LOCALES: tuple[tuple[str, str, int], ...] = (
@@ -36,10 +46,13 @@ LOCALES: tuple[tuple[str, str, int], ...] = (
     ("fr_FR", "fr", 1),
 )
 
-_PREFIX = b'{"data":{"id":"'
-_EDIT_HISTORY = b'","edit_history_tweet_ids":["'
-_CREATED_AT = b'"],"created_at":"'
-_SAMPLE_END = b"}\r\n"
+#: The fragments of a message before its text: with the id (twice) and ``created_at``
+#: between them (shared with :mod:`fake_stream.replay`).
+PREFIX = b'{"data":{"id":"'
+EDIT_HISTORY = b'","edit_history_tweet_ids":["'
+CREATED_AT = b'"],"created_at":"'
+#: The end of a sample-stream message (a filtered one ends with its ``matching_rules``).
+SAMPLE_END = b"}\r\n"
 
 
 def iso_ms(unix_ms: int) -> bytes:
@@ -48,9 +61,30 @@ def iso_ms(unix_ms: int) -> bytes:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.").encode() + b"%03dZ" % (unix_ms % 1000)
 
 
+def created_at(cache: dict[int, bytes], unix_ms: np.ndarray) -> dict[int, bytes]:
+    """``cache`` holding :func:`iso_ms` of every millisecond in ``unix_ms`` (a batch of
+    tweets shares a few milliseconds; formatting one costs microseconds)."""
+    if len(cache) > 100_000:
+        cache.clear()
+    for ms in np.unique(unix_ms).tolist():
+        if ms not in cache:
+            cache[ms] = iso_ms(ms)
+    return cache
+
+
 def _username(name: str) -> str:
     """X usernames are 1-15 letters, digits and underscores; Faker's may hold dots."""
     return "".join(c if c.isascii() and (c.isalnum() or c == "_") else "_" for c in name)[:15]
+
+
+def rule_choice(indexes: np.ndarray, seed: int, rules: int) -> list[int]:
+    """Which of ``rules`` current rules each tweet at ``indexes`` matches: a hash of its
+    position, so a tweet matches the same rule whenever it is sent."""
+    return _rule_of(_mix(indexes, seed), rules)
+
+
+def _rule_of(h: np.ndarray, rules: int) -> list[int]:
+    return ((h >> np.uint64(40)) % np.uint64(rules)).tolist()
 
 
 def _mix(values: np.ndarray, seed: int) -> np.ndarray:
@@ -121,11 +155,10 @@ class TweetFactory:
         h, text_arr, user_arr = self._picks(indexes)
         text_of, user_of = text_arr.tolist(), user_arr.tolist()
         if rule_suffixes:
-            rule_of = ((h >> np.uint64(40)) % np.uint64(len(rule_suffixes))).tolist()
-            suffixes = [rule_suffixes[r] for r in rule_of]
+            suffixes = [rule_suffixes[r] for r in _rule_of(h, len(rule_suffixes))]
         else:
-            suffixes = [_SAMPLE_END] * len(text_of)
-        created = self._created_at_for(unix_ms)
+            suffixes = [SAMPLE_END] * len(text_of)
+        created = created_at(self._created_at, unix_ms)
         texts, users = self._texts, self._users
         out = []
         for tweet_id, ms, t, u, end in zip(
@@ -135,11 +168,11 @@ class TweetFactory:
             out.append(
                 b"".join(
                     (
-                        _PREFIX,
+                        PREFIX,
                         idb,
-                        _EDIT_HISTORY,
+                        EDIT_HISTORY,
                         idb,
-                        _CREATED_AT,
+                        CREATED_AT,
                         created[ms],
                         texts[t],
                         users[u],
@@ -160,15 +193,6 @@ class TweetFactory:
         text_of = (h % np.uint64(len(self._texts))).astype(np.int64)
         user_of = ((h >> np.uint64(20)) % np.uint64(len(self._users))).astype(np.int64)
         return h, text_of, user_of
-
-    def _created_at_for(self, unix_ms: np.ndarray) -> dict[int, bytes]:
-        cache = self._created_at
-        if len(cache) > 100_000:
-            cache.clear()
-        for ms in np.unique(unix_ms).tolist():
-            if ms not in cache:
-                cache[ms] = iso_ms(ms)
-        return cache
 
     @staticmethod
     def rule_suffix(rule_id: str, tag: str) -> bytes:

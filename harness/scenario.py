@@ -435,20 +435,21 @@ def _check_values(path: Path, data: Any) -> None:
 
 
 def _rate_file_here(path: Path, data: dict[str, Any]) -> dict[str, Any]:
-    """A piecewise rate's relative ``file`` is relative to the scenario file's folder
-    (made absolute: the server runs elsewhere)."""
+    """A piecewise rate's relative ``file``, or a replay's capture, is relative to the
+    scenario file's folder (made absolute: the server runs elsewhere)."""
     rate = data.get("rate")
     if isinstance(rate, str) and rate.lstrip().startswith("{"):
         try:
             rate = json.loads(rate)
         except ValueError:
             return data  # refused by the rate's own validation, with its message
-    if not isinstance(rate, dict) or not isinstance(rate.get("file"), str) or not rate["file"]:
+    if not isinstance(rate, dict):
         return data
-    file = Path(rate["file"])
-    if file.is_absolute():
-        return data
-    return {**data, "rate": {**rate, "file": str((path.parent / file).resolve())}}
+    for key in ("file", "replay"):
+        file = rate.get(key)
+        if isinstance(file, str) and file and not Path(file).is_absolute():
+            return {**data, "rate": {**rate, key: str((path.parent / file).resolve())}}
+    return data
 
 
 def _dag_file_here(path: Path, data: dict[str, Any]) -> dict[str, Any]:

@@ -193,6 +193,32 @@ def test_a_relative_rate_file_is_read_from_the_scenario_folder(tmp_path, monkeyp
     assert str(error.value).startswith(f"{path}: rate: Value error, rate profile file: cannot")
 
 
+def test_a_replayed_capture_is_read_from_the_scenario_folder_and_checked(tmp_path, capsys):
+    folder = tmp_path / "scenarios"
+    (folder / "captures").mkdir(parents=True)
+    shipped = Path(__file__).parents[2] / "scenarios/captures/burst.ndjson"
+    lines = shipped.read_bytes().splitlines(keepends=True)
+    (folder / "captures/good.ndjson").write_bytes(b"".join(lines))
+    rate = 'rate = {replay = "captures/good.ndjson", speed = 2.0}'
+    (scenario,) = load(_write(folder, BASE + rate))
+    assert scenario.rate["replay"] == str(folder / "captures/good.ndjson")
+    # A capture with a bad line: refused at load, naming the scenario, the field, the
+    # capture and its line; nothing starts.
+    t = json.loads(lines[1])["t"]  # as late as the tweet before it: only the id is wrong
+    no_id = json.dumps({"t": t, "tweet": {"data": {"text": "no id"}}}).encode() + b"\n"
+    bad = [*lines[:2], no_id, *lines[2:]]
+    (folder / "captures/bad.ndjson").write_bytes(b"".join(bad))
+    path = _write(folder, BASE + 'rate = {replay = "captures/bad.ndjson"}', "bad.toml")
+    err = _refused(capsys, ["run", str(path), "--out", str(tmp_path / "out"), "--dry-run"])
+    assert err.startswith(f"{path}: rate: Value error, rate profile replay: "), err
+    assert f"{folder / 'captures/bad.ndjson'}: line 3: tweet: expected data.id" in err
+    # A loop that would repeat the recorded ids is refused the same way.
+    path = _write(folder, BASE + 'rate = {replay = "captures/good.ndjson", loop = true}', "l.toml")
+    err = _refused(capsys, ["run", str(path), "--dry-run"])
+    assert "rate profile loop: a second pass would repeat the recorded ids" in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_dry_run_validates_and_starts_nothing(tmp_path, capsys):
     path = _write(tmp_path, BASE)
     out = tmp_path / "out"
