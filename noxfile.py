@@ -19,12 +19,33 @@ AIRFLOW2_INPUT = "requirements/airflow2.in"
 AIRFLOW2_LOCK = "requirements/lock-airflow2-py311.txt"
 #: Airflow release -> the lock that installs it (the `repro` session runs each).
 AIRFLOW_LOCKS = {"3.3.2": LOCK, "2.11.2": AIRFLOW2_LOCK}
+#: The last patch of each minor line `nox -s versions` measures -> its lock. 2.10-3.2 come
+#: from requirements/airflow-<release>.in, compiled with pyproject.toml by `nox -s lock`.
+VERSIONS = ["2.10.5", "2.11.2", "3.0.6", "3.1.8", "3.2.2", "3.3.2"]
+VERSION_TESTS = ["tests/repro/test_versions.py"]  # where the `versions` marker is
+VERSION_LOCKS = {
+    release: AIRFLOW_LOCKS.get(release, f"requirements/lock-airflow-{release}-py311.txt")
+    for release in VERSIONS
+}
 
 
 def install(session: nox.Session, lock: str = LOCK) -> None:
     """The locked dependencies, then this project without touching them."""
     session.install("-r", lock)
     session.install("--no-deps", "-e", ".")
+
+
+def install_airflow(session: nox.Session, release: str, lock: str) -> None:
+    """:func:`install` of ``lock``, then check it installed Airflow ``release``."""
+    install(session, lock)
+    installed = session.run(
+        "python",
+        "-c",
+        "import importlib.metadata as m; print(m.version('apache-airflow'))",
+        silent=True,
+    )
+    if (installed or "").strip() != release:
+        session.error(f"{lock} installed Airflow {installed!r}, not {release}")
 
 
 @nox.session(python=PYTHON)
@@ -39,18 +60,27 @@ def tests(session: nox.Session) -> None:
 @nox.parametrize("airflow", list(AIRFLOW_LOCKS), ids=list(AIRFLOW_LOCKS))
 def repro(session: nox.Session, airflow: str) -> None:
     """The article's claims (pytest -m repro, `long` included) on one Airflow: 3.3.2, 2.11.2."""
-    install(session, AIRFLOW_LOCKS[airflow])
-    installed = session.run(
-        "python",
-        "-c",
-        "import importlib.metadata as m; print(m.version('apache-airflow'))",
-        silent=True,
-    )
-    if (installed or "").strip() != airflow:
-        session.error(f"{AIRFLOW_LOCKS[airflow]} installed Airflow {installed!r}, not {airflow}")
+    install_airflow(session, airflow, AIRFLOW_LOCKS[airflow])
     postgres(session)  # tests/repro/test_distributed_faults.py (the celery mode)
     # Arguments after -- go to pytest (a later `-m` replaces `repro`).
     session.run("pytest", "-m", "repro", *session.posargs)
+
+
+@nox.session(python=PYTHON, default=False)
+@nox.parametrize("airflow", VERSIONS, ids=VERSIONS)
+def versions(session: nox.Session, airflow: str) -> None:
+    """In which release did each behaviour change? The version-sensitive claims (pytest -m
+    versions, under `dags test`) on one Airflow, in its own venv; its cells go to
+    results/versions/<release>.json, and the table (results/versions/table.md, and its copy
+    in tests/README.md) is rebuilt from every release measured. `nox -s versions`: all."""
+    install_airflow(session, airflow, VERSION_LOCKS[airflow])
+    cells = Path("results/versions") / f"{airflow}.json"
+    cells.unlink(missing_ok=True)  # this run's measurements only
+    env = {"STREAMSTALL_VERSION_CELLS": str(cells.resolve())}
+    # Only the file with the marked tests: the rest of the suite imports what some releases
+    # lack (the postgres provider of the celery mode).
+    session.run("pytest", "-m", "versions", *VERSION_TESTS, *session.posargs, env=env)
+    session.run("python", "-m", "tests.versions_table")
 
 
 @nox.session(python=PYTHON, default=False)
@@ -188,13 +218,19 @@ def bench(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON, default=False)
 def lock(session: nox.Session) -> None:
-    """Re-resolve requirements/lock-py311.txt (Airflow 3.3.2) and lock-airflow2-py311.txt (2.11.2).
+    """Re-resolve requirements/lock-py311.txt (Airflow 3.3.2), lock-airflow2-py311.txt
+    (2.11.2) and lock-airflow-<release>-py311.txt (the other releases of `versions`).
 
-    Both from pyproject.toml (its deps and dev extra); Airflow 3.3.2 is the `airflow` extra,
-    2.11.2 comes from requirements/airflow2.in. Needs the uv backend."""
+    All from pyproject.toml (its deps and dev extra); Airflow 3.3.2 is the `airflow` extra,
+    2.11.2 comes from requirements/airflow2.in, the others from airflow-<release>.in.
+    Needs the uv backend."""
     session.install("uv")
     common = ["--extra", "dev", "--python-version", PYTHON, *session.posargs]
     session.run("uv", "pip", "compile", "pyproject.toml", "--extra", "airflow", *common, "-o", LOCK)
     session.run(
         "uv", "pip", "compile", "pyproject.toml", AIRFLOW2_INPUT, *common, "-o", AIRFLOW2_LOCK
     )
+    for release, lock in VERSION_LOCKS.items():
+        if lock not in (LOCK, AIRFLOW2_LOCK):
+            source = f"requirements/airflow-{release}.in"
+            session.run("uv", "pip", "compile", "pyproject.toml", source, *common, "-o", lock)
