@@ -22,7 +22,8 @@ AIRFLOW_LOCKS = {"3.3.2": LOCK, "2.11.2": AIRFLOW2_LOCK}
 #: The last patch of each minor line `nox -s versions` measures -> its lock. 2.10-3.2 come
 #: from requirements/airflow-<release>.in, compiled with pyproject.toml by `nox -s lock`.
 VERSIONS = ["2.10.5", "2.11.2", "3.0.6", "3.1.8", "3.2.2", "3.3.2"]
-VERSION_TESTS = ["tests/repro/test_versions.py"]  # where the `versions` marker is
+#: Where the `versions` marker is: `dags test` runs, and the production faults on a worker.
+VERSION_TESTS = ["tests/repro/test_versions.py", "tests/repro/test_production_faults.py"]
 VERSION_LOCKS = {
     release: AIRFLOW_LOCKS.get(release, f"requirements/lock-airflow-{release}-py311.txt")
     for release in VERSIONS
@@ -44,7 +45,7 @@ def install_airflow(session: nox.Session, release: str, lock: str) -> None:
         "import importlib.metadata as m; print(m.version('apache-airflow'))",
         silent=True,
     )
-    if (installed or "").strip() != release:
+    if installed is not None and installed.strip() != release:  # None: --install-only
         session.error(f"{lock} installed Airflow {installed!r}, not {release}")
 
 
@@ -70,16 +71,22 @@ def repro(session: nox.Session, airflow: str) -> None:
 @nox.parametrize("airflow", VERSIONS, ids=VERSIONS)
 def versions(session: nox.Session, airflow: str) -> None:
     """In which release did each behaviour change? The version-sensitive claims (pytest -m
-    versions, under `dags test`) on one Airflow, in its own venv; its cells go to
-    results/versions/<release>.json, and the table (results/versions/table.md, and its copy
-    in tests/README.md) is rebuilt from every release measured. `nox -s versions`: all."""
+    versions: under `dags test` and on the release's worker mode) on one Airflow, in its
+    own venv; its cells go to results/versions/<release>.json, and the table
+    (results/versions/table.md, and its copy in tests/README.md) is rebuilt from every
+    release measured. `nox -s versions`: all."""
     install_airflow(session, airflow, VERSION_LOCKS[airflow])
     cells = Path("results/versions") / f"{airflow}.json"
-    cells.unlink(missing_ok=True)  # this run's measurements only
-    env = {"STREAMSTALL_VERSION_CELLS": str(cells.resolve())}
-    # Only the file with the marked tests: the rest of the suite imports what some releases
-    # lack (the postgres provider of the celery mode).
+    # This run's cells replace the release's old ones only if every test passed: a red
+    # run leaves the table as it was, consistent with its cells.
+    fresh = cells.with_suffix(".json.new")
+    fresh.unlink(missing_ok=True)
+    env = {"STREAMSTALL_VERSION_CELLS": str(fresh.resolve())}
+    # Only the files with the marked tests: the rest of the suite imports what some
+    # releases lack (the postgres provider of the celery mode).
     session.run("pytest", "-m", "versions", *VERSION_TESTS, *session.posargs, env=env)
+    if fresh.exists():
+        fresh.replace(cells)
     session.run("python", "-m", "tests.versions_table")
 
 

@@ -44,6 +44,7 @@ is missing. :class:`LedgerReader` says so.
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 import time
@@ -329,10 +330,11 @@ class LedgerReader:
         # A cleanly stopped ledger never changes again (a writer refuses an existing file),
         # so its created table is read once; a live one is re-read on every call.
         self._created: np.ndarray | None = None
-        self.kept_ids = self._kept_ids()
 
-    def _kept_ids(self) -> np.ndarray | None:
-        """A replay's recorded ids by index (None: ids are the slots' Snowflakes)."""
+    @functools.cached_property
+    def kept_ids(self) -> np.ndarray | None:
+        """A replay's recorded ids by index (None: ids are the slots' Snowflakes); read
+        when first asked (a reader built to count events never reads them)."""
         tables = self._rows("SELECT name FROM sqlite_master WHERE name = 'replay_ids'")
         rows = self._rows("SELECT first, ids FROM replay_ids ORDER BY first") if tables else []
         if not rows:

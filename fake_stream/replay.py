@@ -148,6 +148,29 @@ class ReplayProfile(RateProfile):
                 )
         return out
 
+    def next_due(self, slot: int) -> int | None:
+        """The first stream millisecond from ``slot`` on that creates a tweet (None: not
+        begun, or nothing more to come): what :meth:`counts` would find first, with one
+        search per pass instead of a count of every millisecond."""
+        if self._start_ms is None:
+            return None
+        rel = max(0, slot - self._start_ms)
+        us_per_ms = 1000.0 * self.speed
+        offsets = self.capture.offsets_us
+        first = max(0, math.floor(rel * us_per_ms / self._period_us) - 1) if self.loop else 0
+        for loop in range(first, first + 3 if self.loop else 1):
+            shift = loop * self._period_us
+            # the first tweet at or after `rel` is at most one past the margin's end
+            lo, hi = np.searchsorted(
+                offsets, [(rel - 1) * us_per_ms - shift, (rel + 1) * us_per_ms - shift]
+            )
+            slots = np.floor((offsets[lo : hi + 1] + shift) / us_per_ms).astype(np.int64)
+            later = slots[slots >= rel]
+            if len(later):
+                due = int(later[0]) + self._start_ms
+                return None if self._stop_ms is not None and due >= self._stop_ms else due
+        return None
+
     def rate_at(self, t_s: float) -> float:
         """Tweets the replay creates in the second around ``t_s``."""
         second = math.floor(t_s) * 1000
@@ -233,8 +256,11 @@ def replay_profile(spec: dict[str, Any], base_dir: Path | None, allow_files: boo
 def _read(path: str, lenient: bool, kept_ids: bool) -> Capture:
     """:func:`read_capture`, once per file version: options are checked, then built, from
     the same spec (the command line, the scenario, the server)."""
-    stat = Path(path).stat() if Path(path).exists() else None
-    key = (stat.st_mtime_ns, stat.st_size) if stat else None
+    try:
+        stat = Path(path).stat()
+        key = (stat.st_mtime_ns, stat.st_size)
+    except OSError:  # read_capture says what is wrong with it
+        key = None
     return _read_cached(path, lenient, kept_ids, key)
 
 
@@ -244,8 +270,8 @@ def _read_cached(path: str, lenient: bool, kept_ids: bool, _version: Any) -> Cap
 
 
 class ReplayTweets:
-    """A capture's tweets rendered as the stream's lines: the interface of
-    :class:`~fake_stream.tweets.TweetFactory` (``lines``, ``choices``, the pools)."""
+    """A capture's tweets rendered as the stream's lines: a
+    :class:`~fake_stream.tweets.TweetSource`, as the generated ones."""
 
     def __init__(self, profile: ReplayProfile, seed: int) -> None:
         self.seed = seed

@@ -31,7 +31,7 @@ from fake_stream.query import Compiled, Matcher, Pools, QueryError
 
 if TYPE_CHECKING:
     from fake_stream.state import StreamState
-    from fake_stream.tweets import TweetFactory
+    from fake_stream.tweets import TweetSource
 
 __all__ = [
     "MAX_RESULTS",
@@ -82,7 +82,7 @@ class Page:
     next_token: str | None
 
 
-def matcher_for(tweets: TweetFactory) -> Matcher:
+def matcher_for(tweets: TweetSource) -> Matcher:
     """A query matcher over the tweet factory's pools."""
     langs, texts = zip(*tweets.text_pool, strict=True)
     users = tweets.user_pool
@@ -222,7 +222,7 @@ def decode_token(token: str) -> tuple[int, int, int] | None:
     return cursor, lo, fingerprint
 
 
-async def find(ask: Ask, tweets: TweetFactory) -> Page:
+async def find(ask: Ask, tweets: TweetSource) -> Page:
     """The newest ``max_results`` matches below ``ask.cursor``, and a token if more follow.
 
     Scans newest first in steps, yielding to the event loop between them: a rare query over

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -19,7 +18,7 @@ from fake_stream.replay import ReplayProfile, ReplayTweets
 from fake_stream.rules import RuleSet
 from fake_stream.search import matcher_for
 from fake_stream.timeline import Timeline
-from fake_stream.tweets import TweetFactory
+from fake_stream.tweets import TweetFactory, TweetSource
 
 if TYPE_CHECKING:
     from fake_stream.session import StreamSession
@@ -82,7 +81,7 @@ class StreamState:
         self.config = config
         replay = config.profile if isinstance(config.profile, ReplayProfile) else None
         # Slow (Faker pools, a capture's parse): before the clock starts.
-        self.tweets: TweetFactory | ReplayTweets = (
+        self.tweets: TweetSource = (
             ReplayTweets(replay, config.seed) if replay else TweetFactory(config.seed)
         )
         self.matcher = matcher_for(self.tweets)  # recent search's queries, over those pools
@@ -216,16 +215,14 @@ class StreamState:
         """A tick, or for a replay the time until its next tweet is due if that is sooner:
         replayed tweets keep their recorded arrival to the millisecond, not the tick."""
         tick = self.config.tick
-        profile, slots = self.timeline.profile, self.timeline.slots
+        profile = self.timeline.profile
         if not isinstance(profile, ReplayProfile):
             return tick
-        due = np.flatnonzero(
-            profile.counts(slots, slots + math.ceil(tick * 1000), self.config.seed)
-        )
-        if not len(due):
+        due = profile.next_due(self.timeline.slots)
+        if due is None:
             return tick
         # slot k is created once slot_now() > k: at stream time (k + 1) ms
-        return min(tick, max(0.0, (slots + int(due[0]) + 1) / 1000 - self.clock.stream_time()))
+        return min(tick, max(0.0, (due + 1) / 1000 - self.clock.stream_time()))
 
     async def run_flusher(self) -> None:
         while True:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 import orjson
@@ -33,6 +34,7 @@ __all__ = [
     "PREFIX",
     "SAMPLE_END",
     "TweetFactory",
+    "TweetSource",
     "created_at",
     "iso_ms",
     "rule_choice",
@@ -94,6 +96,31 @@ def _mix(values: np.ndarray, seed: int) -> np.ndarray:
         z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
         return z ^ (z >> np.uint64(31))
+
+
+class TweetSource(Protocol):
+    """What the server asks of a stream's tweets: generated (:class:`TweetFactory`) or a
+    capture's (:class:`fake_stream.replay.ReplayTweets`)."""
+
+    seed: int
+    #: Text pool entry ``i`` is ``(lang, text)``; user pool entry ``j`` is ``{"id", "name",
+    #: "username"}`` (search matches queries against them).
+    text_pool: list[tuple[str, str]]
+    user_pool: list[dict[str, str]]
+
+    def lines(
+        self,
+        indexes: np.ndarray,
+        ids: np.ndarray,
+        unix_ms: np.ndarray,
+        rule_suffixes: Sequence[bytes] | None,
+    ) -> list[bytes]:
+        """The tweets at stream positions ``indexes`` as wire lines."""
+        ...
+
+    def choices(self, indexes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Which text and author (pool entries) the tweets at ``indexes`` have."""
+        ...
 
 
 class TweetFactory:

@@ -39,6 +39,7 @@ import psutil
 __all__ = [
     "OwnedProcess",
     "ProcessesClosed",
+    "cpu_seconds",
     "free_port",
     "in_sessions",
     "install_signal_handlers",
@@ -230,6 +231,20 @@ def start_time(pid: int) -> float | None:
         return psutil.Process(pid).create_time()
     except psutil.NoSuchProcess:
         return None
+
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> tuple[float, float] | None:
+    """``pid``'s (start time in clock ticks since boot, user + system CPU seconds so far),
+    from ``/proc``; None once it is gone. The start names the process: a reused pid's is
+    later."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return float(fields[19]), (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
 
 
 def descendants(pid: int) -> list[int]:

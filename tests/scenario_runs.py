@@ -13,11 +13,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from fake_stream.ledger import LedgerReader
 from harness.procs import OwnedProcess
 from harness.run.progress import committed_count
 
-__all__ = ["ScenarioRun", "airflow_time", "has_commits", "run_scenarios"]
+__all__ = ["ScenarioRun", "airflow_time", "has_commits", "run_scenarios", "selected_scenarios"]
 
 
 def run_scenarios(
@@ -50,6 +52,21 @@ def run_scenarios(
         harness.stop()  # on a timeout: SIGTERM, and the harness stops all it started
     assert code == 0, log.read_text()[-3000:]
     return folder / "out"
+
+
+def selected_scenarios(request: pytest.FixtureRequest, scenarios: dict[str, str]) -> dict[str, str]:
+    """The ``scenarios`` the selected tests of the requesting module read (their ``uses``
+    marker), so a run narrowed by ``-m`` or ``-k`` runs only what it checks; all of them
+    if a selected test names none."""
+    wanted: set[str] = set()
+    for item in request.session.items:
+        if item.module is not request.module:
+            continue
+        uses = item.get_closest_marker("uses")
+        if uses is None:
+            return scenarios
+        wanted.update(uses.args)
+    return {name: body for name, body in scenarios.items() if name in wanted}
 
 
 def has_commits(sink: Path) -> bool:
@@ -174,6 +191,10 @@ class ScenarioRun:
 
     def task_log(self, try_number: int) -> str:
         """Airflow's log of try ``try_number`` (every run of the scenario's DAG), as copied
-        into the run folder."""
-        logs = sorted((self.root / "airflow" / "logs").rglob(f"attempt={try_number}.log"))
+        into the run folder (``localtask``: in its Airflow home there)."""
+        logs = sorted(
+            path
+            for folder in ("airflow/logs", "airflow-home/logs")
+            for path in (self.root / folder).rglob(f"attempt={try_number}.log")
+        )
         return "\n".join(path.read_text(errors="replace") for path in logs)

@@ -14,12 +14,17 @@ README = ROOT / "tests" / "README.md"
 BEGIN = "<!-- versions table: written by nox -s versions, do not edit -->"
 END = "<!-- end of versions table -->"
 
-#: The rows, in order: behaviour key (as the tests record it) -> what it is.
+#: The rows, in order: behaviour key (as the tests record it) -> what it is. "(worker)":
+#: on the release's worker mode (3.x: `standalone`, 2.x: `localtask`).
 BEHAVIOURS = {
     "3-retry-under-dags-test": "3: a try times out with a retry left (`dags test`)",
+    "4-oom-kill": "4: the kernel's OOM killer ends a leaking try (worker)",
+    "killed-try-retry": "a killed try (that OOM kill): when Airflow fails and retries it",
     "9-except-exception": "9: `except Exception` around the loop, `execution_timeout` fires",
     "9-except-base-exception": "9: `except BaseException` around the loop, `execution_timeout`",
     "10-sigterm": "10: a bare SIGTERM to the task (`dags test`)",
+    "10-clear": "10: the running try cleared through the API (worker)",
+    "10-worker-shutdown": "10: a deploy stops the try's worker: SIGTERM, SIGKILL 10 s later",
 }
 
 

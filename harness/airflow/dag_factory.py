@@ -163,10 +163,13 @@ def build_dag(
     return dag
 
 
-def scenario_dags(spec: Path) -> dict[str, DAG]:
-    """One DAG per entry of ``spec``, triggered only unless its variant is ``scheduled``:
+def scenario_dags(spec: Path, only: str | None = None) -> dict[str, DAG]:
+    """One DAG per entry of ``spec`` (or only ``only``'s), triggered only unless its
+    variant is ``scheduled``:
     ``{dag_id: {"variant": name, "task": {setting: seconds or count}, "description": text}}``."""
     entries = json.loads(spec.read_text())
+    if only is not None:
+        entries = {only: entries[only]}
     return {
         dag_id: build_dag(
             entry["variant"],

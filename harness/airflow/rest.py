@@ -25,7 +25,8 @@ LOCKED_RETRIES = (1.0, 2.0, 4.0)
 
 class AirflowRest:
     """The REST API of the Airflow at ``api_url``; with ``token``, calls carry it as a
-    bearer token (an Airflow with the simple auth manager's all-admins needs none)."""
+    bearer token (one the simple auth manager's all-admins hands out:
+    :meth:`sign_in_as_admin`)."""
 
     def __init__(self, api_url: str, token: str | None = None) -> None:
         self.api_url = api_url.rstrip("/")
@@ -49,6 +50,16 @@ class AirflowRest:
         if response.status_code >= 400:
             raise ModeError(f"POST /auth/token: {response.status_code} {response.text[:300]}")
         return str(response.json()["access_token"])
+
+    def sign_in_as_admin(self) -> None:
+        """Carry, from now on, the token the simple auth manager hands anyone when every
+        user is an admin (``GET /auth/token``): 3.0-3.2 refuse a call without one (401);
+        3.3 adds it to a call that has none. Raises :class:`requests.ConnectionError`
+        while the API is not up."""
+        response = self._http.get(f"{self.api_url}/auth/token", timeout=30)
+        if response.status_code >= 400:
+            raise ModeError(f"GET /auth/token: {response.status_code} {response.text[:300]}")
+        self._http.headers["Authorization"] = f"Bearer {response.json()['access_token']}"
 
     def rest(self, method: str, path: str, **kwargs: Any) -> Any:
         """Call the REST API (``/api/v2`` + ``path``); its JSON answer. Every failure,

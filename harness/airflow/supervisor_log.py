@@ -24,8 +24,11 @@ from typing import Any
 
 __all__ = ["supervisor_signals"]
 
-#: ``2026-12-02T04:19:10.940305Z [warning  ] <event> [supervisor] k=v k=v ...``
-_LINE = re.compile(r"^(\S+Z) \[\s*\w+\s*\] (.*?)\s+\[supervisor\] (.*)$")
+#: ``2026-12-02T04:19:10.940305Z [warning  ] <event> [supervisor] k=v k=v ...``; 3.0's
+#: worker stamps local time to the second (structlog's default): ``2026-12-02 04:19:10``.
+_LINE = re.compile(
+    r"^(\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:\.\d+)?Z?) \[\s*\w+\s*\] (.*?)\s+\[supervisor\] (.*)$"
+)
 _PAIR = re.compile(r"(\w+)=(<[^>]*>|\S+)")
 _ESCALATION = ["SIGINT", "SIGTERM", "SIGKILL"]
 _REFUSED = "Server indicated the task shouldn't be running anymore"
@@ -44,6 +47,7 @@ def supervisor_signals(
 
 
 def _epoch(stamp: str) -> float:
+    """UNIX time of a log stamp: UTC with ``Z``, else local time (naive)."""
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
@@ -60,7 +64,9 @@ def _refusals(task_log: Path, since: float) -> list[dict[str, Any]]:
         except (ValueError, KeyError, TypeError):
             continue  # a line being written, or not the supervisor's
         if at >= since:
-            reason = (record.get("detail") or {}).get("reason", "refused")
+            detail = record.get("detail") or {}
+            detail = detail.get("detail", detail)  # 3.0 nests the API's answer once more
+            reason = detail.get("reason", "refused")
             found.append({"time": at, "signal": "SIGTERM", "why": f"heartbeat refused: {reason}"})
     return found
 

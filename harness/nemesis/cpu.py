@@ -2,30 +2,19 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import ClassVar, Literal
 
 from pydantic import Field
 
 from harness.nemesis.base import AirflowFault, FaultContext, register
-from harness.procs import OwnedProcess
+from harness.procs import OwnedProcess, cpu_seconds
 
 __all__ = ["BusyNeighbour"]
 
 _SPIN = "while True:\n    pass"
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of ``pid`` so far (0 once it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()
-    except (OSError, IndexError):
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
 @register
@@ -52,7 +41,7 @@ class BusyNeighbour(AirflowFault):
             began = time.time()
             ctx.record("start", at=began, pid=pid, neighbours=[n.pid for n in neighbours])
             ctx.wait(self.duration)  # or until the run ends
-            cpu = sum(_cpu_seconds(n.pid) for n in neighbours)
+            cpu = sum((cpu_seconds(n.pid) or (0, 0.0))[1] for n in neighbours)
             ended = time.time()
             ctx.record("stop", at=ended, pid=pid, neighbour_cores=round(cpu / (ended - began), 3))
         finally:

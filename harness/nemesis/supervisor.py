@@ -38,11 +38,11 @@ class KillWorker(AirflowFault):
 
 @register
 class WorkerShutdown(AirflowFault):
-    """A deploy stops the worker that supervises the try: SIGTERM to the worker (Airflow's
-    supervisor forwards it to the try and goes on supervising), then, if the try still
-    runs ``grace`` seconds later, SIGKILL to the worker and the try, as the deploy tool
-    does to what is left of a container. Airflow learns of the loss from the missed
-    heartbeats and retries the try."""
+    """A deploy stops the worker that supervises the try: SIGTERM to the worker (Airflow
+    3.3's supervisor forwards it to the try and goes on supervising; 3.0-3.2's passes it
+    on to nobody), then, if the try still runs ``grace`` seconds later, SIGKILL to the
+    worker and the try, as the deploy tool does to what is left of a container. Airflow
+    learns of the loss from the missed heartbeats and retries the try."""
 
     type: Literal["worker_shutdown"] = "worker_shutdown"
     needs: ClassVar = NEEDS
@@ -59,7 +59,12 @@ class WorkerShutdown(AirflowFault):
         worker = ctx.task.signal_supervisor(signal.SIGTERM)
         ctx.record("start", pid=pid, worker=worker, signal="SIGTERM")
         deadline = time.monotonic() + self.grace
+        # Whether the worker outlived its SIGTERM (recorded: what a release does with it
+        # differs, tests/repro/test_production_faults.py).
+        worker_exited = None
         while pid_alive(pid) and time.monotonic() < deadline:
+            if worker_exited is None and worker is not None and not pid_alive(worker):
+                worker_exited = time.time()
             if ctx.wait(0.02):
                 break
         killed = not ctx.over and pid_alive(pid)
@@ -67,4 +72,6 @@ class WorkerShutdown(AirflowFault):
             # The worker first: killed after the try, it would report the try's death.
             ctx.task.signal_supervisor(signal.SIGKILL)
             ctx.task.signal(signal.SIGKILL)
-        record_death(ctx, pid, worker=worker, killed_after_grace=killed)
+        record_death(
+            ctx, pid, worker=worker, worker_exited=worker_exited, killed_after_grace=killed
+        )

@@ -21,21 +21,11 @@ from pathlib import Path
 
 import psutil
 
-from harness.procs import descendants, session_members
+from harness.procs import cpu_seconds, descendants, session_members
 
-__all__ = ["INTERVAL", "CostMeter", "cpu_seconds", "run_processes"]
+__all__ = ["INTERVAL", "CostMeter", "run_processes"]
 
 INTERVAL = 1.0
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> tuple[float, float] | None:
-    """``pid``'s (start time in ticks since boot, user + system CPU seconds); None: gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return float(fields[19]), (int(fields[11]) + int(fields[12])) / _TICK
 
 
 def run_processes(root: Path) -> list[int]:

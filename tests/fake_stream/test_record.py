@@ -67,6 +67,19 @@ def wait_for_lines(path: Path, proc: OwnedProcess, count: int, timeout: float = 
     pytest.fail(f"{path} did not reach {count} lines in {timeout} s")
 
 
+def signal_mid_recording(server, out: Path, sig: signal.Signals) -> tuple[int, str, str]:
+    """Record ``server``'s stream into ``out``; once 20 lines are written, send ``sig``:
+    how the recorder ended (exit code, stdout, stderr)."""
+    proc = start_recorder(server.stream_url, out, token=server.token)
+    try:
+        wait_for_lines(out, proc, 20)
+        proc.signal(sig)
+        stdout, stderr = proc.popen.communicate(timeout=10)
+        return proc.popen.returncode, stdout, stderr
+    finally:
+        proc.stop()
+
+
 def delivered_ids(server, conn_id: int) -> list[int]:
     """The ids the ledger says ``conn_id`` was sent and may have received, in order."""
     books = server.ledger_reader()
@@ -171,14 +184,8 @@ def test_an_unreachable_server_ends_the_capture_with_the_error(tmp_path):
 def test_sigint_writes_the_end_record_and_exits_0(start_server, tmp_path):
     server = start_server("--rate", "500", "--seed", "7")
     out = tmp_path / "sigint.ndjson"
-    proc = start_recorder(server.stream_url, out, token=server.token)
-    try:
-        wait_for_lines(out, proc, 20)
-        proc.signal(signal.SIGINT)
-        stdout, stderr = proc.popen.communicate(timeout=10)
-        assert proc.popen.returncode == 0, stderr
-    finally:
-        proc.stop()
+    code, stdout, stderr = signal_mid_recording(server, out, signal.SIGINT)
+    assert code == 0, stderr
     assert json.loads(stdout)["end"] == "interrupted"
     assert "Traceback" not in stderr
     lines = records(out)  # every line whole JSON, the last ending with its newline
@@ -200,14 +207,8 @@ def test_sigint_writes_the_end_record_and_exits_0(start_server, tmp_path):
 def test_sigkill_leaves_a_capture_refused_strictly_and_whole_when_lenient(start_server, tmp_path):
     server = start_server("--rate", "500", "--seed", "8")
     out = tmp_path / "sigkill.ndjson"
-    proc = start_recorder(server.stream_url, out, token=server.token)
-    try:
-        wait_for_lines(out, proc, 20)
-        proc.signal(signal.SIGKILL)
-        proc.popen.wait(timeout=10)
-    finally:
-        proc.stop()
-    assert proc.popen.returncode == -signal.SIGKILL
+    code, _, _ = signal_mid_recording(server, out, signal.SIGKILL)
+    assert code == -signal.SIGKILL
 
     with pytest.raises(CaptureError, match=r"no end record.*killed"):
         read_capture(out)

@@ -52,7 +52,8 @@ def test_counts_in_any_pieces_are_the_counts_of_the_whole(offsets, speed, loop, 
     if not loop:
         assert whole.sum() == np.count_nonzero(first_pass < 12_000)
     expected = np.bincount(first_pass[first_pass < 12_000], minlength=12_000)
-    period_ms = profile._period_us / (1000 * speed)
+    # A pass lasts the recording, at least its last tweet's arrival + 1 ms (the contract).
+    period_ms = max(profile.capture.duration_us, max(offsets) + 1000) / (1000 * speed)
     before_second_pass = int(min(period_ms, 12_000)) if loop else 12_000
     assert whole[:before_second_pass].tolist() == expected[:before_second_pass].tolist()
 
@@ -78,3 +79,28 @@ def test_a_looped_pass_shorter_than_the_minimum_is_refused():
     with pytest.raises(ValueError, match=r"a pass of 1 ms at speed 10 is shorter than 10 ms"):
         ReplayProfile(capture, 10.0, loop=True, shift_ids=True)
     assert ReplayProfile(capture, 10.0).counts(0, 10, seed=0).sum() == 0  # not started
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    offsets=st.lists(st.integers(0, 3_000_000), min_size=1, max_size=60),
+    speed=st.sampled_from([0.25, 1.0, 1.7, 20.0, 1000.0]),
+    loop=st.booleans(),
+    duration=st.integers(0, 4_000_000),
+    slot=st.integers(0, 11_000),
+    stop_ms=st.none() | st.integers(0, 12_000),
+)
+def test_the_next_tweet_due_is_the_first_the_counts_have(
+    offsets, speed, loop, duration, slot, stop_ms
+):
+    """What the generator sleeps until (``next_due``) is the first millisecond the counts
+    create a tweet in, from any slot, stopped or not."""
+    profile = _profile(offsets, speed, loop, duration)
+    if stop_ms is not None:
+        profile = profile.spliced(stop_ms / 1000, _zero())
+    created = np.flatnonzero(profile.counts(slot, 12_000, seed=0))
+    due = profile.next_due(slot)
+    if len(created):
+        assert due == slot + int(created[0])
+    else:
+        assert due is None or due >= 12_000

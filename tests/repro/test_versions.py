@@ -44,7 +44,7 @@ from typing import Any
 
 import pytest
 
-from harness.airflow.home import AirflowHome
+from harness.airflow.home import AirflowHome, migrated_template
 from harness.check.metrics import check_run
 from harness.layout import RunLayout
 from harness.procs import OwnedProcess
@@ -103,8 +103,9 @@ dag = build_dag("naive_loop_swallows_all", __doc__)
 
 @pytest.fixture(scope="module")
 def airflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One migrated Airflow database for this module's homes."""
-    return AirflowHome(tmp_path_factory.mktemp("versions-template")).database
+    """One migrated Airflow database for this module's homes (the cached one, as the
+    harness uses: made once per release)."""
+    return migrated_template(tmp_path_factory.mktemp("versions-template"))
 
 
 @pytest.fixture

@@ -11,7 +11,8 @@ LocalExecutor's workers and the task processes they supervise are in the schedul
 session, so stopping it (or the sessions of a killed scheduler) leaves nothing behind.
 
 Every scenario of a matrix gets its own triggered-only DAG (its id is the scenario's
-name), built by :func:`harness.airflow.dag_factory.scenario_dags` from ``dags/scenarios.json``, so
+name), in a file of its own, built by :func:`harness.airflow.dag_factory.scenario_dags`
+from ``dags/scenarios.json``, so
 scenario task settings (a short ``execution_timeout``, retries) reach every Airflow
 process that parses the DAG. Runs are triggered and watched through the REST API (the
 simple auth manager with every user an admin: loopback only; harness/airflow/rest.py).
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import secrets
 import shutil
 import socket
@@ -44,13 +46,15 @@ __all__ = ["HEARTBEAT_TIMEOUT", "StandaloneAirflow"]
 HEARTBEAT_TIMEOUT = 20
 STARTUP_TIMEOUT = 180.0
 
-_DAG_FILE = '''"""Airflow DAG file written by streamstall: one DAG per scenario (scenarios.json)."""
+#: One file per scenario's DAG, so that what Airflow does to a file touches one scenario:
+#: 3.0's dag-processor drops every DAG of a file whose stuck try it gets callbacks for.
+_DAG_FILE = '''"""Airflow DAG file written by streamstall: scenario {dag_id!r} (scenarios.json)."""
 
 from pathlib import Path
 
 from harness.airflow.dag_factory import scenario_dags
 
-globals().update(scenario_dags(Path(__file__).with_name("scenarios.json")))
+globals().update(scenario_dags(Path(__file__).with_name("scenarios.json"), only={dag_id!r}))
 '''
 
 
@@ -84,7 +88,11 @@ class StandaloneAirflow(AirflowRest):
         dags_folder = root / "dags"
         dags_folder.mkdir(parents=True, exist_ok=True)
         (dags_folder / "scenarios.json").write_text(json.dumps(dags, indent=2))
-        (dags_folder / "streamstall_scenarios.py").write_text(_DAG_FILE)
+        for number, dag_id in enumerate(sorted(dags)):
+            safe = re.sub(r"[^A-Za-z0-9_]", "_", dag_id)  # a module name Airflow can import
+            (dags_folder / f"streamstall_{number:03d}_{safe}.py").write_text(
+                _DAG_FILE.format(dag_id=dag_id)
+            )
         self.user_dags = dict(user_dags or {})
         for dag_id, entry in self.user_dags.items():
             shutil.copyfile(entry["file"], dags_folder / f"user_{dag_id}.py")
@@ -134,6 +142,9 @@ class StandaloneAirflow(AirflowRest):
             "AIRFLOW__API__WORKERS": "1",
             "AIRFLOW__API__SECRET_KEY": secret,
             "AIRFLOW__API_AUTH__JWT_SECRET": secret,
+            # Unset, 3.0's tokens carry a non-string `iss` that today's PyJWT refuses to
+            # sign: every token (the API's and the tasks') is a 500.
+            "AIRFLOW__API_AUTH__JWT_ISSUER": "streamstall",
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT),
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
         })  # fmt: skip
@@ -184,6 +195,7 @@ class StandaloneAirflow(AirflowRest):
         a DAG file Airflow could not import fails at once, with Airflow's message."""
         deadline = time.monotonic() + STARTUP_TIMEOUT
         missing = set(self.dag_ids)
+        last_error = ""  # the API's last refusal, for the message if it never answers
         while missing:
             for process in self._components():
                 if not process.alive():
@@ -194,13 +206,18 @@ class StandaloneAirflow(AirflowRest):
             if time.monotonic() > deadline:
                 raise ModeError(
                     f"Airflow not ready after {STARTUP_TIMEOUT:.0f} s; DAGs missing: "
-                    f"{', '.join(sorted(missing))}; logs in {self.logs}"
+                    f"{', '.join(sorted(missing))}; {last_error}logs in {self.logs}"
                 )
             try:
+                if "Authorization" not in self._http.headers:
+                    self.sign_in_as_admin()
                 found = self.rest("GET", "/dags", params={"limit": 1000})
                 missing -= {d["dag_id"] for d in found["dags"]}
                 errors = self.rest("GET", "/importErrors", params={"limit": 100})
-            except (requests.ConnectionError, ModeError):
+            except requests.ConnectionError:
+                continue
+            except ModeError as e:
+                last_error = f"last answer: {e}; "
                 continue
             finally:
                 time.sleep(1.0)

@@ -62,7 +62,9 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
         defaults = "" if "duration" in body else "duration = 10\n"
         defaults += "" if "rate" in body else "rate = 500\n"
         bodies[name] = f"{COMMON}{defaults}{body}"
-    return run_scenarios(tmp_path_factory.mktemp("standalone"), bodies)
+    # Two at a time (kill_worker and restart_scheduler run alone: they take down what
+    # every try shares): CI's time.
+    return run_scenarios(tmp_path_factory.mktemp("standalone"), bodies, jobs=2)
 
 
 def airflow_processes(results: Path) -> list[dict[str, Any]]:

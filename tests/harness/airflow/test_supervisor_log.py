@@ -50,3 +50,34 @@ def test_only_that_pid_and_only_after_its_start(tmp_path):
     (forwarded,) = supervisor_signals([worker], task, 43901, since=0)
     assert (forwarded["signal"], forwarded["why"]) == ("SIGTERM", "forwarded")
     assert supervisor_signals([worker], task, 4390, since=_at("2026-12-02T04:20:00")) == []
+
+
+#: Airflow 3.0.6's LocalExecutor worker (a real standalone run, 2026-12-03): structlog's
+#: default stamp, local time to the second.
+WORKER_LOG_3_0 = """\
+2026-12-03 13:53:42 [error    ] Server indicated the task shouldn't be running anymore [supervisor] detail={'detail': {'reason': 'not_found', 'message': 'Task Instance not found'}} status_code=404 ti_id=UUID('01a23c2e-89a6-7916-8aa5-3e7eed734996')
+2026-12-03 13:53:47 [warning  ] Process did not terminate in time; escalating [supervisor] pid=25592 signal=SIGTERM
+2026-12-03 13:53:52 [info     ] Process exited                 [supervisor] exit_code=<Negsignal.SIGKILL: -9> pid=25592 signal_sent=SIGKILL
+"""  # noqa: E501
+
+
+TASK_LOG_3_0 = """\
+{"timestamp":"2026-12-03T13:53:42.527415Z","level":"error","event":"Server indicated the task shouldn't be running anymore. Terminating process","detail":{"detail":{"reason":"not_found","message":"Task Instance not found"}},"logger":"task"}
+"""  # noqa: E501
+
+
+def test_airflow_3_0_stamps_local_time_to_the_second(tmp_path):
+    worker, task = tmp_path / "scheduler.log", tmp_path / "attempt=1.log"
+    worker.write_text(WORKER_LOG_3_0)
+    task.write_text(TASK_LOG_3_0)
+    local = datetime.fromisoformat  # naive: local time, as the worker wrote it
+    found = supervisor_signals(
+        [worker], task, 25592, since=local("2026-12-03 13:53:40").timestamp()
+    )
+    assert found == [
+        {"time": _at("2026-12-03T13:53:42.527415"), "signal": "SIGTERM",
+         "why": "heartbeat refused: not_found"},
+        {"time": local("2026-12-03 13:53:47").timestamp(), "signal": "SIGKILL",
+         "why": "SIGTERM not obeyed"},
+        {"time": local("2026-12-03 13:53:52").timestamp(), "exit_code": -9},
+    ]  # fmt: skip

@@ -48,6 +48,7 @@ def test_worker_shutdown_kills_worker_and_try_after_the_grace(tmp_path):
     finally:
         task.stop()
     assert stop["killed_after_grace"] is True
+    assert stop["worker_exited"] is None  # it outlived its SIGTERM: the SIGKILL ended it
     assert worker.popen.returncode == -signal.SIGKILL
     assert not pid_alive(task.tries[0])
     assert 1.5 <= stop["time"] - start["time"] < 5
