@@ -53,8 +53,8 @@ class AirflowRest:
 
     def sign_in_as_admin(self) -> None:
         """Carry, from now on, the token the simple auth manager hands anyone when every
-        user is an admin (``GET /auth/token``): 3.0-3.2 refuse a call without one (401);
-        3.3 adds it to a call that has none. Raises :class:`requests.ConnectionError`
+        user is an admin (``GET /auth/token``): 3.1 refuses a call without one (401);
+        3.0, 3.2 and 3.3 add it to a call that has none. Raises :class:`requests.ConnectionError`
         while the API is not up."""
         response = self._http.get(f"{self.api_url}/auth/token", timeout=30)
         if response.status_code >= 400:

@@ -59,8 +59,9 @@ class WorkerShutdown(AirflowFault):
         worker = ctx.task.signal_supervisor(signal.SIGTERM)
         ctx.record("start", pid=pid, worker=worker, signal="SIGTERM")
         deadline = time.monotonic() + self.grace
-        # Whether the worker outlived its SIGTERM (recorded: what a release does with it
-        # differs, tests/repro/test_production_faults.py).
+        # When the worker exited within the grace (None: still there when the try died or
+        # the grace ended): releases differ in what a worker does with its SIGTERM
+        # (tests/repro/test_production_faults.py).
         worker_exited = None
         while pid_alive(pid) and time.monotonic() < deadline:
             if worker_exited is None and worker is not None and not pid_alive(worker):

@@ -31,12 +31,18 @@ def _profile(offsets_us: list[int], speed: float, loop: bool, duration_us: int) 
     return ReplayProfile(capture, speed, loop, shift_ids=loop, start="server")
 
 
+#: A hand-made capture: arrival offsets (µs), replay speed, looped or not, its length.
+CAPTURES = {
+    "offsets": st.lists(st.integers(0, 3_000_000), min_size=1, max_size=60),
+    "speed": st.sampled_from([0.25, 1.0, 1.7, 20.0, 1000.0]),
+    "loop": st.booleans(),
+    "duration": st.integers(0, 4_000_000),
+}
+
+
 @settings(max_examples=150, deadline=None)
 @given(
-    offsets=st.lists(st.integers(0, 3_000_000), min_size=1, max_size=60),
-    speed=st.sampled_from([0.25, 1.0, 1.7, 20.0, 1000.0]),
-    loop=st.booleans(),
-    duration=st.integers(0, 4_000_000),
+    **CAPTURES,
     cuts=st.lists(st.integers(1, 400), min_size=1, max_size=30),
 )
 def test_counts_in_any_pieces_are_the_counts_of_the_whole(offsets, speed, loop, duration, cuts):
@@ -83,10 +89,7 @@ def test_a_looped_pass_shorter_than_the_minimum_is_refused():
 
 @settings(max_examples=150, deadline=None)
 @given(
-    offsets=st.lists(st.integers(0, 3_000_000), min_size=1, max_size=60),
-    speed=st.sampled_from([0.25, 1.0, 1.7, 20.0, 1000.0]),
-    loop=st.booleans(),
-    duration=st.integers(0, 4_000_000),
+    **CAPTURES,
     slot=st.integers(0, 11_000),
     stop_ms=st.none() | st.integers(0, 12_000),
 )

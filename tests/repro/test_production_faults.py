@@ -153,8 +153,8 @@ def test_clear_task_airflow_stops_the_try_and_starts_a_new_one(results, version_
     it ~two heartbeats later), and a new try starts. 3.x: it reads from the live stream and
     what was created from the kill to its first read is lost; 2.x: it reads again from the
     logical date and nothing is lost, but what the first try had is repeated. 3.0 starts
-    no new try: the task instance stays ``restarting`` (apache/airflow#55045, fixed in
-    3.1), the run ends on the harness's cap, everything after the kill lost."""
+    no new try: the task instance stays ``restarting`` (apache/airflow#55045, fixed by
+    #55084), the run ends on the harness's cap, everything after the kill lost."""
     run = ScenarioRun(results / "naive_loop-clear_task")
     start, stop = stopped_by_the_supervisor(run, "restarting")
     first, second = run.tries
@@ -221,13 +221,12 @@ def test_worker_shutdown_forwards_sigterm_and_airflow_retries(results, version_c
     at once (``on_kill``) and keeps supervising; 3.0-3.2: the LocalExecutor worker lives
     through it without passing it on (it runs the scheduler's SIGTERM handler, inherited
     at the fork, which does nothing outside the scheduler's own process), and the try
-    never gets it. Either way on 3.x the loop streams on
-    through the grace period; the deploy's SIGKILL takes worker and try; nobody tells
-    Airflow, which fails the try once its heartbeats stop (the heartbeat timeout) and
-    retries it: the whole time from the kill to the retry's first read is lost. 2.x: the
-    ``LocalTaskJob`` forwards it, the try fails on the SIGTERM (up for retry), well inside
-    the grace; the retry re-reads from the logical date: nothing lost, what the first try
-    had repeated."""
+    never gets it. Either way on 3.x the loop streams on through the grace period; the
+    deploy's SIGKILL takes worker and try; nobody tells Airflow, which fails the try once
+    its heartbeats stop (the heartbeat timeout) and retries it: the whole time from the
+    kill to the retry's first read is lost. 2.x: the ``LocalTaskJob`` forwards it, the try
+    fails on the SIGTERM (up for retry), well inside the grace; the retry re-reads from the
+    logical date: nothing lost, what the first try had repeated."""
     run = ScenarioRun(results / "naive_loop-worker_shutdown")
     start, stop = run.airflow_faults
     assert start["signal"] == "SIGTERM"

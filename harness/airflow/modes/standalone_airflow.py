@@ -12,10 +12,10 @@ session, so stopping it (or the sessions of a killed scheduler) leaves nothing b
 
 Every scenario of a matrix gets its own triggered-only DAG (its id is the scenario's
 name), in a file of its own, built by :func:`harness.airflow.dag_factory.scenario_dags`
-from ``dags/scenarios.json``, so
-scenario task settings (a short ``execution_timeout``, retries) reach every Airflow
-process that parses the DAG. Runs are triggered and watched through the REST API (the
-simple auth manager with every user an admin: loopback only; harness/airflow/rest.py).
+from ``dags/scenarios.json``, so scenario task settings (a short ``execution_timeout``,
+retries) reach every Airflow process that parses the DAG. Runs are triggered and watched
+through the REST API (the simple auth manager with every user an admin: loopback only;
+harness/airflow/rest.py).
 """
 
 from __future__ import annotations
