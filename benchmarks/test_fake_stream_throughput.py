@@ -281,7 +281,7 @@ def measured(name: str, tmp_path: Path) -> dict[str, Any]:
                     "--loop",
                     "--shift-ids",
                     "--speed",
-                    "20",
+                    "10",  # a 10 ms pass: the shortest loop a replay takes (MIN_PASS_US)
                     "--queue-size",
                     "0",
                 ],
