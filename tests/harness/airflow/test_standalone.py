@@ -62,9 +62,10 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
         defaults = "" if "duration" in body else "duration = 10\n"
         defaults += "" if "rate" in body else "rate = 500\n"
         bodies[name] = f"{COMMON}{defaults}{body}"
-    # Two at a time (kill_worker and restart_scheduler run alone: they take down what
-    # every try shares): CI's time.
-    return run_scenarios(tmp_path_factory.mktemp("standalone"), bodies, jobs=2)
+    # One at a time: beside another scenario, checkpoint-kill_task's SIGKILL once landed
+    # while the checkpoint file was truncated (the article's torn write, every later try
+    # then fails to parse it: CI11), which this test does not set out to show.
+    return run_scenarios(tmp_path_factory.mktemp("standalone"), bodies)
 
 
 def airflow_processes(results: Path) -> list[dict[str, Any]]:
