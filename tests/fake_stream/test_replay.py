@@ -19,15 +19,19 @@ from harness.procs import OwnedProcess
 from tests.fake_stream._clients import Received, read_with_requests
 
 TOKEN = "test-token"
-# 100 tweets/s with a 15x burst 1 s in; the network slows 2 s in (every write 0.3 s late):
-# arrivals bunch up, then catch up. Recorded for 3.5 s of the stream.
-BURST = '{"kind": "burst", "rate": 100, "factor": 15, "at": 1, "duration": 0.5}'
+# 100 tweets/s with a 15x burst 3 s in; the network slows 4 s in (every write 0.3 s late):
+# arrivals bunch up, then catch up. Both are timed from the server's start, and the
+# recorder (a new Python process) connects up to 1.5 s later on a busy machine: 3 s leaves
+# room. Recorded for 5.5 s.
+BURST_AT_S = 3
+BURST = f'{{"kind": "burst", "rate": 100, "factor": 15, "at": {BURST_AT_S}, "duration": 0.5}}'
+RECORD_S = 5.5
 SLOW = json.dumps(
     {
         "type": "latency",
         "name": "slow_network",
         "attributes": {"latency": 0.3},
-        "schedule": {"at": 2, "duration": 0.7},
+        "schedule": {"at": BURST_AT_S + 1, "duration": 0.7},
     }
 )
 
@@ -58,7 +62,7 @@ def recorded(tmp_path_factory):
         token=TOKEN,
     )
     try:
-        capture = record(server.stream_url, folder / "burst.ndjson", 3.5)
+        capture = record(server.stream_url, folder / "burst.ndjson", RECORD_S)
     finally:
         server.stop()
     return capture, server.ledger_reader()
@@ -78,6 +82,8 @@ def test_the_capture_is_what_the_source_delivered(recorded):
     )
     assert capture.complete
     assert capture.ids.tolist() == source.ids_of(delivered).astype(np.int64).tolist()
+    connected_ms = capture.header["started_at"] * 1000 - source.t0_ms
+    assert connected_ms < BURST_AT_S * 1000, f"the recorder connected {connected_ms:.0f} ms in"
     seconds = np.bincount((capture.offsets_us // 500_000).astype(np.int64))
     assert seconds.max() > 4 * np.median(seconds)  # the burst is in it
 
@@ -86,7 +92,7 @@ def test_the_capture_is_what_the_source_delivered(recorded):
 def test_round_trip_same_ids_order_and_times(recorded, start_server, tmp_path, speed):
     capture, _ = recorded
     server = start_server("--replay", str(capture.path), "--speed", str(speed), token=TOKEN)
-    replayed = record(server.stream_url, tmp_path / "again.ndjson", 3.5 / speed + 1.5)
+    replayed = record(server.stream_url, tmp_path / "again.ndjson", RECORD_S / speed + 1.5)
     server.stop()
     assert replayed.ids.tolist() == capture.ids.tolist()  # the same tweets, in order
     spread = _arrival_spread_ms(capture, replayed, speed)
