@@ -31,8 +31,11 @@ SCENARIOS = {
     # Airflow notices the killed try, waits retry_delay (2 s) and starts the retry: 8 s on
     # a 2-vCPU machine (2026-12-01). The run ends on the clock (issue 13), so the retry must
     # start well inside it for the resume to be judged.
-    "checkpoint-kill_task": (
-        'variant = "checkpoint"\nduration = 20\nairflow_faults = [{type = "kill_task", at = 2}]'
+    # exactly_once, not checkpoint: a SIGKILL may land inside checkpoint's non-atomic state
+    # write (CI11, with another scenario beside it), and the torn file is the subject of
+    # tests/repro/test_crash_schedules.py, not of this test.
+    "exactly_once-kill_task": (
+        'variant = "exactly_once"\nduration = 20\nairflow_faults = [{type = "kill_task", at = 2}]'
     ),
     "naive_loop-sigterm_task_only": (
         'variant = "naive_loop"\nairflow_faults = [{type = "sigterm_task_only", at = 2}]'
@@ -62,10 +65,8 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
         defaults = "" if "duration" in body else "duration = 10\n"
         defaults += "" if "rate" in body else "rate = 500\n"
         bodies[name] = f"{COMMON}{defaults}{body}"
-    # One at a time: beside another scenario, checkpoint-kill_task's SIGKILL once landed
-    # while the checkpoint file was truncated (the article's torn write, every later try
-    # then fails to parse it: CI11), which this test does not set out to show.
-    return run_scenarios(tmp_path_factory.mktemp("standalone"), bodies)
+    # Two at a time, as a user with two cores would (restart_scheduler runs alone).
+    return run_scenarios(tmp_path_factory.mktemp("standalone"), bodies, jobs=2)
 
 
 def airflow_processes(results: Path) -> list[dict[str, Any]]:
@@ -81,8 +82,8 @@ def scenario(results: Path, name: str) -> ScenarioRun:
 @pytest.mark.slow
 def test_kill_task_fails_the_try_and_airflow_retries_it(results):
     """SIGKILL of the task process: Airflow records the killed try as failed and starts the
-    next one itself; the checkpoint (same worker) resumes with nothing lost."""
-    run = scenario(results, "checkpoint-kill_task")
+    next one itself, which resumes from the committed offset: nothing lost, nothing twice."""
+    run = scenario(results, "exactly_once-kill_task")
     kill = run.airflow_faults[0]
     first, second = run.tries
     assert (first["pid"], first["state"]) == (kill["pid"], "failed")
@@ -90,6 +91,7 @@ def test_kill_task_fails_the_try_and_airflow_retries_it(results):
     assert second["state"] == "success"
     assert airflow_time(second["start_date"]) > kill["time"]
     assert run.metrics["queue"]["lost"] == 0
+    assert run.metrics["queue"]["duplicates"] == 0
 
 
 @pytest.mark.slow
