@@ -21,7 +21,7 @@ from tests.fake_stream._clients import Received, read_with_requests
 TOKEN = "test-token"
 # 100 tweets/s with a 15x burst 3 s in; the network slows 4 s in (every write 0.3 s late):
 # arrivals bunch up, then catch up. Both are timed from the server's start, and the
-# recorder (a new Python process) connects up to 1.5 s later on a busy machine: 3 s leaves
+# recorder (a new Python process) connected 1.45 s in on a busy CI machine: 3 s leaves
 # room. Recorded for 5.5 s.
 BURST_AT_S = 3
 BURST = f'{{"kind": "burst", "rate": 100, "factor": 15, "at": {BURST_AT_S}, "duration": 0.5}}'

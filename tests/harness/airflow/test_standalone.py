@@ -65,7 +65,8 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
         defaults = "" if "duration" in body else "duration = 10\n"
         defaults += "" if "rate" in body else "rate = 500\n"
         bodies[name] = f"{COMMON}{defaults}{body}"
-    # Two at a time, as a user with two cores would (restart_scheduler runs alone).
+    # Two at a time (kill_worker, restart_scheduler and memory_limit run alone: their
+    # nemeses declare `alone`, they take down what every try shares): CI's time.
     return run_scenarios(tmp_path_factory.mktemp("standalone"), bodies, jobs=2)
 
 
